@@ -1,0 +1,1 @@
+"""The learning side: featurization, encoder, temporal head, training, evaluation, scorer."""

@@ -1,0 +1,163 @@
+"""Thin Faust agents: decode -> validate -> pure state transition -> table -> emit update or dead letter.
+
+Three stages, each keyed so that a table key always lives in the partition of the events that
+change it:
+  transactions (any key)      -> validate -> streamproc.transactions-by-terminal (key terminal)
+  by-terminal                 -> terminal velocity table -> streamproc.user-events (key user)
+  clicks + user-events        -> user window + velocity table -> sequence-updates (key user)
+Events are taken in batches; each key's state is written once per batch (coalesced changelog
+writes) in the context of that key's own last event, and the producer is flushed before the
+batch's offsets are acknowledged (at-least-once; redelivered offsets change no state twice).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+
+from streamproc.app import Topology
+from streamproc.config import Settings
+from streamproc.events import InvalidEvent, dead_letter, encode, validate
+from streamproc.metrics import Metrics
+from streamproc.processing import (
+    Lineage,
+    State,
+    apply_terminal_event,
+    apply_user_event,
+    new_terminal_state,
+    new_user_state,
+    sequence_update,
+)
+
+TAKE_MAX = 1000
+TAKE_WITHIN_S = 0.01
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _lineage(event: faust.EventT) -> Lineage:
+    msg = event.message
+    return Lineage(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
+
+
+def write_in_context(table: faust.Table, key: bytes, value: bytes, event: faust.EventT) -> None:
+    """table[key] = value with `event` as the current event, so the store and changelog partition are its own."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        table[key] = value
+    finally:
+        _current_event.reset(token)
+
+
+class StateBatch:
+    """The states a batch touches, loaded once from the table and written back once per key."""
+
+    def __init__(self, table: faust.Table, new_state: Any) -> None:
+        self.table = table
+        self.new_state = new_state
+        self.states: dict[bytes, tuple[State, faust.EventT]] = {}
+
+    def get(self, key: bytes, event: faust.EventT) -> State:
+        if key in self.states:
+            state = self.states[key][0]
+        else:
+            raw = self.table.get(key)
+            state = json.loads(raw) if raw else self.new_state()
+        self.states[key] = (state, event)
+        return state
+
+    def write(self) -> None:
+        for key, (state, event) in self.states.items():
+            write_in_context(self.table, key, encode(state), event)
+        self.states.clear()
+
+
+def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
+    app = topo.app
+
+    async def send_dead_letter(event: faust.EventT, error: InvalidEvent) -> None:
+        msg = event.message
+        metrics.dead_letters.labels(msg.topic, error.reason).inc()
+        await topo.dead_letters.send(
+            key=msg.key,
+            value=dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()),
+        )
+
+    @app.agent(topo.transactions, name="streamproc.route-transactions")
+    async def route_transactions(stream: faust.StreamT) -> None:
+        events_in = metrics.events_in.labels(settings.transactions_topic)
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            for event in events:
+                events_in.inc()
+                try:
+                    valid = validate("transaction", event.message.value)
+                except InvalidEvent as error:
+                    await send_dead_letter(event, error)
+                    continue
+                payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
+                await topo.tx_by_terminal.send(key=valid.record["item_id"].encode(), value=encode(payload))
+            await app.producer.flush()
+
+    @app.agent(topo.tx_by_terminal, name="streamproc.terminal-velocity")
+    async def terminal_velocity(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            batch = StateBatch(topo.terminals, new_terminal_state)
+            for event in events:
+                msg = event.message
+                payload = json.loads(msg.value)
+                record = payload["record"]
+                state = batch.get(msg.key, event)
+                payload["terminal"] = apply_terminal_event(
+                    state, record, payload.pop("label"), f"{msg.topic}:{msg.partition}", msg.offset
+                )
+                await topo.user_events.send(key=record["user_id"].encode(), value=encode(payload))
+            batch.write()
+            await app.producer.flush()
+
+    @app.agent(topo.user_inputs, name="streamproc.user-windows")
+    async def user_windows(stream: faust.StreamT) -> None:
+        clicks_in = metrics.events_in.labels(settings.clicks_topic)
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            batch = StateBatch(topo.users, new_user_state)
+            for event in events:
+                msg = event.message
+                if msg.topic == settings.clicks_topic:
+                    clicks_in.inc()
+                    try:
+                        valid = validate("click", msg.value)
+                    except InvalidEvent as error:
+                        await send_dead_letter(event, error)
+                        continue
+                    record, lineage, terminal = valid.record, _lineage(event), {}
+                    user_key = record["user_id"].encode()
+                    if msg.key != user_key:  # keyed by something else: re-key so the user's state stays in one partition
+                        await topo.user_events.send(
+                            key=user_key, value=encode({"record": record, "lineage": lineage.as_dict(), "terminal": {}})
+                        )
+                        continue
+                else:
+                    payload = json.loads(msg.value)
+                    record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
+                state = batch.get(msg.key, event)
+                window, customer = apply_user_event(
+                    state, record, f"{msg.topic}:{msg.partition}", msg.offset,
+                    settings.window_max_events, settings.window_max_age_ms,
+                )
+                metrics.events_accepted.labels(lineage.topic).inc()
+                update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
+                await topo.sequence_updates.send(key=msg.key, value=encode(update))
+                metrics.sequence_updates.inc()
+            batch.write()
+            await app.producer.flush()
+
+    @app.timer(interval=10.0)
+    async def report_table_sizes() -> None:
+        for table in (topo.users, topo.terminals):
+            metrics.table_keys.labels(table.name).set(len(table))

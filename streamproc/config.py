@@ -1,0 +1,78 @@
+"""One frozen Settings object, built from the environment (STREAMPROC_*) and command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything a streamproc process needs to know; the only place that reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMPROC_", frozen=True, extra="forbid")
+
+    # Kafka
+    bootstrap_servers: str = "127.0.0.1:9092"
+    broker_flavour: Literal["kafka", "tansu"] = "kafka"  # "tansu" enables the embedded broker's workarounds
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    app_id: str = "streamproc"
+    clicks_topic: str = "clicks"
+    transactions_topic: str = "transactions"
+    sequence_updates_topic: str = "sequence-updates"
+    risk_scores_topic: str = "risk-scores"
+    next_action_topic: str = "next-action-scores"
+    fraud_alerts_topic: str = "fraud-alerts"
+    dead_letter_topic: str = "streamproc.dead-letters"
+    tx_by_terminal_topic: str = "streamproc.transactions-by-terminal"
+    user_events_topic: str = "streamproc.user-events"  # validated events keyed by user_id (repartitioned)
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 1_000
+    rebalance_timeout_ms: int = 10_000
+
+    # Faust worker
+    data_dir: Path = Path("var/streamproc")
+    window_max_events: int = Field(50, ge=1)
+    window_max_age_ms: int = Field(30 * 86_400_000, ge=1)
+    worker_metrics_port: int = 9101
+    worker_web_port: int = 6066
+
+    # Scoring worker
+    checkpoint: Path = Path("checkpoints/demo")
+    device: str | None = None
+    batch_max_size: int = Field(256, ge=1)
+    batch_max_wait_ms: int = Field(20, ge=0)
+    alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    top_k: int = Field(10, ge=1)
+    scorer_group: str = "streamproc-scorer"
+    scorer_metrics_port: int = 9102
+
+    def kafka_common(self) -> dict[str, Any]:
+        """librdkafka options shared by every confluent-kafka client, in their dotted names."""
+        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.app_id}
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given fields replaced (None values are ignored), validated again."""
+        values = self.model_dump()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return Settings(**values)
+
+    def input_topics(self) -> tuple[str, ...]:
+        return (self.clicks_topic, self.transactions_topic)
+
+    def all_topics(self) -> tuple[str, ...]:
+        """Every topic the pipeline reads or writes, created up front with `partitions` partitions."""
+        return (
+            self.clicks_topic,
+            self.transactions_topic,
+            self.tx_by_terminal_topic,
+            self.user_events_topic,
+            self.sequence_updates_topic,
+            self.risk_scores_topic,
+            self.next_action_topic,
+            self.fraud_alerts_topic,
+            self.dead_letter_topic,
+        )

@@ -1,0 +1,224 @@
+"""Wire types (clicks, transactions, sequence updates, scores, dead letters) and their strict validation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+CLICK_ACTIONS = frozenset(
+    {"view", "click", "cart", "remove_from_cart", "fav", "purchase", "rate", "search", "share", "review"}
+)
+TX_ACTION = "transaction"
+MIN_TS_MS = 946_684_800_000  # 2000-01-01
+MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
+MAX_ID_LEN = 128
+MAX_TEXT_LEN = 512
+MAX_AMOUNT = 1e9
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+REASONS = (
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "bad_type",
+    "bad_id",
+    "bad_timestamp",
+    "bad_amount",
+    "bad_currency",
+    "bad_label",
+    "bad_value",
+    "unknown_action",
+    "too_long",
+)
+
+
+class InvalidEvent(ValueError):
+    """An input message that breaks the contract; `reason` is one of REASONS, `detail` says where."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ValidEvent:
+    """A validated input event: the window record (docs/contracts.md) plus what is not a feature."""
+
+    record: dict[str, Any]
+    label: int | None = None  # transactions in replays only; never part of the record
+
+    @property
+    def user_id(self) -> str:
+        return str(self.record["user_id"])
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["event_id"])
+
+    @property
+    def ts_ms(self) -> int:
+        return int(self.record["ts_ms"])
+
+
+def _require(msg: dict[str, Any], name: str) -> Any:
+    if name not in msg or msg[name] is None:
+        raise InvalidEvent("missing_field", f"'{name}' is required")
+    return msg[name]
+
+
+def _id(msg: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = _require(msg, name) if required else msg.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidEvent("bad_type", f"'{name}' must be a string or an integer, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise InvalidEvent("bad_id", f"'{name}' is empty")
+    if len(text) > MAX_ID_LEN:
+        raise InvalidEvent("too_long", f"'{name}' is longer than {MAX_ID_LEN} characters")
+    return text
+
+
+def _text(msg: dict[str, Any], name: str) -> str | None:
+    value = msg.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEvent("bad_type", f"'{name}' must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_LEN:
+        raise InvalidEvent("too_long", f"'{name}' is longer than {MAX_TEXT_LEN} characters")
+    return value.strip() or None
+
+
+def _number(msg: dict[str, Any], name: str, reason: str, required: bool) -> float | None:
+    value = _require(msg, name) if required else msg.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEvent("bad_type", f"'{name}' must be a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidEvent(reason, f"'{name}' must be finite, got {value}")
+    return number
+
+
+def parse_ts_ms(value: Any) -> int:
+    """Event time as epoch milliseconds from an integer of milliseconds or an ISO-8601 string."""
+    if isinstance(value, bool):
+        raise InvalidEvent("bad_timestamp", "'ts' must be epoch milliseconds or ISO-8601, got a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidEvent("bad_timestamp", f"'ts' is not finite: {value}")
+        ts_ms = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InvalidEvent("bad_timestamp", f"'ts' is not ISO-8601: {value!r}") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        ts_ms = int(parsed.timestamp() * 1000)
+    else:
+        raise InvalidEvent("bad_timestamp", f"'ts' must be epoch milliseconds or ISO-8601, got {type(value).__name__}")
+    if not MIN_TS_MS <= ts_ms <= MAX_TS_MS:
+        raise InvalidEvent("bad_timestamp", f"'ts' {ts_ms} is outside 2000..2100 (epoch milliseconds expected)")
+    return ts_ms
+
+
+def decode_json(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidEvent("invalid_json", "empty message")
+    try:
+        msg = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent("invalid_json", f"not JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise InvalidEvent("not_an_object", f"expected a JSON object, got {type(msg).__name__}")
+    return msg
+
+
+def validate_click(msg: dict[str, Any]) -> ValidEvent:
+    action = _require(msg, "action")
+    if not isinstance(action, str):
+        raise InvalidEvent("bad_type", "'action' must be a string")
+    action = action.strip().lower()
+    if action not in CLICK_ACTIONS:
+        raise InvalidEvent("unknown_action", f"'action' {action!r} is not one of {sorted(CLICK_ACTIONS)}")
+    record = {
+        "event_id": _id(msg, "event_id"),
+        "kind": "click",
+        "user_id": _id(msg, "user_id"),
+        "ts_ms": parse_ts_ms(_require(msg, "ts")),
+        "item_id": _id(msg, "item_id"),
+        "action": action,
+        "amount": None,
+        "value": _number(msg, "value", "bad_value", required=False),
+        "title": _text(msg, "title"),
+        "category": _text(msg, "category"),
+    }
+    return ValidEvent(record)
+
+
+def validate_transaction(msg: dict[str, Any]) -> ValidEvent:
+    amount = _number(msg, "amount", "bad_amount", required=True)
+    assert amount is not None
+    if not 0.0 <= amount <= MAX_AMOUNT:
+        raise InvalidEvent("bad_amount", f"'amount' {amount} is outside 0..{MAX_AMOUNT:g}")
+    currency = _require(msg, "currency")
+    if not isinstance(currency, str) or not _CURRENCY.match(currency):
+        raise InvalidEvent("bad_currency", f"'currency' must be an ISO-4217 code such as EUR, got {currency!r}")
+    terminal = _id(msg, "terminal_id", required=False) or _id(msg, "merchant_id", required=False)
+    if terminal is None:
+        raise InvalidEvent("missing_field", "'terminal_id' or 'merchant_id' is required")
+    label = msg.get("label")
+    if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+        raise InvalidEvent("bad_label", f"'label' must be 0 or 1, got {label!r}")
+    record = {
+        "event_id": _id(msg, "event_id"),
+        "kind": "transaction",
+        "user_id": _id(msg, "user_id"),
+        "ts_ms": parse_ts_ms(_require(msg, "ts")),
+        "item_id": terminal,
+        "action": TX_ACTION,
+        "amount": amount,
+        "value": None,
+        "title": _text(msg, "merchant_name"),
+        "category": _text(msg, "category"),
+        "currency": currency,
+    }
+    return ValidEvent(record, label=None if label is None else int(label))
+
+
+def validate(kind: str, raw: bytes | None) -> ValidEvent:
+    """Decode and validate one raw message of `kind` ("click" or "transaction"); raises InvalidEvent."""
+    msg = decode_json(raw)
+    return validate_click(msg) if kind == "click" else validate_transaction(msg)
+
+
+def dead_letter(raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int,
+                error: InvalidEvent, now_ms: int) -> bytes:
+    """The dead-letter message: raw bytes (base64), where they came from, and why they were refused."""
+    return json.dumps(
+        {
+            "reason": error.reason,
+            "detail": error.detail,
+            "source_topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key_b64": None if key is None else base64.b64encode(key).decode(),
+            "raw_b64": None if raw is None else base64.b64encode(raw).decode(),
+            "dead_lettered_ts_ms": now_ms,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()

@@ -1,0 +1,32 @@
+"""Run the Faust worker: topics created, broker workarounds installed, agents registered, /metrics served."""
+
+from __future__ import annotations
+
+import faust
+
+from streamproc.agents import register_agents
+from streamproc.app import create_app, quiet_faust_logging
+from streamproc.broker import create_topics
+from streamproc.config import Settings
+from streamproc.metrics import create_metrics, serve
+
+
+def build_worker(settings: Settings) -> faust.Worker:
+    if settings.broker_flavour == "tansu":
+        from streamproc.tansu_compat import install_faust_highwater_probe
+
+        install_faust_highwater_probe(settings.bootstrap_servers)
+    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions, settings.replication_factor)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = create_metrics(with_process=True)
+    topo = create_app(settings)
+    register_agents(topo, settings, metrics)
+    serve(metrics, settings.worker_metrics_port)
+    worker = faust.Worker(topo.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    quiet_faust_logging()
+    return worker
+
+
+def run_worker(settings: Settings) -> None:
+    """Block until the worker is stopped (SIGINT/SIGTERM stop it cleanly)."""
+    build_worker(settings).execute_from_commandline()

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the pipeline, on an injected registry; base units, `_total` counters, no user ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MODEL_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events_in: Counter
+    events_accepted: Counter
+    dead_letters: Counter
+    sequence_updates: Counter
+    table_keys: Gauge
+    scores_published: Counter
+    event_to_score: Histogram
+    batch_size: Histogram
+    model_batch: Histogram
+    consumer_lag: Gauge
+    encoder_cache_hit_ratio: Gauge
+
+
+def create_metrics(registry: CollectorRegistry | None = None, with_process: bool = False) -> Metrics:
+    """All streamproc metrics on `registry` (a fresh one by default, with process/python collectors if asked)."""
+    registry = registry or CollectorRegistry(auto_describe=True)
+    if with_process:
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return Metrics(
+        registry=registry,
+        events_in=Counter("streamproc_events_in", "Raw messages read from the input topics", ["topic"], registry=registry),
+        events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation", ["topic"], registry=registry),
+        dead_letters=Counter("streamproc_dead_letters", "Input messages sent to the dead-letter topic", ["topic", "reason"], registry=registry),
+        sequence_updates=Counter("streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry),
+        table_keys=Gauge("streamproc_table_keys", "Keys held in each table on this worker", ["table"], registry=registry),
+        scores_published=Counter("streamproc_scores_published", "Score messages acknowledged by the broker", ["topic"], registry=registry),
+        event_to_score=Histogram("streamproc_event_to_score_seconds", "From the input event's broker timestamp to its score's acknowledgement", buckets=LATENCY_BUCKETS_S, registry=registry),
+        batch_size=Histogram("streamproc_batch_size", "Windows per scoring batch", buckets=BATCH_BUCKETS, registry=registry),
+        model_batch=Histogram("streamproc_model_batch_seconds", "Model time per scoring batch", buckets=MODEL_BUCKETS_S, registry=registry),
+        consumer_lag=Gauge("streamproc_consumer_lag", "Records behind the high watermark, per partition", ["topic", "partition"], registry=registry),
+        encoder_cache_hit_ratio=Gauge("streamproc_encoder_cache_hit_ratio", "Share of event texts served from the encoder cache", registry=registry),
+    )
+
+
+def serve(metrics: Metrics, port: int, addr: str = "0.0.0.0") -> None:
+    """Serve /metrics for this process on `port` (0 disables it)."""
+    if port:
+        start_http_server(port, addr=addr, registry=metrics.registry)
