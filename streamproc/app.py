@@ -54,7 +54,6 @@ def create_app(settings: Settings) -> Topology:
     def raw_topic(name: str, *more: str) -> faust.TopicT:
         return app.topic(name, *more, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    raw_schema = faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     return Topology(
         app=app,
         clicks=raw_topic(settings.clicks_topic),
@@ -64,8 +63,8 @@ def create_app(settings: Settings) -> Topology:
         user_inputs=raw_topic(settings.clicks_topic, settings.user_events_topic),
         sequence_updates=raw_topic(settings.sequence_updates_topic),
         dead_letters=raw_topic(settings.dead_letter_topic),
-        users=app.Table(USER_TABLE, schema=raw_schema, partitions=settings.partitions),
-        terminals=app.Table(TERMINAL_TABLE, schema=raw_schema, partitions=settings.partitions),
+        users=app.Table(USER_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions),
+        terminals=app.Table(TERMINAL_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions),
     )
 
 
