@@ -34,6 +34,7 @@ REASONS = (
     "bad_value",
     "unknown_action",
     "too_long",
+    "bad_sequence_update",  # scoring worker: an update it cannot read
 )
 
 
@@ -189,9 +190,8 @@ def validate_transaction(msg: dict[str, Any]) -> ValidEvent:
         "action": TX_ACTION,
         "amount": amount,
         "value": None,
-        "title": _text(msg, "merchant_name"),
+        "title": _text(msg, "merchant"),
         "category": _text(msg, "category"),
-        "currency": currency,
     }
     return ValidEvent(record, label=None if label is None else int(label))
 

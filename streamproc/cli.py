@@ -1,0 +1,182 @@
+"""The command line: broker, worker, score, replay, demo, alerts, recs, train."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from streamproc.config import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings().with_overrides(
+        bootstrap_servers=args.bootstrap_servers,
+        broker_flavour=args.broker_flavour,
+        data_dir=getattr(args, "data_dir", None),
+        checkpoint=getattr(args, "checkpoint", None),
+        partitions=getattr(args, "partitions", None),
+        device=getattr(args, "device", None),
+        alert_threshold=getattr(args, "alert_threshold", None),
+        batch_max_size=getattr(args, "batch_max_size", None),
+        batch_max_wait_ms=getattr(args, "batch_max_wait_ms", None),
+    )
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streamproc.broker import EmbeddedBroker, create_topics
+
+    settings = _settings(args)
+    broker = EmbeddedBroker(port=args.port).start()
+    create_topics(broker.bootstrap_servers, settings.all_topics(), settings.partitions)
+    print(f"embedded broker (tansu, in-memory) on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streamproc.faust_worker import run_worker
+
+    run_worker(_settings(args))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from models.scorer import Scorer
+    from streamproc.metrics import create_metrics, serve
+    from streamproc.scoring.worker import ScoringWorker
+
+    settings = _settings(args)
+    if not settings.checkpoint.exists():
+        print(f"no checkpoint at {settings.checkpoint}; make one with: "
+              f"python -m models.train --preset demo --out {settings.checkpoint}", file=sys.stderr)
+        return 2
+    metrics = create_metrics(with_process=True)
+    scorer = Scorer.load(settings.checkpoint, device=settings.device, top_k=settings.top_k)
+    serve(metrics, settings.scorer_metrics_port)
+    worker = ScoringWorker(settings, scorer, metrics)
+    worker.install_signal_handlers()
+    worker.run()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamproc.broker import create_topics
+    from streamproc.replay import read_events, replay
+
+    settings = _settings(args)
+    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    events = read_events(args.path, args.format, seed=args.seed)
+    n = replay(settings, events, rate=args.rate, limit=args.limit)
+    print(f"replayed {n} events", flush=True)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamproc.demo import run_demo
+
+    return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from streamproc.consumers import follow_alerts
+
+    return follow_alerts(_settings(args), from_beginning=args.from_beginning, max_alerts=args.max)
+
+
+def cmd_recs(args: argparse.Namespace) -> int:
+    from streamproc.consumers import show_recommendations
+
+    return show_recommendations(_settings(args), args.user)
+
+
+def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from models.train import main as train_main
+
+    return int(train_main(rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamproc", description=__doc__)
+    parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: $STREAMPROC_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--broker-flavour", choices=["kafka", "tansu"], help="tansu enables the embedded broker's workarounds")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("broker", help="start the embedded Kafka-compatible broker")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--partitions", type=int)
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("worker", help="the Faust worker (validation, windows, sequence updates)")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--partitions", type=int)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("score", help="the scoring worker")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--device")
+    p.add_argument("--alert-threshold", type=float)
+    p.add_argument("--batch-max-size", type=int)
+    p.add_argument("--batch-max-wait-ms", type=int)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("replay", help="produce a data set's events into the input topics")
+    p.add_argument("path", type=Path, nargs="?", help="data file or folder (none: the built-in generator)")
+    p.add_argument("--format", default="auto", choices=["auto", "fraud", "movielens", "yoochoose", "taobao", "jsonl", "generator"])
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (0: as fast as possible)")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--partitions", type=int)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("demo", help="broker + worker + scoring worker + replay, with a live summary")
+    p.add_argument("--data", type=Path, help="data set to replay (default: the built-in generator)")
+    p.add_argument("--format", default="auto")
+    p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--limit", type=int, help="exit 0 once this many replayed events are scored")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--partitions", type=int)
+    p.add_argument("--alert-threshold", type=float)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("alerts", help="follow fraud-alerts as an analyst would")
+    p.add_argument("--from-beginning", action="store_true")
+    p.add_argument("--max", type=int, help="stop after this many alerts")
+    p.set_defaults(func=cmd_alerts)
+
+    p = sub.add_parser("recs", help="a user's latest next-action scores")
+    p.add_argument("user")
+    p.set_defaults(func=cmd_recs)
+
+    p = sub.add_parser("train", help="train a model (python -m models.train ...)", add_help=False)
+    p.set_defaults(func=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "train":
+        return cmd_train(args, rest)
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The main job: embedded broker + Faust worker + scoring worker + replay, with a live terminal summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from streamproc.broker import EmbeddedBroker, create_topics, wipe
+from streamproc.config import Settings
+from streamproc.replay import read_events, replay
+
+SUMMARY_EVERY_S = 2.0
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same Settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"STREAMPROC_{name.upper()}"] = str(value)
+    return env
+
+
+def ensure_checkpoint(path: Path) -> None:
+    """Train the default small checkpoint on the built-in synthetic data if there is none yet."""
+    if (path / "config.json").exists():
+        return
+    print(f"no checkpoint at {path}: training the default one (python -m models.train --preset demo --out {path})",
+          flush=True)
+    subprocess.run([sys.executable, "-m", "models.train", "--preset", "demo", "--out", str(path)], check=True)
+
+
+@dataclass
+class Summary:
+    """What the output topics have shown so far."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    scored: set[str] = field(default_factory=set)
+    dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
+    latencies_ms: deque[int] = field(default_factory=lambda: deque(maxlen=5000))
+    alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
+    last_recs: dict[str, Any] | None = None
+    first_score_at: float | None = None
+
+    def add(self, topic: str, value: dict[str, Any], settings: Settings) -> None:
+        self.counts[topic] += 1
+        if topic == settings.risk_scores_topic:
+            self.scored.add(value["event_id"])
+            ingest = (value.get("lineage") or {}).get("ingest_ts_ms")
+            if ingest:
+                self.latencies_ms.append(value["scored_ts_ms"] - ingest)
+            self.first_score_at = self.first_score_at or time.monotonic()
+        elif topic == settings.fraud_alerts_topic:
+            self.alerts.append(value)
+        elif topic == settings.next_action_topic:
+            self.last_recs = value
+        elif topic == settings.dead_letter_topic and value.get("source_topic") in settings.input_topics():
+            self.dead_lettered.add((value["source_topic"], value["partition"], value["offset"]))
+
+    def done(self) -> int:
+        return len(self.scored) + len(self.dead_lettered)
+
+    def render(self, produced: int, settings: Settings) -> str:
+        lat = sorted(self.latencies_ms)
+        pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0)  # noqa: E731
+        elapsed = time.monotonic() - self.first_score_at if self.first_score_at else 0.0
+        rate = len(self.scored) / elapsed if elapsed > 0 else 0.0
+        lines = [
+            f"--- produced {produced}  scored {len(self.scored)}  dead-lettered {len(self.dead_lettered)}  "
+            f"({rate:.0f} scored/s)  latency ms p50 {pct(0.5)} p95 {pct(0.95)} p99 {pct(0.99)}",
+        ]
+        for alert in self.alerts:
+            lines.append(f"  ALERT risk {alert['risk']:.2f} user {alert['user_id']} event {alert['event_id']} "
+                         f"{alert.get('kind')} at {alert.get('item_id')} amount {alert.get('amount')}")
+        if self.last_recs:
+            items = ", ".join(i["item_id"] for i in self.last_recs["top_items"][:5])
+            action = max(self.last_recs["next_action"].items(), key=lambda kv: kv[1])[0]
+            lines.append(f"  recs for user {self.last_recs['user_id']}: next items {items}; likely next action {action}")
+        return "\n".join(lines)
+
+
+def output_consumer(settings: Settings) -> Consumer:
+    consumer = Consumer({
+        **settings.kafka_common(),
+        "group.id": f"streamproc-demo-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+    })
+    consumer.subscribe([settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
+                        settings.dead_letter_topic])
+    return consumer
+
+
+def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
+             limit: int | None = None) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_checkpoint(settings.checkpoint)
+    logs = settings.data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    broker = EmbeddedBroker(log_path=logs / "broker.log").start()
+    # The embedded broker keeps nothing across restarts, so neither may the worker's tables.
+    settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu",
+                                       data_dir=settings.data_dir / "faust")
+    wipe(settings.data_dir)
+    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    print(f"broker on {settings.bootstrap_servers}; worker metrics :{settings.worker_metrics_port}/metrics, "
+          f"scorer metrics :{settings.scorer_metrics_port}/metrics; logs in {logs}", flush=True)
+    env = settings_env(settings)
+    children = {
+        name: subprocess.Popen([sys.executable, "-m", "streamproc.cli", name], env=env,
+                               stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+        for name in ("worker", "score")
+    }
+    produced = 0
+    replay_error: list[BaseException] = []
+
+    def produce() -> None:
+        nonlocal produced
+        try:
+            produced = replay(settings, read_events(data, fmt), rate=rate, limit=limit, progress=False)
+        except BaseException as exc:  # reported by the main thread
+            replay_error.append(exc)
+
+    summary = Summary()
+    consumer = output_consumer(settings)
+    producer_thread = threading.Thread(target=produce, name="replay", daemon=True)
+    producer_thread.start()
+    status = 0
+    try:
+        next_summary = time.monotonic() + SUMMARY_EVERY_S
+        while True:
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                if not msg.error():
+                    summary.add(msg.topic(), json.loads(msg.value()), settings)
+            if replay_error:
+                raise RuntimeError(f"replay failed: {replay_error[0]}")
+            for name, child in children.items():
+                if child.poll() is not None:
+                    raise RuntimeError(f"the {name} process exited with code {child.returncode}; see {logs / (name + '.log')}")
+            if time.monotonic() >= next_summary:
+                print(summary.render(produced, settings), flush=True)
+                next_summary += SUMMARY_EVERY_S
+            if limit is not None and not producer_thread.is_alive() and summary.done() >= produced:
+                print(summary.render(produced, settings), flush=True)
+                break
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+    except RuntimeError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        consumer.close()
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in children.values():
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        broker.stop()
+    if status == 0:
+        topics = (settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
+                  settings.dead_letter_topic)
+        print(" ".join(f"{t}={summary.counts[t]}" for t in topics), flush=True)
+    return status

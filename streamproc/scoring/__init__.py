@@ -1,0 +1,1 @@
+"""The scoring worker: sequence updates in, micro-batched model scores out."""

@@ -1,0 +1,256 @@
+"""The scoring worker: consume sequence-updates -> micro-batch -> score -> publish -> store offsets.
+
+At-least-once: an input offset is stored only after every score derived from it is acknowledged
+by the broker. A graceful stop (SIGINT/SIGTERM) or a partition revocation first drains the batch
+in hand. The model runs on CUDA when present, on CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from models.scorer import Scorer, Scores, Window
+from streamproc.config import Settings
+from streamproc.events import InvalidEvent, dead_letter, encode
+from streamproc.metrics import Metrics
+from streamproc.scoring.batcher import MicroBatcher
+
+log = logging.getLogger(__name__)
+IDLE_POLL_MS = 200
+LAG_REPORT_EVERY_S = 1.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One consumed sequence update waiting for its batch."""
+
+    message: Message
+    update: dict[str, Any] | None  # None: malformed, goes to dead letters
+    error: InvalidEvent | None = None
+
+
+def decode_update(message: Message) -> Pending:
+    try:
+        update = json.loads(message.value())
+        if not isinstance(update, dict) or not isinstance(update.get("window"), list) or not update["window"]:
+            raise ValueError("not a sequence update with a non-empty window")
+        return Pending(message, update)
+    except (TypeError, ValueError) as exc:
+        return Pending(message, None, InvalidEvent("bad_sequence_update", str(exc)))
+
+
+def score_messages(
+    update: dict[str, Any], scores: Scores, scored_ts_ms: int, alert_threshold: float
+) -> dict[str, dict[str, Any]]:
+    """The output messages for one scored update, by output kind: risk, next_action and maybe alert."""
+    lineage = dict(update.get("lineage") or {})
+    common = {
+        "user_id": update["user_id"],
+        "event_id": update["event_id"],
+        "model_version": scores.model_version,
+        "event_ts_ms": update["event_ts_ms"],
+        "scored_ts_ms": scored_ts_ms,
+        "lineage": lineage,
+    }
+    risk = {**common, "risk": float(scores.risk)}
+    out = {
+        "risk": risk,
+        "next_action": {
+            **common,
+            "top_items": [{"item_id": item, "score": float(score)} for item, score in scores.top_items],
+            "next_action": {name: float(p) for name, p in scores.next_action.items()},
+            "time_to_next_s": float(scores.time_to_next_s),
+        },
+    }
+    if scores.risk >= alert_threshold:
+        last = update["window"][-1]
+        out["alert"] = {
+            **risk,
+            "threshold": alert_threshold,
+            "kind": last.get("kind"),
+            "item_id": last.get("item_id"),
+            "amount": last.get("amount"),
+        }
+    return out
+
+
+class ScoringWorker:
+    def __init__(self, settings: Settings, scorer: Scorer, metrics: Metrics) -> None:
+        self.settings = settings
+        self.scorer = scorer
+        self.metrics = metrics
+        self.batcher: MicroBatcher[Pending] = MicroBatcher(settings.batch_max_size, settings.batch_max_wait_ms)
+        self._stopping = False
+        self._delivery_errors: list[str] = []
+        self._last_lag_report = 0.0
+        self.consumer = Consumer(
+            {
+                **settings.kafka_common(),
+                "group.id": settings.scorer_group,
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 1000,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": settings.session_timeout_ms,
+                "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+                "max.poll.interval.ms": max(60_000, settings.rebalance_timeout_ms),
+                "partition.assignment.strategy": "range",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        self.producer = Producer(
+            {
+                **settings.kafka_common(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "partitioner": "murmur2_random",
+            }
+        )
+        self.topics = {
+            "risk": settings.risk_scores_topic,
+            "next_action": settings.next_action_topic,
+            "alert": settings.fraud_alerts_topic,
+        }
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish the batch in hand and exit."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.stop)
+        signal.signal(signal.SIGTERM, self.stop)
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Score until stopped (or until `until()` is true); drain, commit and close on the way out."""
+        self.consumer.subscribe([self.settings.sequence_updates_topic], on_revoke=self._on_revoke)
+        try:
+            while not self._stopping and not (until and until()):
+                self.step()
+            self.flush_batch()
+        finally:
+            self.consumer.close()  # commits the stored offsets
+            self.producer.flush(10)
+
+    def step(self) -> None:
+        now = _now_ms()
+        wait_ms = self.batcher.wait_ms(now, IDLE_POLL_MS)
+        messages = self.consumer.consume(num_messages=self.batcher.room(), timeout=wait_ms / 1000)
+        now = _now_ms()
+        for message in messages:
+            if message.error():
+                if message.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", message.error())
+                continue
+            self.batcher.add(decode_update(message), now)
+        if self.batcher.is_due(_now_ms()):
+            self.flush_batch()
+        self._report_lag()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.flush_batch()
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:  # nothing stored yet is fine
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                raise
+
+    # -- scoring -----------------------------------------------------------------------------------
+    def flush_batch(self) -> None:
+        batch = self.batcher.drain()
+        if not batch:
+            return
+        valid = [p for p in batch if p.update is not None]
+        for p in batch:
+            if p.error is not None:
+                self._dead_letter(p)
+        if valid:
+            started = time.perf_counter()
+            scores = self.scorer.score(
+                [Window(events=p.update["window"], aggregates=p.update.get("aggregates") or {}) for p in valid]  # type: ignore[index]
+            )
+            self.metrics.model_batch.observe(time.perf_counter() - started)
+            self.metrics.batch_size.observe(len(valid))
+            self._publish(valid, scores)
+        self._await_acks()
+        for p in batch:
+            self.consumer.store_offsets(message=p.message)
+        self._report_cache()
+
+    def _publish(self, valid: list[Pending], scores: list[Scores]) -> None:
+        scored_ts_ms = _now_ms()
+        for pending, score in zip(valid, scores, strict=True):
+            update = pending.update
+            assert update is not None
+            key = str(update["user_id"]).encode()
+            ingest_ms = (update.get("lineage") or {}).get("ingest_ts_ms")
+            for kind, value in score_messages(update, score, scored_ts_ms, self.settings.alert_threshold).items():
+                self.producer.produce(
+                    self.topics[kind], key=key, value=encode(value),
+                    on_delivery=self._on_delivery(kind, ingest_ms if kind == "risk" else None),
+                )
+            self.producer.poll(0)
+
+    def _on_delivery(self, kind: str, ingest_ms: int | None) -> Callable[[KafkaError | None, Message], None]:
+        topic = self.topics[kind]
+
+        def callback(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                self._delivery_errors.append(f"{topic}: {error}")
+                return
+            self.metrics.scores_published.labels(topic).inc()
+            if ingest_ms is not None:
+                self.metrics.event_to_score.observe(max(0.0, (_now_ms() - ingest_ms) / 1000))
+
+        return callback
+
+    def _await_acks(self) -> None:
+        remaining = self.producer.flush(60)
+        if remaining or self._delivery_errors:
+            errors, self._delivery_errors = self._delivery_errors, []
+            # Offsets were not stored: the batch is consumed again after a restart (at-least-once).
+            raise RuntimeError(f"scores not acknowledged ({remaining} in flight): {errors[:5]}")
+
+    def _dead_letter(self, pending: Pending) -> None:
+        msg, error = pending.message, pending.error
+        assert error is not None
+        self.metrics.dead_letters.labels(msg.topic(), error.reason).inc()
+        self.producer.produce(
+            self.settings.dead_letter_topic, key=msg.key(),
+            value=dead_letter(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset(), error, _now_ms()),
+        )
+
+    # -- metrics -----------------------------------------------------------------------------------
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_report < LAG_REPORT_EVERY_S:
+            return
+        self._last_lag_report = now
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return
+        for tp in self.consumer.position(assignment):
+            # cached=True: the high watermark of the last Fetch response (tansu's ListOffsets is low).
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+
+    def _report_cache(self) -> None:
+        ratio = getattr(self.scorer, "cache_hit_rate", None)
+        if callable(ratio):
+            ratio = ratio()
+        if isinstance(ratio, int | float):
+            self.metrics.encoder_cache_hit_ratio.set(float(ratio))

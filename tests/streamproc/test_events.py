@@ -1,0 +1,87 @@
+"""Validation of the wire contract: clear reasons for bad input, exact records for good input."""
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamproc.events import InvalidEvent, dead_letter, parse_ts_ms, validate
+
+CLICK = {"event_id": "e1", "user_id": "u1", "item_id": "i9", "action": "View", "ts": 1_700_000_000_000,
+         "title": "Trail shoes", "category": "Sports", "value": 4.5}
+TX = {"event_id": "t1", "user_id": 42, "amount": 12.5, "currency": "EUR", "terminal_id": "T7",
+      "ts": "2018-04-01T00:00:31Z", "label": 1}
+
+
+def raw(d) -> bytes:
+    return json.dumps(d).encode()
+
+
+def test_valid_click_becomes_a_contract_record():
+    v = validate("click", raw(CLICK))
+    assert v.record == {"event_id": "e1", "kind": "click", "user_id": "u1", "ts_ms": 1_700_000_000_000,
+                        "item_id": "i9", "action": "view", "amount": None, "value": 4.5,
+                        "title": "Trail shoes", "category": "Sports"}
+    assert v.label is None
+
+
+def test_valid_transaction_keeps_label_out_of_the_record():
+    v = validate("transaction", raw(TX))
+    assert v.record["ts_ms"] == 1_522_540_831_000
+    assert v.record["item_id"] == "T7" and v.record["user_id"] == "42" and v.record["action"] == "transaction"
+    assert "label" not in v.record and v.label == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "payload", "reason"),
+    [
+        ("click", b"{not json", "invalid_json"),
+        ("click", b"[1, 2]", "not_an_object"),
+        ("click", raw({**CLICK, "user_id": None}), "missing_field"),
+        ("click", raw({k: v for k, v in CLICK.items() if k != "item_id"}), "missing_field"),
+        ("click", raw({**CLICK, "action": "teleport"}), "unknown_action"),
+        ("click", raw({**CLICK, "ts": "yesterday"}), "bad_timestamp"),
+        ("click", raw({**CLICK, "ts": 1_700_000_000}), "bad_timestamp"),  # seconds, not milliseconds
+        ("click", raw({**CLICK, "user_id": ["u"]}), "bad_type"),
+        ("click", raw({**CLICK, "user_id": "  "}), "bad_id"),
+        ("click", raw({**CLICK, "title": "x" * 600}), "too_long"),
+        ("transaction", raw({**TX, "amount": -1}), "bad_amount"),
+        ("transaction", raw({**TX, "amount": "12"}), "bad_type"),
+        ("transaction", raw({**TX, "currency": "euro"}), "bad_currency"),
+        ("transaction", raw({**TX, "label": 2}), "bad_label"),
+        ("transaction", raw({k: v for k, v in TX.items() if k != "terminal_id"}), "missing_field"),
+        ("transaction", b'{"amount": NaN, "event_id": "x"}', "bad_amount"),
+    ],
+)
+def test_invalid_input_has_a_clear_reason(kind, payload, reason):
+    with pytest.raises(InvalidEvent) as info:
+        validate(kind, payload)
+    assert info.value.reason == reason
+    assert info.value.detail
+
+
+def test_dead_letter_keeps_raw_bytes_and_lineage():
+    error = InvalidEvent("invalid_json", "not JSON")
+    msg = json.loads(dead_letter(b"\xff\x00", b"k", "clicks", 3, 77, error, 123))
+    import base64
+
+    assert base64.b64decode(msg["raw_b64"]) == b"\xff\x00"
+    assert (msg["source_topic"], msg["partition"], msg["offset"], msg["reason"]) == ("clicks", 3, 77, "invalid_json")
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash_validation(payload):
+    for kind in ("click", "transaction"):
+        try:
+            validate(kind, payload)
+        except InvalidEvent as error:
+            assert error.reason
+
+
+@given(st.integers(946_684_800_000, 4_102_444_800_000))
+def test_iso_and_epoch_ms_agree(ts_ms):
+    from datetime import datetime, timezone
+
+    iso = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).isoformat()
+    assert abs(parse_ts_ms(iso) - ts_ms) <= 1
