@@ -12,9 +12,11 @@ batch's offsets are acknowledged (at-least-once; redelivered offsets change no s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import weakref
+from collections.abc import Awaitable
 from typing import Any
 
 import faust
@@ -47,11 +49,17 @@ def _lineage(event: faust.EventT) -> Lineage:
     return Lineage(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
 
 
-def write_in_context(table: faust.Table, key: bytes, value: bytes, event: faust.EventT) -> None:
-    """table[key] = value with `event` as the current event, so the store and changelog partition are its own."""
+def write_in_context(table: faust.Table, key: bytes, value: bytes, event: faust.EventT) -> Awaitable[Any]:
+    """Store key -> value in the partition of `event` (its own source partition) and send the changelog record.
+
+    Returns the changelog send, which completes when the broker acknowledges it. (Faust's own
+    table[key] = value buffers the changelog record and its producer flush may return before the
+    buffer is empty, so an offset could be committed ahead of the state it produced.)
+    """
     token = _current_event.set(weakref.ref(event))
     try:
-        table[key] = value
+        table.data[key] = value
+        return table.send_changelog(event.message.partition, key, value)
     finally:
         _current_event.reset(token)
 
@@ -73,19 +81,24 @@ class StateBatch:
         self.states[key] = (state, event)
         return state
 
-    def write(self) -> None:
-        for key, (state, event) in self.states.items():
-            write_in_context(self.table, key, encode(state), event)
+    def write(self) -> list[Awaitable[Any]]:
+        sends = [write_in_context(self.table, key, encode(state), event) for key, (state, event) in self.states.items()]
         self.states.clear()
+        return sends
 
 
 def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
     app = topo.app
 
-    async def send_dead_letter(event: faust.EventT, error: InvalidEvent) -> None:
+    async def settle(sends: list[Awaitable[Any]]) -> None:
+        """Flush the producer and wait for every acknowledgement before the batch's offsets are acked."""
+        await app.producer.flush()
+        await asyncio.gather(*sends)
+
+    async def send_dead_letter(event: faust.EventT, error: InvalidEvent) -> Awaitable[Any]:
         msg = event.message
         metrics.dead_letters.labels(msg.topic, error.reason).inc()
-        await topo.dead_letters.send(
+        return await topo.dead_letters.send(
             key=msg.key,
             value=dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()),
         )
@@ -94,21 +107,23 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     async def route_transactions(stream: faust.StreamT) -> None:
         events_in = metrics.events_in.labels(settings.transactions_topic)
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            sends: list[Awaitable[Any]] = []
             for event in events:
                 events_in.inc()
                 try:
                     valid = validate("transaction", event.message.value)
                 except InvalidEvent as error:
-                    await send_dead_letter(event, error)
+                    sends.append(await send_dead_letter(event, error))
                     continue
                 payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
-                await topo.tx_by_terminal.send(key=valid.record["item_id"].encode(), value=encode(payload))
-            await app.producer.flush()
+                sends.append(await topo.tx_by_terminal.send(key=valid.record["item_id"].encode(), value=encode(payload)))
+            await settle(sends)
 
     @app.agent(topo.tx_by_terminal, name="streamproc.terminal-velocity")
     async def terminal_velocity(stream: faust.StreamT) -> None:
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             batch = StateBatch(topo.terminals, new_terminal_state)
+            sends = []
             for event in events:
                 msg = event.message
                 payload = json.loads(msg.value)
@@ -117,15 +132,15 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 payload["terminal"] = apply_terminal_event(
                     state, record, payload.pop("label"), f"{msg.topic}:{msg.partition}", msg.offset
                 )
-                await topo.user_events.send(key=record["user_id"].encode(), value=encode(payload))
-            batch.write()
-            await app.producer.flush()
+                sends.append(await topo.user_events.send(key=record["user_id"].encode(), value=encode(payload)))
+            await settle(sends + batch.write())
 
     @app.agent(topo.user_inputs, name="streamproc.user-windows")
     async def user_windows(stream: faust.StreamT) -> None:
         clicks_in = metrics.events_in.labels(settings.clicks_topic)
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             batch = StateBatch(topo.users, new_user_state)
+            sends = []
             for event in events:
                 msg = event.message
                 if msg.topic == settings.clicks_topic:
@@ -133,14 +148,14 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                     try:
                         valid = validate("click", msg.value)
                     except InvalidEvent as error:
-                        await send_dead_letter(event, error)
+                        sends.append(await send_dead_letter(event, error))
                         continue
                     record, lineage, terminal = valid.record, _lineage(event), {}
                     user_key = record["user_id"].encode()
                     if msg.key != user_key:  # keyed by something else: re-key so the user's state stays in one partition
-                        await topo.user_events.send(
+                        sends.append(await topo.user_events.send(
                             key=user_key, value=encode({"record": record, "lineage": lineage.as_dict(), "terminal": {}})
-                        )
+                        ))
                         continue
                 else:
                     payload = json.loads(msg.value)
@@ -152,10 +167,9 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 )
                 metrics.events_accepted.labels(lineage.topic).inc()
                 update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
-                await topo.sequence_updates.send(key=msg.key, value=encode(update))
+                sends.append(await topo.sequence_updates.send(key=msg.key, value=encode(update)))
                 metrics.sequence_updates.inc()
-            batch.write()
-            await app.producer.flush()
+            await settle(sends + batch.write())
 
     @app.timer(interval=10.0)
     async def report_table_sizes() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError
@@ -29,7 +29,7 @@ def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
 
 
 def format_alert(alert: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(alert["event_ts_ms"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    when = datetime.fromtimestamp(alert["event_ts_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     amount = alert.get("amount")
     amount_text = f"{amount:>10.2f}" if isinstance(amount, int | float) else " " * 10
     lag_ms = alert["scored_ts_ms"] - (alert.get("lineage") or {}).get("ingest_ts_ms", alert["scored_ts_ms"])

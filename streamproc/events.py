@@ -7,7 +7,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 CLICK_ACTIONS = frozenset(
@@ -124,7 +124,7 @@ def parse_ts_ms(value: Any) -> int:
         except ValueError as exc:
             raise InvalidEvent("bad_timestamp", f"'ts' is not ISO-8601: {value!r}") from exc
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         ts_ms = int(parsed.timestamp() * 1000)
     else:
         raise InvalidEvent("bad_timestamp", f"'ts' must be epoch milliseconds or ISO-8601, got {type(value).__name__}")

@@ -14,6 +14,7 @@ from models import aggregates
 from streamproc.windowing import insert_event, window_for_event
 
 State = dict[str, Any]
+RECENT_IDS_PER_MAX_EVENTS = 4  # event ids remembered per user, in multiples of the window length
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,8 @@ class Lineage:
 
 
 def new_user_state() -> State:
-    return {"w": [], "o": {}, "v": aggregates.new_state()}
+    # w: window, o: last applied offset per source partition, v: velocity, s: recently applied event ids
+    return {"w": [], "o": {}, "v": aggregates.new_state(), "s": []}
 
 
 def new_terminal_state() -> State:
@@ -53,12 +55,20 @@ def apply_user_event(
     max_events: int,
     max_age_ms: int,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Apply one accepted event to its user's state (mutated); return the window and customer aggregates to score it with."""
-    if not already_applied(state, source, offset):
+    """Apply one accepted event to its user's state (mutated); return the window and customer aggregates to score it with.
+
+    An event counts once even when it arrives twice: Kafka redelivers the same offset after a
+    crash, and an upstream stage that re-runs re-sends the same event under a new offset, which
+    the recent event ids catch.
+    """
+    recent = state.setdefault("s", [])
+    if not already_applied(state, source, offset) and record["event_id"] not in recent:
         state["w"], _inserted = insert_event(state["w"], record, max_events, max_age_ms)
         if record["kind"] == "transaction":
             aggregates.update(state["v"], record["ts_ms"], record["amount"])
-        state["o"][source] = offset
+        recent.append(record["event_id"])
+        del recent[: max(0, len(recent) - RECENT_IDS_PER_MAX_EVENTS * max_events)]
+    state["o"][source] = max(offset, state["o"].get(source, -1))
     window = window_for_event(state["w"], record, max_events)
     return window, aggregates.customer_features(state["v"], record["ts_ms"])
 

@@ -1,6 +1,7 @@
 """Validation of the wire contract: clear reasons for bad input, exact records for good input."""
 
 import json
+from datetime import UTC
 
 import pytest
 from hypothesis import given
@@ -81,7 +82,7 @@ def test_arbitrary_bytes_never_crash_validation(payload):
 
 @given(st.integers(946_684_800_000, 4_102_444_800_000))
 def test_iso_and_epoch_ms_agree(ts_ms):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    iso = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).isoformat()
+    iso = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat()
     assert abs(parse_ts_ms(iso) - ts_ms) <= 1

@@ -1,0 +1,101 @@
+"""Checkpoint folder: safetensors weights, config.json, cached catalogue text embeddings, model_version."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
+from safetensors.torch import load_file, save_file
+
+from models.features import FEATURIZATION_VERSION, Vocab
+from models.temporal import TemporalConfig, TemporalModel
+
+WEIGHTS, CONFIG, TEXTS = "model.safetensors", "config.json", "texts.safetensors"
+FORMAT = 1
+
+
+@dataclass
+class Checkpoint:
+    """Everything a scorer needs, rebuilt from a checkpoint folder."""
+
+    model: TemporalModel
+    config: TemporalConfig
+    vocab: Vocab
+    encoder: str | None  # encoder name or local path; None when the model uses no text
+    texts: list[str]  # catalogue texts whose embeddings are cached
+    text_embeddings: np.ndarray  # (len(texts), text_dim) float32
+    model_version: str
+    extra: dict[str, Any]
+
+
+def model_version(folder: str | Path) -> str:
+    """Short sha256 over the weights file and config.json bytes."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, CONFIG):
+        digest.update((Path(folder) / name).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def save(
+    folder: str | Path,
+    model: TemporalModel,
+    vocab: Vocab,
+    encoder: str | None,
+    texts: list[str] | None = None,
+    text_embeddings: np.ndarray | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write the checkpoint folder and return its model_version."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / WEIGHTS))
+    texts = texts or []
+    config = {
+        "format": FORMAT,
+        "featurization_version": FEATURIZATION_VERSION,
+        "temporal": model.config.to_dict(),
+        "vocab": vocab.to_dict(),
+        "encoder": encoder,
+        "texts": texts,
+        "extra": extra or {},
+    }
+    (folder / CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True))
+    embeddings = (
+        np.zeros((0, model.config.text_dim), np.float32) if text_embeddings is None else text_embeddings
+    )
+    save_numpy({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)}, str(folder / TEXTS))
+    return model_version(folder)
+
+
+def load(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model (eval mode, on device) and its vocabularies from a checkpoint folder."""
+    folder = Path(folder)
+    if not (folder / CONFIG).is_file():
+        raise FileNotFoundError(f"no checkpoint at {folder!s} (missing {CONFIG})")
+    raw = json.loads((folder / CONFIG).read_text())
+    if raw["featurization_version"] != FEATURIZATION_VERSION:
+        raise ValueError(
+            f"checkpoint {folder!s} uses featurization v{raw['featurization_version']}, "
+            f"this code is v{FEATURIZATION_VERSION}"
+        )
+    config = TemporalConfig(**raw["temporal"])
+    model = TemporalModel(config)
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return Checkpoint(
+        model=model.to(device).eval(),
+        config=config,
+        vocab=Vocab.from_dict(raw["vocab"]),
+        encoder=raw["encoder"],
+        texts=list(raw["texts"]),
+        text_embeddings=load_numpy(str(folder / TEXTS))["embeddings"],
+        model_version=model_version(folder),
+        extra=raw["extra"],
+    )

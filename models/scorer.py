@@ -1,0 +1,86 @@
+"""Encoder cache + temporal head behind one call: Scorer.load(checkpoint) / scorer.score(windows)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import checkpoint
+from models.encoder import TextEncoder
+from models.features import Window, featurize
+from models.temporal import TemporalInput
+
+__all__ = ["Scorer", "Scores", "Window"]
+
+
+@dataclass
+class Scores:
+    """Scores of one window, about its latest event."""
+
+    risk: float
+    top_items: list[tuple[str, float]]
+    next_action: dict[str, float]
+    time_to_next_s: float
+    model_version: str
+
+
+class Scorer:
+    """Batch scorer over a loaded checkpoint; texts already seen are never re-encoded."""
+
+    def __init__(
+        self, ckpt: checkpoint.Checkpoint, device: torch.device, top_k: int = 10, cache_size: int = 50_000
+    ) -> None:
+        self.ckpt = ckpt
+        self.device = device
+        self.top_k = min(top_k, ckpt.vocab.n_items - 2)
+        self.model_version = ckpt.model_version
+        self.encoder: TextEncoder | None = None
+        if ckpt.config.use_text:
+            self.encoder = TextEncoder(
+                ckpt.encoder, device=device, cache_size=max(cache_size, len(ckpt.texts) + 10_000)
+            )
+            self.encoder.preload(ckpt.texts, ckpt.text_embeddings)
+        self._actions = list(ckpt.vocab.actions)
+        self._items = np.array(ckpt.vocab.items, dtype=object)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None, top_k: int = 10) -> Scorer:
+        """Load a checkpoint folder; device None picks cuda when available, else cpu."""
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(checkpoint.load(path, dev), dev, top_k=top_k)
+
+    def _text_table(self, texts: list[str]) -> torch.Tensor:
+        """(U, text_dim) embeddings of the batch's distinct texts, from the cache when seen before."""
+        if self.encoder is None or not texts:
+            return torch.zeros((0, self.ckpt.config.text_dim))
+        return torch.from_numpy(self.encoder.encode(texts))
+
+    @torch.inference_mode()
+    def score(self, windows: Sequence[Window]) -> list[Scores]:
+        """One Scores per window, in order."""
+        if not windows:
+            return []
+        batch = featurize(windows, self.ckpt.vocab, self.ckpt.config.max_len)
+        inp = TemporalInput.from_features(batch, self._text_table(batch.texts), self.device)
+        out = self.ckpt.model(inp, torch.from_numpy(batch.aggregates).to(self.device))
+        risk = torch.sigmoid(out.risk_logit).cpu().tolist()
+        top = torch.softmax(out.item_logits, dim=-1).topk(self.top_k, dim=-1)
+        top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids
+        top_p = top.values.cpu().tolist()
+        actions = torch.softmax(out.action_logits[:, 2:], dim=-1).cpu().tolist()
+        time_s = torch.expm1(out.log_time_to_next.clamp(0, 30)).cpu().tolist()
+        names = self._actions
+        return [
+            Scores(
+                risk=risk[b],
+                top_items=list(zip(top_ids[b].tolist(), top_p[b], strict=True)),
+                next_action=dict(zip(names, actions[b], strict=True)),
+                time_to_next_s=time_s[b],
+                model_version=self.model_version,
+            )
+            for b in range(len(windows))
+        ]

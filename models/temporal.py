@@ -1,0 +1,201 @@
+"""Temporal head over event sequences: causal transformer or GRU with next-item/action, risk, time heads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.aggregates import AGGREGATE_FEATURES
+from models.features import NUMERIC_FEATURES, PAD, FeatureBatch
+
+
+@dataclass
+class TemporalConfig:
+    """Architecture hyper-parameters; saved in the checkpoint so load() rebuilds the exact model."""
+
+    n_items: int
+    n_actions: int
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.1
+    kind: Literal["transformer", "gru"] = "transformer"
+    use_text: bool = True
+    text_dim: int = 384
+    n_numeric: int = len(NUMERIC_FEATURES)
+    n_aggregates: int = len(AGGREGATE_FEATURES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TemporalInput:
+    """Tensor inputs of a batch of right-padded windows."""
+
+    item: torch.Tensor  # (B, T) int64
+    action: torch.Tensor  # (B, T) int64
+    numeric: torch.Tensor  # (B, T, F) float32
+    text_index: torch.Tensor  # (B, T) int64 into text_table, -1 for none
+    text_table: torch.Tensor  # (U, text_dim) float32 embeddings of the batch's distinct texts
+    lengths: torch.Tensor  # (B,) int64
+
+    @classmethod
+    def from_features(
+        cls, batch: FeatureBatch, text_table: torch.Tensor, device: torch.device
+    ) -> TemporalInput:
+        return cls(
+            item=torch.from_numpy(batch.item).to(device),
+            action=torch.from_numpy(batch.action).to(device),
+            numeric=torch.from_numpy(batch.numeric).to(device),
+            text_index=torch.from_numpy(batch.text_index).to(device),
+            text_table=text_table.to(device),
+            lengths=torch.from_numpy(batch.lengths).to(device),
+        )
+
+
+@dataclass
+class TemporalOutput:
+    """Head outputs; leading dims are (B,) at the scored event or (B, T) over all positions."""
+
+    item_logits: torch.Tensor  # (..., n_items), PAD and OOV set to -inf; (..., C) over candidates
+    action_logits: torch.Tensor  # (..., n_actions), PAD and OOV set to -inf
+    risk_logit: torch.Tensor  # (...,)
+    log_time_to_next: torch.Tensor  # (...,) predicted log1p seconds to the next event
+
+
+class CausalBlock(nn.Module):
+    """Pre-norm transformer block with causal self-attention."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, d) -> (B, T, d); with last (B,) only the state at position last is computed: (B, 1, d)."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)  # (B, T, d) each
+        mask = None
+        if last is not None:
+            rows = torch.arange(b, device=x.device)
+            x, q = x[rows, last].unsqueeze(1), q[rows, last].unsqueeze(1)  # (B, 1, d)
+            mask = (torch.arange(t, device=x.device) <= last[:, None])[:, None, None, :]  # (B, 1, 1, T)
+        q = q.view(b, -1, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, H, Tq, d/H)
+        k, v = (z.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (k, v))
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=mask is None, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, Tq, d/H)
+        x = x + self.proj(attn.transpose(1, 2).reshape(b, -1, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class TemporalModel(nn.Module):
+    """Event embeddings -> causal sequence model -> (+ aggregates) -> task heads."""
+
+    def __init__(self, config: TemporalConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.item_emb = nn.Embedding(config.n_items, d, padding_idx=PAD)
+        self.action_emb = nn.Embedding(config.n_actions, d, padding_idx=PAD)
+        self.numeric_proj = nn.Linear(config.n_numeric, d)
+        self.text_proj = nn.Linear(config.text_dim, d) if config.use_text else None
+        self.no_text = nn.Parameter(torch.zeros(d)) if config.use_text else None
+        self.in_norm = nn.LayerNorm(d)
+        self.drop = nn.Dropout(config.dropout)
+        if config.kind == "transformer":
+            self.pos_emb: nn.Embedding | None = nn.Embedding(config.max_len, d)
+            self.blocks: nn.ModuleList | None = nn.ModuleList(
+                CausalBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers)
+            )
+            self.gru: nn.GRU | None = None
+        else:
+            self.pos_emb, self.blocks = None, None
+            dropout = config.dropout if config.n_layers > 1 else 0.0  # GRU drops between layers only
+            self.gru = nn.GRU(d, d, config.n_layers, batch_first=True, dropout=dropout)
+        self.out_norm = nn.LayerNorm(d)
+        self.agg_proj = nn.Sequential(nn.Linear(config.n_aggregates, d), nn.GELU(), nn.Linear(d, d))
+        self.item_out = nn.Linear(d, d)
+        self.action_head = nn.Linear(d, config.n_actions)
+        self.risk_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
+        self.time_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+
+    def embed(self, inp: TemporalInput) -> torch.Tensor:
+        """(B, T, d) per-event input representations."""
+        x = self.item_emb(inp.item) + self.action_emb(inp.action) + self.numeric_proj(inp.numeric)
+        if self.text_proj is not None and self.no_text is not None:
+            table = self.text_proj(inp.text_table)  # (U, d): project distinct texts once
+            has_text = (inp.text_index >= 0).unsqueeze(-1)  # (B, T, 1)
+            projected = table[inp.text_index.clamp_min(0)] if len(table) else torch.zeros_like(x)
+            x = x + torch.where(has_text, projected, self.no_text)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(x.shape[1], device=x.device))  # (T, d) broadcast
+        return self.drop(self.in_norm(x))
+
+    def encode(self, inp: TemporalInput) -> torch.Tensor:
+        """(B, T, d) causal sequence states: position t sees events 0..t only."""
+        x = self.embed(inp)
+        if self.blocks is not None:
+            for block in self.blocks:
+                x = block(x)
+        elif self.gru is not None:
+            x, _ = self.gru(x)
+        return self.out_norm(x)
+
+    def heads(
+        self, h: torch.Tensor, aggregates: torch.Tensor, item_candidates: torch.Tensor | None = None
+    ) -> TemporalOutput:
+        """Task heads on states h (..., d) joined with the aggregates (..., A) of the same events.
+
+        With item_candidates (C,) the item logits are over those ids only (sampled softmax), else
+        over the whole catalogue with PAD and OOV blocked.
+        """
+        z = h + self.agg_proj(aggregates)  # (..., d)
+        query = self.item_out(z)  # (..., d)
+        action_logits = self.action_head(z)  # (..., n_actions)
+        blocked = torch.full_like(action_logits[..., :2], float("-inf"))
+        if item_candidates is None:
+            item_logits = torch.cat([blocked, query @ self.item_emb.weight[2:].T], dim=-1)  # (..., n_items)
+        else:
+            item_logits = query @ self.item_emb(item_candidates).T  # (..., C)
+        return TemporalOutput(
+            item_logits=item_logits,
+            action_logits=torch.cat([blocked, action_logits[..., 2:]], dim=-1),
+            risk_logit=self.risk_head(torch.cat([z, h], dim=-1)).squeeze(-1),
+            log_time_to_next=self.time_head(z).squeeze(-1),
+        )
+
+    def encode_last(self, inp: TemporalInput) -> torch.Tensor:
+        """(B, d) state at each window's last real event; the last block computes only that position."""
+        last = (inp.lengths - 1).clamp_min(0)  # (B,)
+        if self.blocks is None:
+            return self.encode(inp)[torch.arange(len(last), device=last.device), last]
+        x = self.embed(inp)  # (B, T, d)
+        for block in self.blocks[:-1]:
+            x = block(x)
+        return self.out_norm(self.blocks[-1](x, last).squeeze(1))
+
+    def forward(self, inp: TemporalInput, aggregates: torch.Tensor) -> TemporalOutput:
+        """Outputs at each window's last real event; aggregates (B, A) belong to that event."""
+        return self.heads(self.encode_last(inp), aggregates)

@@ -1,0 +1,471 @@
+"""Multi-task training of the temporal model on event logs; `python -m models.train --preset demo --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import average_precision_score, roc_auc_score
+from tqdm import tqdm
+
+from models import aggregates as agg
+from models import checkpoint, synthetic
+from models.encoder import TextEncoder
+from models.features import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
+from models.temporal import TemporalConfig, TemporalInput, TemporalModel, TemporalOutput
+
+IGNORE = -100
+
+
+@dataclass
+class TrainConfig:
+    """Model and optimisation hyper-parameters of one training run."""
+
+    d_model: int = 64
+    n_layers: int = 1  # serving computes only the last position of the last layer: 1 layer is cheapest
+    n_heads: int = 2
+    max_len: int = 50
+    dropout: float = 0.1
+    kind: Literal["transformer", "gru"] = "transformer"
+    use_text: bool = True
+    encoder: str | None = None  # None: the default all-MiniLM-L6-v2
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    max_steps: int = 3000
+    max_seconds: float = 100.0
+    eval_every: int = 200
+    patience: int = 4
+    val_fraction: float = 0.15
+    val_windows: int = 5000
+    full_softmax_max: int = 20_000
+    sampled_negatives: int = 4096
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"item": 1.0, "action": 1.0, "risk": 1.0, "time": 0.2}
+    )
+    seed: int = 0
+
+
+@dataclass
+class SequenceData:
+    """All users' events concatenated (by user, then time) with per-event model inputs and targets."""
+
+    item: np.ndarray  # (N,) int64
+    action: np.ndarray  # (N,) int64
+    ts_ms: np.ndarray  # (N,) int64
+    amount: np.ndarray  # (N,) float64, nan when absent
+    value: np.ndarray  # (N,) float64, nan when absent
+    text_index: np.ndarray  # (N,) int64 into the text table, -1 for none
+    aggregates: np.ndarray  # (N, A) float32 aggregates of each event
+    user_start: np.ndarray  # (N,) int64 index of the first event of the event's user
+    next_item: np.ndarray  # (N,) int64, IGNORE when no next event or next item unknown
+    next_action: np.ndarray  # (N,) int64, IGNORE when no next event
+    next_log_gap: np.ndarray  # (N,) float32 log1p seconds to the next event, nan when none
+    risk: np.ndarray  # (N,) float32 label of the event, nan when unlabelled
+
+
+@dataclass
+class Batch:
+    """A training batch of right-padded windows with targets at every position."""
+
+    inp: TemporalInput
+    aggregates: torch.Tensor  # (B, T, A)
+    mask: torch.Tensor  # (B, T) bool real events
+    targets: dict[str, torch.Tensor]  # each (B, T)
+
+
+PRESETS: dict[str, tuple[dict[str, int], TrainConfig]] = {
+    "tiny": (
+        {"n_users": 30, "n_items": 60, "n_terminals": 30, "days": 20, "seed": 0},
+        TrainConfig(
+            d_model=32,
+            n_layers=1,
+            max_len=20,
+            batch_size=32,
+            max_steps=60,
+            eval_every=30,
+            val_windows=300,
+            max_seconds=30.0,
+        ),
+    ),
+    "demo": (
+        {"n_users": 300, "n_items": 400, "n_terminals": 200, "days": 60, "seed": 0},
+        TrainConfig(),
+    ),
+}
+
+DATASET_LOADERS = {  # --dataset name -> loader in models.datasets taking the data path
+    "ml-1m": "load_ml1m",
+    "amazon-beauty": "load_beauty",
+    "movielens-small": "load_movielens_small",
+    "fraud-handbook": "load_fraud_handbook",
+    "yoochoose": "load_yoochoose",
+    "taobao": "load_taobao",
+}
+
+
+def replay_aggregates(
+    records: Sequence[dict[str, Any]], labels: dict[str, int]
+) -> dict[str, dict[str, float]]:
+    """Aggregates of every event, replaying models.aggregates in event-time order as the pipeline does.
+
+    A transaction first updates its customer and terminal states, then reads both feature sets; a click
+    reads the customer features of its user's transaction state. Customer features are memoised until
+    the user's next transaction or day, terminal features per (terminal, day): exact, because they only
+    read days at least LABEL_DELAY_DAYS old, which no later update (in time order) touches.
+    """
+    users: dict[str, agg.VelocityState] = {}
+    terminals: dict[str, agg.VelocityState] = {}
+    customer_memo: dict[str, tuple[int, dict[str, float]]] = {}
+    terminal_memo: dict[tuple[str, int], dict[str, float]] = {}
+    out: dict[str, dict[str, float]] = {}
+    for record in sorted(records, key=lambda r: r["ts_ms"]):
+        ts, user, day = record["ts_ms"], record["user_id"], agg.day_index(record["ts_ms"])
+        if record["kind"] == "transaction":
+            agg.update(users.setdefault(user, agg.new_state()), ts, record["amount"])
+            state = terminals.setdefault(record["item_id"], agg.new_state())
+            agg.update(state, ts, record["amount"], labels.get(record["event_id"]))
+            customer_memo.pop(user, None)
+        memo = customer_memo.get(user)
+        if memo is None or memo[0] != day:
+            memo = (day, agg.customer_features(users.get(user, agg.new_state()), ts))
+            customer_memo[user] = memo
+        features = dict(memo[1])
+        if record["kind"] == "transaction":
+            key = (record["item_id"], day)
+            if key not in terminal_memo:
+                terminal_memo[key] = agg.terminal_features(terminals[record["item_id"]], ts)
+            features |= terminal_memo[key]
+        out[record["event_id"]] = features
+    return out
+
+
+def build_sequences(
+    records: Sequence[dict[str, Any]],
+    labels: dict[str, int],
+    aggregates: dict[str, dict[str, float]],
+    vocab: Vocab,
+    text_ids: dict[str, int],
+) -> SequenceData:
+    """Columns and next-event targets of records sorted by user then time."""
+    cols = event_columns(records, vocab)
+    users = np.array([r["user_id"] for r in records], dtype=object)
+    n = len(records)
+    is_start = np.ones(n, dtype=bool)
+    is_start[1:] = users[1:] != users[:-1]
+    user_start = np.maximum.accumulate(np.where(is_start, np.arange(n), 0))
+    has_next = np.append(~is_start[1:], False)
+    nxt = np.minimum(np.arange(n) + 1, max(n - 1, 0))
+    gap_s = np.maximum(cols.ts_ms[nxt] - cols.ts_ms, 0) / 1000.0
+    return SequenceData(
+        item=cols.item,
+        action=cols.action,
+        ts_ms=cols.ts_ms,
+        amount=cols.amount,
+        value=cols.value,
+        text_index=np.array([text_ids.get(t, -1) if t else -1 for t in cols.texts], dtype=np.int64),
+        aggregates=aggregate_matrix([aggregates.get(r["event_id"], {}) for r in records]),
+        user_start=user_start,
+        next_item=np.where(has_next & (cols.item[nxt] >= 2), cols.item[nxt], IGNORE),
+        next_action=np.where(has_next & (cols.action[nxt] >= 2), cols.action[nxt], IGNORE),
+        next_log_gap=np.where(has_next, np.log1p(gap_s), np.nan).astype(np.float32),
+        risk=np.array([labels.get(r["event_id"], np.nan) for r in records], dtype=np.float32),
+    )
+
+
+def make_batch(
+    data: SequenceData, ends: np.ndarray, max_len: int, text_table: torch.Tensor, device: torch.device
+) -> Batch:
+    """Windows of up to max_len events ending at ends (B,), featurized exactly as models.features does."""
+    starts = np.maximum(ends - max_len + 1, data.user_start[ends])
+    lengths = ends - starts + 1
+    cols = np.arange(max_len)
+    valid = cols[None, :] < lengths[:, None]  # (B, T)
+    idx = np.where(valid, starts[:, None] + cols, ends[:, None])  # (B, T)
+    numeric = (
+        numeric_features(
+            data.ts_ms[idx].ravel(),
+            data.amount[idx].ravel(),
+            data.value[idx].ravel(),
+            (cols == 0)[None].repeat(len(ends), 0).ravel(),
+        ).reshape(*idx.shape, -1)
+        * valid[..., None]
+    )  # (B, T, F)
+
+    def t(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+    inp = TemporalInput(
+        item=t(np.where(valid, data.item[idx], PAD)),
+        action=t(np.where(valid, data.action[idx], PAD)),
+        numeric=t(numeric.astype(np.float32)),
+        text_index=t(np.where(valid, data.text_index[idx], -1)),
+        text_table=text_table,
+        lengths=t(lengths),
+    )
+    targets = {
+        "item": t(data.next_item[idx]),
+        "action": t(data.next_action[idx]),
+        "risk": t(data.risk[idx]),
+        "time": t(data.next_log_gap[idx]),
+    }
+    return Batch(inp, t(data.aggregates[idx] * valid[..., None]), t(valid), targets)
+
+
+def multitask_loss(
+    model: TemporalModel, h: torch.Tensor, batch: Batch, config: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of next-item CE, next-action CE, risk BCE and time MSE over the masked positions."""
+    h_sel, aggs = h[batch.mask], batch.aggregates[batch.mask]  # (M, d), (M, A)
+    tgt = {k: v[batch.mask] for k, v in batch.targets.items()}  # each (M,)
+    candidates = None
+    if model.config.n_items > config.full_softmax_max:
+        negatives = torch.randint(2, model.config.n_items, (config.sampled_negatives,), device=h.device)
+        candidates = torch.unique(torch.cat([tgt["item"][tgt["item"] >= 2], negatives]))  # (C,) sorted
+    out = model.heads(h_sel, aggs, candidates)
+    item_target = tgt["item"]
+    if candidates is not None:
+        item_target = torch.where(item_target >= 2, torch.searchsorted(candidates, item_target), IGNORE)
+    parts = {
+        "item": _masked(F.cross_entropy, out.item_logits, item_target, item_target != IGNORE),
+        "action": _masked(F.cross_entropy, out.action_logits, tgt["action"], tgt["action"] != IGNORE),
+        "risk": _masked(
+            F.binary_cross_entropy_with_logits, out.risk_logit, tgt["risk"], ~tgt["risk"].isnan()
+        ),
+        "time": _masked(F.mse_loss, out.log_time_to_next, tgt["time"], ~tgt["time"].isnan()),
+    }
+    total = torch.stack([config.loss_weights[k] * v for k, v in parts.items()]).sum()
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _masked(loss_fn: Any, prediction: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    return loss_fn(prediction[keep], target[keep]) if keep.any() else prediction.sum() * 0.0
+
+
+@torch.inference_mode()
+def evaluate(
+    model: TemporalModel, data: SequenceData, ends: np.ndarray, config: TrainConfig, text_table: torch.Tensor
+) -> dict[str, float]:
+    """Serving-style metrics at the last event of windows ending at ends."""
+    model.eval()
+    outs: list[TemporalOutput] = []
+    for chunk in np.array_split(ends, max(1, len(ends) // 512)):
+        batch = make_batch(data, chunk, config.max_len, text_table, text_table.device)
+        outs.append(model(batch.inp, batch.aggregates[torch.arange(len(chunk)), batch.inp.lengths - 1]))
+    model.train()
+    cat = {
+        f: torch.cat([getattr(o, f) for o in outs])
+        for f in ("item_logits", "action_logits", "risk_logit", "log_time_to_next")
+    }
+    metrics: dict[str, float] = {}
+    item, action = torch.from_numpy(data.next_item[ends]), torch.from_numpy(data.next_action[ends])
+    keep = item != IGNORE
+    if keep.any():
+        metrics["item_ce"] = float(F.cross_entropy(cat["item_logits"][keep], item[keep]))
+        top10 = cat["item_logits"][keep].topk(10, dim=-1).indices
+        metrics["item_hr10"] = float((top10 == item[keep, None]).any(-1).float().mean())
+    keep = action != IGNORE
+    if keep.any():
+        metrics["action_ce"] = float(F.cross_entropy(cat["action_logits"][keep], action[keep]))
+        metrics["action_acc"] = float((cat["action_logits"][keep].argmax(-1) == action[keep]).float().mean())
+    gap = torch.from_numpy(data.next_log_gap[ends])
+    keep = ~gap.isnan()
+    metrics["time_mse"] = float(F.mse_loss(cat["log_time_to_next"][keep], gap[keep])) if keep.any() else 0.0
+    risk = data.risk[ends]
+    labelled = ~np.isnan(risk)
+    if labelled.any():
+        logit = cat["risk_logit"].numpy()[labelled]
+        metrics["risk_bce"] = float(
+            F.binary_cross_entropy_with_logits(torch.from_numpy(logit), torch.from_numpy(risk[labelled]))
+        )
+        if 0 < risk[labelled].sum() < labelled.sum():
+            metrics["risk_auc"] = float(roc_auc_score(risk[labelled], logit))
+            metrics["risk_ap"] = float(average_precision_score(risk[labelled], logit))
+    weights = {"item_ce": "item", "action_ce": "action", "risk_bce": "risk", "time_mse": "time"}
+    metrics["loss"] = sum(config.loss_weights[w] * metrics[m] for m, w in weights.items() if m in metrics)
+    return metrics
+
+
+def train(
+    config: TrainConfig,
+    train_data: SequenceData,
+    val_data: SequenceData,
+    val_ends: np.ndarray,
+    vocab: Vocab,
+    text_table: torch.Tensor,
+) -> tuple[TemporalModel, dict[str, Any]]:
+    """Data-set agnostic training loop with early stopping on the validation loss; returns the best model."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model_config = TemporalConfig(
+        n_items=vocab.n_items,
+        n_actions=vocab.n_actions,
+        d_model=config.d_model,
+        n_layers=config.n_layers,
+        n_heads=config.n_heads,
+        max_len=config.max_len,
+        dropout=config.dropout,
+        kind=config.kind,
+        use_text=config.use_text,
+        text_dim=text_table.shape[1],
+    )
+    model = TemporalModel(model_config)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    best: tuple[float, dict[str, Any], dict[str, torch.Tensor]] = (
+        float("inf"),
+        {},
+        copy.deepcopy(model.state_dict()),
+    )
+    history, bad, t0 = [], 0, time.monotonic()
+    bar = tqdm(range(1, config.max_steps + 1), desc="train", mininterval=2.0)
+    for step in bar:
+        ends = rng.integers(0, len(train_data.item), config.batch_size)
+        batch = make_batch(train_data, ends, config.max_len, text_table, text_table.device)
+        loss, parts = multitask_loss(model, model.encode(batch.inp), batch, config)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
+        out_of_time = time.monotonic() - t0 > config.max_seconds
+        if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
+            metrics = {"step": step, "train_loss": loss.item()} | evaluate(
+                model, val_data, val_ends, config, text_table
+            )
+            history.append(metrics)
+            tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+            if metrics["loss"] < best[0]:
+                best, bad = (metrics["loss"], metrics, copy.deepcopy(model.state_dict())), 0
+            else:
+                bad += 1
+            if bad >= config.patience or out_of_time:
+                break
+    model.load_state_dict(best[2])
+    return model.eval(), {"best": best[1], "history": history, "seconds": time.monotonic() - t0}
+
+
+def fit(
+    records: Sequence[dict[str, Any]],
+    labels: dict[str, int] | None,
+    aggregates: dict[str, dict[str, float]] | None,
+    config: TrainConfig,
+    out: str | Path,
+    train_ids: set[str] | None = None,
+    val_ids: set[str] | None = None,
+) -> dict[str, Any]:
+    """Train on contract event records (any data set), save a checkpoint to out, return a summary.
+
+    Training sees the train_ids events only; validation scores the windows whose next event is in
+    val_ids and the labelled val_ids events themselves. Default: a time split, the last val_fraction
+    of the events (by time) is validation and everything before it is training.
+    """
+    t0 = time.monotonic()
+    labels = labels or {}
+    records = sorted(records, key=lambda r: (r["user_id"], r["ts_ms"]))
+    aggregates = aggregates if aggregates is not None else replay_aggregates(records, labels)
+    if val_ids is None:
+        split = np.quantile([r["ts_ms"] for r in records], 1 - config.val_fraction)
+        val_ids = {r["event_id"] for r in records if r["ts_ms"] >= split}
+    train_ids = train_ids if train_ids is not None else {r["event_id"] for r in records} - val_ids
+    train_records = [r for r in records if r["event_id"] in train_ids]
+    vocab = Vocab.build(train_records)
+
+    encoder = TextEncoder(config.encoder) if config.use_text else None
+    texts = sorted({t for t in event_columns(records, vocab).texts if t is not None}) if encoder else []
+    embeddings = encoder.encode(texts) if encoder else np.zeros((0, 384), np.float32)
+    text_table = torch.from_numpy(embeddings)
+    text_ids = {t: i for i, t in enumerate(texts)}
+
+    train_data = build_sequences(train_records, labels, aggregates, vocab, text_ids)
+    val_data = build_sequences(records, labels, aggregates, vocab, text_ids)
+    is_val = np.array([r["event_id"] in val_ids for r in records])
+    next_is_val = np.append(is_val[1:] & (val_data.user_start[1:] == val_data.user_start[:-1]), False)
+    candidates = np.flatnonzero(next_is_val | (is_val & ~np.isnan(val_data.risk)))
+    rng = np.random.default_rng(config.seed)
+    val_ends = np.sort(rng.choice(candidates, min(config.val_windows, len(candidates)), replace=False))
+
+    model, report = train(config, train_data, val_data, val_ends, vocab, text_table)
+    version = checkpoint.save(
+        out,
+        model,
+        vocab,
+        encoder.name_or_path if encoder else None,
+        texts,
+        embeddings,
+        extra={"train_config": asdict(config)},
+    )
+    summary = {
+        "model_version": version,
+        "out": str(out),
+        "events": len(records),
+        "seconds": time.monotonic() - t0,
+    }
+    summary |= {"best": report["best"], "train_seconds": report["seconds"]}
+    (Path(out) / "metrics.json").write_text(json.dumps(summary | {"history": report["history"]}, indent=1))
+    return summary
+
+
+def fit_event_log(log: Any, config: TrainConfig, out: str | Path) -> dict[str, Any]:
+    """Train on a models.datasets.EventLog: its published split when it has one, else a time split."""
+    config = replace(config, use_text=config.use_text and bool(log.has_text))
+    if log.split is None:
+        return fit(log.records, log.labels, log.aggregates, config, out)
+    train_ids = {event_id for event_id, part in log.split.items() if part == "train"}
+    val_ids = {event_id for event_id, part in log.split.items() if part == "val"}
+    return fit(log.records, log.labels, log.aggregates, config, out, train_ids, val_ids)
+
+
+def synthetic_records(spec: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Contract records and transaction labels of the synthetic stream."""
+    records, labels = [], {}
+    for topic, msg in synthetic.generate(**spec):
+        records.append(synthetic.to_record(topic, msg))
+        if topic == "transactions":
+            labels[msg["event_id"]] = int(msg["label"])
+    return records, labels
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--kind", choices=["transformer", "gru"])
+    parser.add_argument("--no-text", action="store_true", help="train without text embeddings")
+    parser.add_argument("--max-seconds", type=float)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--dataset", choices=sorted(DATASET_LOADERS), help="train on a data set, not synthetic"
+    )
+    parser.add_argument("--data", help="path of the data set (file or folder, as its loader expects)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec, config = PRESETS[args.preset]
+    overrides: dict[str, Any] = {"use_text": False} if args.no_text else {}
+    overrides |= {"kind": args.kind} if args.kind else {}
+    overrides |= {"max_seconds": args.max_seconds} if args.max_seconds else {}
+    config = replace(config, **overrides)
+    if args.dataset:
+        from models import datasets
+
+        log = getattr(datasets, DATASET_LOADERS[args.dataset])(args.data)
+        summary = fit_event_log(log, config, args.out)
+    else:
+        records, labels = synthetic_records(spec)
+        summary = fit(records, labels, None, config, args.out)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Fixtures for tests against the real embedded broker: broker, a tiny trained checkpoint, pipeline processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from streamproc.broker import EmbeddedBroker, create_topics, free_port
+from streamproc.config import Settings
+from streamproc.demo import settings_env
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with EmbeddedBroker(log_path=log) as b:
+        yield b
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("checkpoint") / "tiny"
+    subprocess.run([sys.executable, "-m", "models.train", "--preset", "tiny", "--out", str(out), "--threads", "1"],
+                   check=True, capture_output=True)
+    return out
+
+
+def make_settings(broker: EmbeddedBroker, tmp_path: Path, checkpoint: Path, **overrides: Any) -> Settings:
+    """Settings with topic names, app id and consumer group of their own, so tests share one broker safely."""
+    p = f"t{uuid.uuid4().hex[:8]}"
+    return Settings(
+        bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu", app_id=f"{p}-app",
+        clicks_topic=f"{p}-clicks", transactions_topic=f"{p}-transactions",
+        sequence_updates_topic=f"{p}-sequence-updates", risk_scores_topic=f"{p}-risk-scores",
+        next_action_topic=f"{p}-next-action-scores", fraud_alerts_topic=f"{p}-fraud-alerts",
+        dead_letter_topic=f"{p}-dead-letters", tx_by_terminal_topic=f"{p}-by-terminal",
+        user_events_topic=f"{p}-user-events", scorer_group=f"{p}-scorer",
+        data_dir=tmp_path / "faust", checkpoint=checkpoint,
+        worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides,
+    )
+
+
+class Process:
+    """A streamproc command in a child process, its output in a log file."""
+
+    def __init__(self, command: str, settings: Settings, log_dir: Path) -> None:
+        self.command, self.settings = command, settings
+        self.log_path = log_dir / f"{command}-{uuid.uuid4().hex[:6]}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamproc.cli", command], env=settings_env(settings),
+            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[[str, Settings], Process]]:
+    started: list[Process] = []
+
+    def start(command: str, settings: Settings) -> Process:
+        create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+        p = Process(command, settings, tmp_path)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+class TopicReader:
+    """Reads topics from the beginning and keeps every JSON message, grouped by topic."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+        })
+        self.consumer.subscribe(topics)
+        self.messages: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+
+    def poll_until(self, condition: Callable[[], bool], deadline_s: float,
+                   watch: list[Process] = ()) -> None:  # type: ignore[assignment]
+        """Read until condition() holds; fail with the processes' logs at the deadline or if one dies."""
+        deadline = time.monotonic() + deadline_s
+        while not condition():
+            for p in watch:
+                assert p.alive(), f"{p.command} died:\n{p.log()}"
+            assert time.monotonic() < deadline, "deadline passed; logs:\n" + "\n".join(p.log() for p in watch)
+            for msg in self.consumer.consume(num_messages=2000, timeout=0.2):
+                if not msg.error():
+                    self.messages[msg.topic()].append(json.loads(msg.value()))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def reader() -> Iterator[Callable[[Settings, list[str]], TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def make(settings: Settings, topics: list[str]) -> TopicReader:
+        r = TopicReader(settings, topics)
+        readers.append(r)
+        return r
+
+    yield make
+    for r in readers:
+        r.close()

@@ -1,0 +1,66 @@
+"""Test inputs: synthetic clicks and transactions plus crafted invalid messages, and a from-scratch reference."""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+from typing import Any
+
+from confluent_kafka import Producer
+
+from models import aggregates, synthetic
+from streamproc.config import Settings
+from streamproc.events import validate
+from streamproc.windowing import insert_event
+
+INVALID: list[tuple[str, bytes, str]] = [  # (topic kind, raw bytes, expected reason)
+    ("clicks", b"{not json", "invalid_json"),
+    ("clicks", b'["a list"]', "not_an_object"),
+    ("clicks", json.dumps({"event_id": "bad-1", "user_id": "u00001", "item_id": "i1", "action": "teleport",
+                           "ts": 1_530_000_000_000}).encode(), "unknown_action"),
+    ("clicks", json.dumps({"event_id": "bad-2", "user_id": "u00002", "action": "view",
+                           "ts": 1_530_000_000_000}).encode(), "missing_field"),
+    ("transactions", json.dumps({"event_id": "bad-3", "user_id": "u00003", "amount": -4, "currency": "EUR",
+                                 "terminal_id": "t1", "ts": 1_530_000_000_000}).encode(), "bad_amount"),
+    ("transactions", json.dumps({"event_id": "bad-4", "user_id": "u00004", "amount": 4, "currency": "EUR",
+                                 "terminal_id": "t1", "ts": "not a time"}).encode(), "bad_timestamp"),
+    ("transactions", json.dumps({"event_id": "bad-5", "user_id": "u00005", "amount": 4, "currency": "??",
+                                 "terminal_id": "t1", "ts": 1_530_000_000_000}).encode(), "bad_currency"),
+]
+
+
+def synthetic_events(n: int, seed: int = 3, n_users: int = 150) -> list[tuple[str, dict[str, Any]]]:
+    return list(islice(synthetic.generate(n_users=n_users, days=40, seed=seed), n))
+
+
+def produce(settings: Settings, events: list[tuple[str, dict[str, Any]]], invalid_every: int = 0) -> list[tuple[str, bytes, str]]:
+    """Produce the events keyed by user (murmur2, as Faust); every invalid_every-th slot also an invalid one."""
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random",
+                         "linger.ms": 5, "enable.idempotence": True})
+    topics = {"clicks": settings.clicks_topic, "transactions": settings.transactions_topic}
+    sent_invalid = []
+    for n, (topic, msg) in enumerate(events):
+        producer.produce(topics[topic], key=msg["user_id"].encode(), value=json.dumps(msg).encode())
+        if invalid_every and n % invalid_every == 0:
+            kind, raw, reason = INVALID[(n // invalid_every) % len(INVALID)]
+            producer.produce(topics[kind], key=b"u00001", value=raw)
+            sent_invalid.append((topics[kind], raw, reason))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return sent_invalid
+
+
+def accepted_records(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The records the pipeline's validator makes of the events, in produce order."""
+    return [validate("click" if t == "clicks" else "transaction", json.dumps(m).encode()).record for t, m in events]
+
+
+def reference_state(records: list[dict[str, Any]], max_events: int, max_age_ms: int) -> dict[str, dict[str, Any]]:
+    """Per user, from scratch: the final window and the customer velocity state."""
+    users: dict[str, dict[str, Any]] = {}
+    for r in records:
+        state = users.setdefault(r["user_id"], {"w": [], "v": aggregates.new_state()})
+        state["w"], _ = insert_event(state["w"], r, max_events, max_age_ms)
+        if r["kind"] == "transaction":
+            aggregates.update(state["v"], r["ts_ms"], r["amount"])
+    return users

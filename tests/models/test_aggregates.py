@@ -1,0 +1,78 @@
+"""Leakage guard: the aggregates of a transaction never see the future or labels inside the delay."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.aggregates import DAY_MS, LABEL_DELAY_DAYS, TERMINAL_FEATURES
+from models.train import replay_aggregates
+
+T0 = 1_735_689_600_000
+
+
+@st.composite
+def transactions(draw: st.DrawFn) -> tuple[list[dict], dict[str, int]]:
+    """Transactions of a few users and terminals at distinct times over ~50 days, with labels."""
+    n = draw(st.integers(2, 40))
+    offsets = draw(st.lists(st.integers(0, 50 * DAY_MS), min_size=n, max_size=n, unique=True))
+    records, labels = [], {}
+    for i, offset in enumerate(sorted(offsets)):
+        event_id = f"tx{i}"
+        records.append(
+            {
+                "event_id": event_id,
+                "kind": "transaction",
+                "user_id": draw(st.sampled_from(["u1", "u2"])),
+                "ts_ms": T0 + offset,
+                "item_id": draw(st.sampled_from(["t1", "t2"])),
+                "action": "transaction",
+                "amount": draw(st.floats(0, 500)),
+            }
+        )
+        labels[event_id] = draw(st.integers(0, 1))
+    return records, labels
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=transactions(),
+    cut=st.integers(0, 39),
+    amounts=st.lists(st.floats(0, 5000), min_size=40, max_size=40),
+)
+def test_features_ignore_everything_after_the_event(
+    data: tuple[list[dict], dict[str, int]], cut: int, amounts: list[float]
+) -> None:
+    records, labels = data
+    cut = min(cut, len(records) - 1)
+    later = [r | {"amount": a, "item_id": "t1"} for r, a in zip(records[cut + 1 :], amounts, strict=False)]
+    flipped = {k: 1 - v for k, v in labels.items()}
+    full = replay_aggregates(records, labels)
+    changed = replay_aggregates(
+        records[: cut + 1] + later, {**labels, **{r["event_id"]: flipped[r["event_id"]] for r in later}}
+    )
+    for record in records[: cut + 1]:
+        assert changed[record["event_id"]] == full[record["event_id"]]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    data=transactions(),
+    target=st.integers(0, 39),
+    amounts=st.lists(st.floats(0, 5000), min_size=40, max_size=40),
+)
+def test_terminal_features_ignore_the_label_delay_period(
+    data: tuple[list[dict], dict[str, int]], target: int, amounts: list[float]
+) -> None:
+    records, labels = data
+    scored = records[min(target, len(records) - 1)]
+    first_hidden_day = scored["ts_ms"] // DAY_MS - LABEL_DELAY_DAYS + 1
+    recent = {i for i, r in enumerate(records) if r["ts_ms"] // DAY_MS >= first_hidden_day}
+    perturbed = [r | {"amount": amounts[i]} if i in recent else r for i, r in enumerate(records)]
+    relabelled = {
+        r["event_id"]: 1 - labels[r["event_id"]] if i in recent else labels[r["event_id"]]
+        for i, r in enumerate(records)
+    }
+    before = replay_aggregates(records, labels)[scored["event_id"]]
+    after = replay_aggregates(perturbed, relabelled)[scored["event_id"]]
+    assert {k: before[k] for k in TERMINAL_FEATURES} == {k: after[k] for k in TERMINAL_FEATURES}

@@ -1,0 +1,141 @@
+"""Featurization: batch independence, JSON round trip, truncation, and identity with the training path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models import train
+from models.aggregates import AGGREGATE_FEATURES
+from models.features import OOV, PAD, FeatureBatch, Vocab, Window, event_text, featurize
+
+VOCAB = Vocab(items=["a", "b", "c", "t1"], actions=["click", "transaction", "view"])
+MAX_LEN = 8
+
+
+@st.composite
+def windows(draw: st.DrawFn) -> Window:
+    n = draw(st.integers(1, 12))
+    ts = np.cumsum(draw(st.lists(st.integers(0, 10**8), min_size=n, max_size=n))) + 1_700_000_000_000
+    events = []
+    for i in range(n):
+        tx = draw(st.booleans())
+        text = st.none() | st.sampled_from(["Trail shoes", "Sports", "grocery"])
+        events.append(
+            {
+                "event_id": f"e{i}",
+                "kind": "transaction" if tx else "click",
+                "user_id": "u",
+                "ts_ms": int(ts[i]),
+                "item_id": draw(st.sampled_from(["a", "b", "c", "t1", "zz"])),
+                "action": "transaction" if tx else draw(st.sampled_from(["view", "click", "rate"])),
+                "amount": draw(st.floats(0, 5000)) if tx else None,
+                "value": draw(st.none() | st.floats(0, 5)),
+                "title": draw(text),
+                "category": draw(text),
+            }
+        )
+    names = st.sampled_from(AGGREGATE_FEATURES)
+    aggregates = draw(st.dictionaries(names, st.floats(0, 1000), max_size=len(AGGREGATE_FEATURES)))
+    return Window(events=events, aggregates=aggregates)
+
+
+def row(batch: FeatureBatch, b: int) -> dict[str, object]:
+    """Arrays of window b with text indices resolved to the texts themselves."""
+    texts = [batch.texts[i] if i >= 0 else None for i in batch.text_index[b]]
+    return {
+        "item": batch.item[b],
+        "action": batch.action[b],
+        "numeric": batch.numeric[b],
+        "aggregates": batch.aggregates[b],
+        "lengths": batch.lengths[b],
+        "is_transaction": batch.is_transaction[b],
+        "texts": texts,
+    }
+
+
+def assert_rows_equal(left: dict[str, object], right: dict[str, object]) -> None:
+    for key, value in left.items():
+        if key == "texts":
+            assert value == right[key]
+        else:
+            np.testing.assert_array_equal(value, right[key], err_msg=key)
+
+
+@settings(max_examples=60, deadline=None)
+@given(window=windows(), others=st.lists(windows(), max_size=4), position=st.integers(0, 4))
+def test_window_alone_equals_window_in_batch(window: Window, others: list[Window], position: int) -> None:
+    position = min(position, len(others))
+    batch = others[:position] + [window] + others[position:]
+    assert_rows_equal(
+        row(featurize([window], VOCAB, MAX_LEN), 0), row(featurize(batch, VOCAB, MAX_LEN), position)
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(window=windows())
+def test_truncation_keeps_most_recent_events(window: Window) -> None:
+    batch = featurize([window], VOCAB, MAX_LEN)
+    kept = window.events[-MAX_LEN:]
+    assert batch.lengths[0] == len(kept)
+    np.testing.assert_array_equal(batch.item[0, : len(kept)], VOCAB.item_ids([e["item_id"] for e in kept]))
+    assert (batch.item[0, len(kept) :] == PAD).all() and (batch.text_index[0, len(kept) :] == -1).all()
+    assert batch.numeric[0, 0, 0] == 0.0  # no gap before the first kept event
+    assert np.isfinite(batch.numeric).all() and np.isfinite(batch.aggregates).all()
+
+
+def test_json_round_trip_gives_identical_arrays(tiny_windows: list[Window]) -> None:
+    vocab = Vocab.build(e for w in tiny_windows for e in w.events)
+    wire = [
+        Window(**json.loads(json.dumps({"events": w.events, "aggregates": w.aggregates})))
+        for w in tiny_windows
+    ]
+    direct, round_trip = featurize(tiny_windows, vocab, 20), featurize(wire, vocab, 20)
+    for b in range(len(tiny_windows)):
+        assert_rows_equal(row(direct, b), row(round_trip, b))
+
+
+def test_unknown_ids_map_to_oov_and_missing_aggregates_to_zero() -> None:
+    event = {"event_id": "x", "kind": "click", "user_id": "u", "ts_ms": 0, "item_id": "new", "action": "fly"}
+    batch = featurize([Window(events=[event])], VOCAB, MAX_LEN)
+    assert batch.item[0, 0] == OOV and batch.action[0, 0] == OOV
+    assert (batch.aggregates == 0).all() and batch.text_index[0, 0] == -1
+
+
+def test_event_text_renders_only_stable_parts() -> None:
+    click = {
+        "kind": "click",
+        "action": "view",
+        "title": "Trail running shoes",
+        "category": "Sports",
+        "ts_ms": 5,
+    }
+    tx = {"kind": "transaction", "action": "transaction", "title": None, "category": "grocery", "amount": 3.0}
+    assert event_text(click) == "view | Trail running shoes | Sports"
+    assert event_text(tx) == "transaction | grocery"
+    assert event_text({"kind": "transaction", "title": None, "category": None}) is None
+
+
+def test_training_batches_featurize_like_serving(tiny_records: tuple[list[dict], dict[str, int]]) -> None:
+    records, labels = tiny_records
+    records = sorted(records, key=lambda r: (r["user_id"], r["ts_ms"]))
+    aggregates = train.replay_aggregates(records, labels)
+    vocab = Vocab.build(records)
+    texts = sorted({event_text(r) for r in records} - {None})
+    data = train.build_sequences(records, labels, aggregates, vocab, {t: i for i, t in enumerate(texts)})
+    ends = np.array([0, 5, 40, 41, len(records) - 1])
+    batch = train.make_batch(data, ends, 20, torch.zeros((len(texts), 4)), torch.device("cpu"))
+    for b, end in enumerate(ends):
+        start = int(end) - int(batch.inp.lengths[b]) + 1
+        window = Window(events=records[start : end + 1], aggregates=aggregates[records[end]["event_id"]])
+        served = featurize([window], vocab, 20)
+        np.testing.assert_array_equal(batch.inp.item[b].numpy(), served.item[0])
+        np.testing.assert_array_equal(batch.inp.action[b].numpy(), served.action[0])
+        np.testing.assert_allclose(batch.inp.numeric[b].numpy(), served.numeric[0], atol=1e-6)
+        np.testing.assert_array_equal(batch.aggregates[b, end - start].numpy(), served.aggregates[0])
+        train_texts = [texts[i] if i >= 0 else None for i in batch.inp.text_index[b].tolist()]
+        assert train_texts == [served.texts[i] if i >= 0 else None for i in served.text_index[0]]
