@@ -53,6 +53,10 @@ class Scorer:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(checkpoint.load(path, dev), dev, top_k=top_k)
 
+    def cache_hit_rate(self) -> float | None:
+        """Share of event texts served from the encoder cache (None when the model uses no text)."""
+        return None if self.encoder is None else float(self.encoder.cache.hit_rate)
+
     def _text_table(self, texts: list[str]) -> torch.Tensor:
         """(U, text_dim) embeddings of the batch's distinct texts, from the cache when seen before."""
         if self.encoder is None or not texts:

@@ -39,6 +39,9 @@ RELATED_WEIGHTS = np.array([0.4, 0.3, 0.2, 0.1])
 FRAUD_AMOUNT = 220.0
 
 
+CATALOGUE_SEED = 20180401
+
+
 @dataclass
 class Catalogue:
     """Shop items with titles, categories, popularity and item-to-item transitions."""
@@ -172,7 +175,8 @@ def generate(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield (topic, wire message) in event-time order; the same seed gives the same stream."""
     rng = np.random.default_rng(seed)
-    catalogue = make_catalogue(n_items, rng)
+    # The shop is the same whatever the seed, so a model trained on one seed scores another seed's users.
+    catalogue = make_catalogue(n_items, np.random.default_rng(CATALOGUE_SEED))
     tx = _transactions(n_users, n_terminals, days, start_ms, rng)
     clicks = [
         (ts, msg)

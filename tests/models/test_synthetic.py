@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from models import synthetic
 
-SPEC = {"n_users": 20, "n_items": 50, "n_terminals": 20, "days": 30, "seed": 7}
+SPEC = {"n_users": 20, "n_items": 50, "n_terminals": 20, "days": 30, "seed": 0}
 
 
 def test_same_seed_same_stream_in_event_time_order() -> None:

@@ -1,0 +1,36 @@
+# The README's commands. Each sets up .venv from the project's own files the first time.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3.11
+
+.PHONY: demo test lint checkpoint bench system-deps clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build first: a plain "torch" requirement would pull the multi-gigabyte CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+checkpoint: $(BIN)/.installed
+	$(BIN)/python -m models.train --preset demo --out checkpoints/demo
+
+demo: $(BIN)/.installed
+	$(BIN)/streamproc demo $(ARGS)
+
+test: $(BIN)/.installed system-deps
+	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check streamproc models tests bench
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/scorer_bench.py
+
+clean:
+	rm -rf $(VENV) var checkpoints

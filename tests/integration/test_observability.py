@@ -1,0 +1,47 @@
+"""A real Prometheus scrapes a running worker and scoring worker; every dashboard panel's query returns data."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from streamproc.replay import replay
+from tests.integration.conftest import make_settings
+from tests.integration.pipeline_data import INVALID, synthetic_events
+from tests.prometheus_server import dashboard_exprs, start_prometheus
+
+pytestmark = pytest.mark.integration
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboard.json"
+
+
+def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
+    broker, tiny_checkpoint, tmp_path, processes, reader
+):
+    s = make_settings(broker, tmp_path, tiny_checkpoint, batch_max_size=32)
+    worker, scorer = processes("worker", s), processes("score", s)
+    prom = start_prometheus(tmp_path, {
+        "streamproc-worker": [f"127.0.0.1:{s.worker_metrics_port}"],
+        "streamproc-scorer": [f"127.0.0.1:{s.scorer_metrics_port}"],
+    })
+    events = synthetic_events(4000, seed=11)
+    # a steady stream, with invalid messages among the valid ones, while the queries run
+    invalid = [("clicks" if kind == "clicks" else "transactions", raw) for kind, raw, _ in INVALID]
+    mixed = [e for n, e in enumerate(events) for e in ([e] + ([invalid[n % len(invalid)]] if n % 40 == 0 else []))]
+    feeder = threading.Thread(target=replay, args=(s, iter(mixed)), kwargs={"rate": 150, "progress": False}, daemon=True)
+    feeder.start()
+    try:
+        prom.wait_for('up{job="streamproc-worker"} == 1', deadline_s=60)
+        prom.wait_for('up{job="streamproc-scorer"} == 1', deadline_s=60)
+        prom.wait_for("streamproc_scores_published_total", deadline_s=180)
+        for title, expr in dashboard_exprs(DASHBOARD):
+            result = prom.wait_for(expr, deadline_s=90)
+            assert result, f"panel {title!r}: {expr} returned nothing"
+        accepted = prom.query('sum(streamproc_events_accepted_total{job="streamproc-worker"})')
+        assert float(accepted[0]["value"][1]) > 0
+        dead = prom.query('sum by (reason) (streamproc_dead_letters_total{job="streamproc-worker"})')
+        assert {r["metric"]["reason"] for r in dead} <= {reason for _, _, reason in INVALID}
+        assert worker.alive() and scorer.alive()
+    finally:
+        prom.stop()
