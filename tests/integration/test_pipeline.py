@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from models import aggregates
+from streamproc.consumers import follow_alerts, latest_scores_for, show_recommendations
 from streamproc.windowing import window_for_event
 from tests.integration.conftest import make_settings
 from tests.integration.pipeline_data import (
@@ -28,7 +29,7 @@ def ids(messages):
 def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_one(
     broker, tiny_checkpoint, tmp_path, processes, reader
 ):
-    s = make_settings(broker, tmp_path, tiny_checkpoint)
+    s = make_settings(broker, tmp_path, tiny_checkpoint, alert_threshold=0.05)
     events = synthetic_events(5000)
     worker, scorer = processes("worker", s), processes("score", s)
     invalid = produce(s, events, invalid_every=50)
@@ -48,11 +49,20 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
         assert m["lineage"]["topic"] in (s.clicks_topic, s.transactions_topic)
     for m in r.messages[s.next_action_topic]:
         assert m["top_items"] and abs(sum(m["next_action"].values()) - 1.0) < 1e-3
-    for m in r.messages[s.fraud_alerts_topic]:
-        assert m["risk"] >= s.alert_threshold and m["event_id"] in accepted
+    alerted = {m["event_id"] for m in r.messages[s.risk_scores_topic] if m["risk"] >= s.alert_threshold}
+    r.poll_until(lambda: len(r.messages[s.fraud_alerts_topic]) >= len(alerted), deadline_s=60)
+    assert alerted and {m["event_id"] for m in r.messages[s.fraud_alerts_topic]} == alerted
     dead = r.messages[s.dead_letter_topic]
     assert sorted((d["source_topic"], base64.b64decode(d["raw_b64"]), d["reason"]) for d in dead) == sorted(invalid)
     assert all(d["detail"] for d in dead)
+
+    # the small consumers the teams build on: an analyst's alert feed and a user's latest recommendations
+    user = events[-1][1]["user_id"]
+    latest = latest_scores_for(s, user)
+    newest = max((m for m in r.messages[s.next_action_topic] if m["user_id"] == user), key=lambda m: m["event_ts_ms"])
+    assert latest is not None and latest["event_id"] == newest["event_id"]
+    assert follow_alerts(s, from_beginning=True, max_alerts=3) == 0
+    assert show_recommendations(s, user) == 0
 
 
 def _assert_windows_match_from_scratch(s, events, updates):
