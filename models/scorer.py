@@ -46,12 +46,25 @@ class Scorer:
             self.encoder.preload(ckpt.texts, ckpt.text_embeddings)
         self._actions = list(ckpt.vocab.actions)
         self._items = np.array(ckpt.vocab.items, dtype=object)
+        self._item_bias = self._recommendable_bias(ckpt).to(device)  # (n_items,) 0 or -inf
+        self.top_k = min(self.top_k, int(torch.isfinite(self._item_bias).sum()))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None, top_k: int = 10) -> Scorer:
         """Load a checkpoint folder; device None picks cuda when available, else cpu."""
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(checkpoint.load(path, dev), dev, top_k=top_k)
+
+    @staticmethod
+    def _recommendable_bias(ckpt: checkpoint.Checkpoint) -> torch.Tensor:
+        """-inf for padding, unknown and (when the checkpoint lists them) items that are not shop items."""
+        bias = torch.zeros(ckpt.vocab.n_items)
+        bias[:2] = float("-inf")
+        listed = ckpt.extra.get("recommendable_items")
+        if listed:
+            allowed = set(listed)
+            bias[2:] = torch.tensor([0.0 if item in allowed else float("-inf") for item in ckpt.vocab.items])
+        return bias
 
     def cache_hit_rate(self) -> float | None:
         """Share of event texts served from the encoder cache (None when the model uses no text)."""
@@ -72,7 +85,7 @@ class Scorer:
         inp = TemporalInput.from_features(batch, self._text_table(batch.texts), self.device)
         out = self.ckpt.model(inp, torch.from_numpy(batch.aggregates).to(self.device))
         risk = torch.sigmoid(out.risk_logit).cpu().tolist()
-        top = torch.softmax(out.item_logits, dim=-1).topk(self.top_k, dim=-1)
+        top = torch.softmax(out.item_logits + self._item_bias, dim=-1).topk(self.top_k, dim=-1)
         top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids
         top_p = top.values.cpu().tolist()
         actions = torch.softmax(out.action_logits[:, 2:], dim=-1).cpu().tolist()

@@ -403,7 +403,11 @@ def fit(
         encoder.name_or_path if encoder else None,
         texts,
         embeddings,
-        extra={"train_config": asdict(config)},
+        extra={
+            "train_config": asdict(config),
+            # next-item recommendations list shop items only, never a payment terminal
+            "recommendable_items": sorted({str(r["item_id"]) for r in train_records if r["kind"] == "click"}),
+        },
     )
     summary = {
         "model_version": version,
