@@ -32,11 +32,11 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
     feeder = threading.Thread(target=replay, args=(s, iter(mixed)), kwargs={"rate": 150, "progress": False}, daemon=True)
     feeder.start()
     try:
-        prom.wait_for('up{job="streamproc-worker"} == 1', deadline_s=60)
-        prom.wait_for('up{job="streamproc-scorer"} == 1', deadline_s=60)
-        prom.wait_for("streamproc_scores_published_total", deadline_s=180)
+        prom.wait_for('up{job="streamproc-worker"} == 1', deadline_s=180)
+        prom.wait_for('up{job="streamproc-scorer"} == 1', deadline_s=180)
+        prom.wait_for("streamproc_scores_published_total", deadline_s=400)
         for title, expr in dashboard_exprs(DASHBOARD):
-            result = prom.wait_for(expr, deadline_s=90)
+            result = prom.wait_for(expr, deadline_s=180)
             assert result, f"panel {title!r}: {expr} returned nothing"
         accepted = prom.query('sum(streamproc_events_accepted_total{job="streamproc-worker"})')
         assert float(accepted[0]["value"][1]) > 0
