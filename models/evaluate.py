@@ -1,0 +1,360 @@
+"""Command line evaluation: baselines or a checkpoint on one data set -> markdown table, report and plots."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from models import baselines as bl  # noqa: E402
+from models import datasets as ds  # noqa: E402
+from models import metrics  # noqa: E402
+
+NEXT_ITEM_LOADERS: dict[str, Callable[[str], ds.EventLog]] = {
+    "ml1m": ds.load_ml1m,
+    "beauty": ds.load_beauty,
+    "movielens-small": ds.load_movielens_small,
+}
+NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")
+GBDT_GRID = {"n_estimators": (100, 300), "num_leaves": (15, 63), "learning_rate": (0.05, 0.1)}
+KS = (5, 10, 20)
+FoldScorer = Callable[[list[str], list[str]], np.ndarray]  # (train event ids, test event ids) -> test scores
+CHECKPOINT_TOP_K = 200  # items asked from a checkpoint; history items are dropped, then ranks up to 20 count
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """Rows of equal keys -> a markdown table (floats with 4 decimals)."""
+    cols = list(rows[0])
+    fmt = [[f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols] for r in rows]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in fmt])
+
+
+# ---------------------------------------------------------------- next item
+
+
+def seqrec_config(args: argparse.Namespace, arch: str, n_items: int) -> bl.SeqRecConfig:
+    return bl.SeqRecConfig(
+        arch=arch,
+        n_items=n_items,
+        max_len=args.max_len,
+        d_model=args.d_model,
+        dropout=args.dropout,
+        lr=args.lr,
+        max_epochs=args.epochs,
+        time_budget_s=args.time_budget_s,
+        seed=args.seed,
+    )
+
+
+def checkpoint_next_item(
+    path: str, log: ds.EventLog, data: bl.LooData
+) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Validation and test ranks from a checkpoint's top items (ranks past the list count as K + 1),
+    and its time-to-next prediction (hours) before each user's test event."""
+    from models.scorer import Scorer, Window
+
+    scorer = Scorer.load(path, top_k=CHECKPOINT_TOP_K)
+    train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
+    val_recs: dict[str, dict] = {}
+    for r in log.records:
+        split = log.split[r["event_id"]]
+        if split == "train" and r["user_id"] in train_recs:
+            train_recs[r["user_id"]].append(r)
+        elif split == "val":
+            val_recs[r["user_id"]] = r
+    out, hours = [], []
+    for windows, targets in (
+        ([train_recs[u] for u in data.users], data.val_target),
+        ([train_recs[u] + [val_recs[u]] for u in data.users], data.test_target),
+    ):
+        ranks = np.full(len(windows), max(KS) + 1)
+        for start in range(0, len(windows), 256):
+            batch = windows[start : start + 256]
+            scores = scorer.score([Window(events=w[-200:]) for w in batch])
+            for j, (w, s) in enumerate(zip(batch, scores, strict=True)):
+                seen = {r["item_id"] for r in w}
+                ranked = [item for item, _ in s.top_items if item not in seen][: max(KS)]
+                target = data.items[targets[start + j] - 1]
+                hours.append(s.time_to_next_s / 3600)
+                if target in ranked:
+                    ranks[start + j] = ranked.index(target) + 1
+        out.append(ranks)
+    return out[0], out[1], pd.Series(hours[len(data.users) :], index=data.users)
+
+
+def history_plot(lengths: np.ndarray, ranks_by_model: dict[str, np.ndarray], path: Path) -> None:
+    """Test NDCG@10 by training-history length (quartile buckets)."""
+    edges = np.unique(np.quantile(lengths, [0, 0.25, 0.5, 0.75, 1.0]))
+    bucket = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
+    labels = [f"{int(edges[b])}-{int(edges[b + 1])}" for b in range(len(edges) - 1)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(ranks_by_model), 1)
+    for i, (name, ranks) in enumerate(ranks_by_model.items()):
+        values = [metrics.ndcg(ranks[bucket == b], 10) for b in range(len(labels))]
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    ax.set_xlabel("history length (items)")
+    ax.set_ylabel("test NDCG@10")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_plot(histories: dict[str, bl.TrainHistory], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, h in histories.items():
+        left.plot(np.arange(1, len(h.loss) + 1), h.loss, label=name)
+        right.plot(h.val_epochs, h.val_ndcg10, marker="o", label=name)
+    left.set(xlabel="epoch", ylabel="training cross-entropy")
+    right.set(xlabel="epoch", ylabel="validation NDCG@10")
+    left.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def time_to_next_rows(log: ds.EventLog, predicted: dict[str, pd.Series]) -> list[dict[str, object]]:
+    """MAE / RMSE (hours) of the gap before each user's test event: global and per-user median training
+    gap, and each checkpoint's prediction (hours, indexed by user)."""
+    frame = pd.DataFrame(
+        {"user": [r["user_id"] for r in log.records], "ts": [r["ts_ms"] for r in log.records]}
+    )
+    frame["split"] = [log.split[r["event_id"]] for r in log.records]
+    frame["gap_h"] = frame.groupby("user", sort=False)["ts"].diff() / 3_600_000
+    train_gaps = frame[frame["split"] == "train"].dropna()
+    truth = frame[frame["split"] == "test"].set_index("user")["gap_h"]
+    per_user = train_gaps.groupby("user")["gap_h"].median().reindex(truth.index)
+    global_median = float(train_gaps["gap_h"].median())
+    rows = []
+    for name, pred in (
+        ("global median gap", np.full(len(truth), global_median)),
+        ("user median gap", per_user),
+        *((name, hours.reindex(truth.index)) for name, hours in predicted.items()),
+    ):
+        pred = np.nan_to_num(np.asarray(pred, dtype=float), nan=global_median)
+        rows.append(
+            {"model": name, "MAE (h)": metrics.mae(truth, pred), "RMSE (h)": metrics.rmse(truth, pred)}
+        )
+    return rows
+
+
+def next_item_ranks(
+    name: str,
+    args: argparse.Namespace,
+    log: ds.EventLog,
+    data: bl.LooData,
+    histories: dict[str, bl.TrainHistory],
+    time_to_next: dict[str, pd.Series],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validation, test and sampled-test ranks of one baseline or checkpoint (sampled: None for checkpoints);
+    training curves go to `histories`, a checkpoint's time-to-next predictions to `time_to_next`."""
+    if name in ("pop", "markov"):
+        score_fn: bl.ScoreFn = (bl.MostPopular() if name == "pop" else bl.Markov()).fit(data)
+    elif name in ("sasrec", "gru"):
+        config = seqrec_config(args, name, data.n_items)
+        model, histories[name] = bl.train_seqrec(data, config, log=lambda m: print(m, flush=True))
+        score_fn = bl.seqrec_scorer(model)
+    else:
+        val, test, time_to_next[name] = checkpoint_next_item(name, log, data)
+        return val, test, None
+    val = bl.next_item_ranks(score_fn, data.val_input, data.val_target, data.n_items)
+    test = bl.next_item_ranks(score_fn, data.test_input, data.test_target, data.n_items)
+    sampled = bl.next_item_ranks(
+        score_fn, data.test_input, data.test_target, data.n_items, args.negatives, args.seed
+    )
+    return val, test, sampled
+
+
+def run_next_item(args: argparse.Namespace, out: Path) -> str:
+    log = NEXT_ITEM_LOADERS[args.dataset](args.data_dir)
+    data = bl.loo_data(log)
+    rows: list[dict[str, object]] = []
+    test_ranks: dict[str, np.ndarray] = {}
+    histories: dict[str, bl.TrainHistory] = {}
+    time_to_next: dict[str, pd.Series] = {}
+    for name in args.model:
+        val, test, sampled = next_item_ranks(name, args, log, data, histories, time_to_next)
+        test_ranks[name] = test
+        for split, ranks in (("val", val), ("test", test)):
+            row: dict[str, object] = {"model": name, "split": split} | metrics.ranking_report(ranks, KS)
+            if sampled is None:
+                row["MRR"] = "n/a (top-k only)"
+            use_sampled = split == "test" and sampled is not None
+            row[f"HR@10 ({args.negatives} neg)"] = metrics.hit_rate(sampled, 10) if use_sampled else "-"
+            row[f"NDCG@10 ({args.negatives} neg)"] = metrics.ndcg(sampled, 10) if use_sampled else "-"
+            rows.append(row)
+    history_plot(
+        np.array([len(s) for s in data.test_input]), test_ranks, out.with_name(out.stem + "_by_history.png")
+    )
+    parts = [markdown_table(rows)]
+    if histories:
+        curves_plot(histories, out.with_name(out.stem + "_training.png"))
+        parts.append(
+            "\n".join(
+                f"- {n}: {len(h.loss)} epochs in {h.seconds:.0f} s, best validation NDCG@10 {max(h.val_ndcg10):.4f}"
+                f" (epoch {h.val_epochs[int(np.argmax(h.val_ndcg10))]})"
+                for n, h in histories.items()
+            )
+        )
+    if args.dataset == "movielens-small":
+        parts.append(
+            "Time to next event (test event of each user):\n\n"
+            + markdown_table(time_to_next_rows(log, time_to_next))
+        )
+    notes = (
+        f"{len(data.train)} users, {data.n_items} items. Full ranking over all items with the user's history "
+        "masked, ties counted pessimistically; sampled: uniform negatives not in the history (seeded). "
+        f"Data notes: {log.notes}."
+    )
+    return "\n\n".join([notes, *parts])
+
+
+# ---------------------------------------------------------------- fraud
+
+
+def checkpoint_fraud_scores(path: str, log: ds.EventLog, ids: Sequence[str], window: int = 50) -> np.ndarray:
+    """Risk of each transaction from a checkpoint: the customer's last `window` events and its aggregates."""
+    from models.scorer import Scorer, Window
+
+    scorer = Scorer.load(path)
+    position = {r["event_id"]: i for i, r in enumerate(log.records)}
+    windows = []
+    for e in ids:
+        i = position[e]
+        user = log.records[i]["user_id"]
+        first = i
+        while first > 0 and i - first < window - 1 and log.records[first - 1]["user_id"] == user:
+            first -= 1
+        windows.append(Window(events=log.records[first : i + 1], aggregates=log.aggregates[e]))
+    return np.array([s.risk for k in range(0, len(windows), 512) for s in scorer.score(windows[k : k + 512])])
+
+
+def fraud_plots(test: pd.DataFrame, scores: dict[str, np.ndarray], path_stem: Path) -> None:
+    fig, (pr, cal) = plt.subplots(1, 2, figsize=(10, 4))
+    y = test["label"].to_numpy()
+    for name, s in scores.items():
+        precision, recall = metrics.precision_recall_curve(y, s)
+        pr.step(recall, precision, where="post", label=f"{name} (AP {metrics.average_precision(y, s):.3f})")
+        bins = np.clip((s * 10).astype(int), 0, 9)
+        filled = [b for b in range(10) if (bins == b).any()]
+        cal.plot(
+            [s[bins == b].mean() for b in filled], [y[bins == b].mean() for b in filled], "o-", label=name
+        )
+    pr.set(xlabel="recall", ylabel="precision", title="precision-recall, test week(s)")
+    cal.plot([0, 1], [0, 1], "k--", lw=0.8)
+    cal.set(xlabel="mean predicted risk", ylabel="observed fraud rate", title="calibration (10 bins)")
+    pr.legend()
+    fig.tight_layout()
+    fig.savefig(path_stem.with_name(path_stem.stem + "_pr_calibration.png"), dpi=120)
+    plt.close(fig)
+
+
+def run_fraud(args: argparse.Namespace, out: Path) -> str:
+    valid_folds = ds.prequential_folds(args.valid_start, n_folds=4)
+    test_folds = ds.prequential_folds(args.test_start, n_folds=args.test_folds)
+    log = ds.load_fraud_handbook(args.data_dir, since=min(f.train_start for f in valid_folds + test_folds))
+    frame = bl.fraud_frame(log)
+    splits = {f: ds.fold_event_ids(log, f) for f in valid_folds + test_folds}
+    grid = [dict(zip(GBDT_GRID, v, strict=True)) for v in itertools.product(*GBDT_GRID.values())]
+
+    def lgbm(params: dict[str, float | int]) -> FoldScorer:
+        def score(train_ids: list[str], test_ids: list[str]) -> np.ndarray:
+            model = bl.fit_lightgbm(frame.loc[train_ids], params, args.seed)
+            return model.predict_proba(frame.loc[test_ids, list(bl.FRAUD_FEATURES)])[:, 1]
+
+        return score
+
+    def checkpoint(path: str) -> FoldScorer:
+        return lambda train_ids, test_ids: checkpoint_fraud_scores(path, log, test_ids)
+
+    def mean_report(scorer: FoldScorer, folds: list[ds.Fold]) -> tuple[dict[str, float], np.ndarray]:
+        scores = [scorer(*splits[f]) for f in folds]
+        reports = [bl.fraud_report(frame.loc[splits[f][1]], s) for f, s in zip(folds, scores, strict=True)]
+        return pd.DataFrame(reports).mean().to_dict(), np.concatenate(scores)
+
+    rows: list[dict[str, object]] = []
+    test_scores: dict[str, np.ndarray] = {}
+    for name in args.model:
+        if name == "lightgbm":
+            search = [(params, mean_report(lgbm(params), valid_folds)[0]) for params in grid]
+            rows += [{"model": f"lightgbm {p}", "split": "valid (4 folds)"} | m for p, m in search]
+            best = max(search, key=lambda s: s[1]["AP"])[0]
+            label, scorer = f"lightgbm {best} (best validation AP)", lgbm(best)
+        else:
+            label, scorer = name, checkpoint(name)
+            rows.append({"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds)[0])
+        test, test_scores[name] = mean_report(scorer, test_folds)
+        rows.append({"model": label, "split": f"test ({len(test_folds)} week)"} | test)
+        print(markdown_table(rows[-1:]), flush=True)
+    test_ids = [e for f in test_folds for e in splits[f][1]]
+    fraud_plots(frame.loc[test_ids], test_scores, out)
+    fold_text = "; ".join(
+        f"train {f.train_start}..{f.train_end} test {f.test_start}..{f.test_end}" for f in test_folds
+    )
+    notes = (
+        f"Prequential protocol: validation folds train from {valid_folds[0].train_start} weekly, assessed "
+        f"{valid_folds[0].test_start}..{valid_folds[-1].test_end} (end exclusive); test folds: {fold_text}. "
+        "Known-compromised customers dropped from assessment days; hyper-parameters chosen by mean validation AP. "
+        f"Data notes: {log.notes}."
+    )
+    return notes + "\n\n" + markdown_table(rows)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dataset", required=True, choices=[*NEXT_ITEM_LOADERS, "fraud"])
+    p.add_argument("--data-dir", required=True, help="data folder, or the parquet file for fraud")
+    p.add_argument(
+        "--model", nargs="+", help="baseline names (pop markov sasrec gru | lightgbm) or checkpoint paths"
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, help="markdown report path; plots are written next to it"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--negatives", type=int, default=100, help="sampled negatives for the sampled metrics")
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--time-budget-s", type=float, default=540.0, help="per neural model training budget")
+    p.add_argument("--valid-start", type=dt.date.fromisoformat, default=dt.date(2018, 6, 20))
+    p.add_argument("--test-start", type=dt.date.fromisoformat, default=dt.date(2018, 7, 25))
+    p.add_argument("--test-folds", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    if args.model is None:
+        args.model = ["lightgbm"] if args.dataset == "fraud" else list(NEXT_ITEM_BASELINES)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    body = run_fraud(args, args.out) if args.dataset == "fraud" else run_next_item(args, args.out)
+    command = "python -m models.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report = f"# {args.dataset}: {', '.join(args.model)}\n\nCommand: `{command}`\n\n{body}\n"
+    args.out.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
