@@ -12,20 +12,19 @@ batch's offsets are acknowledged (at-least-once; redelivered offsets change no s
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 import weakref
-from collections.abc import Awaitable
 from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 
 from streamproc.app import Topology
 from streamproc.config import Settings
-from streamproc.events import InvalidEvent, dead_letter, encode, validate
+from streamproc.events import InvalidEvent, dead_letter, decode, encode, validate
 from streamproc.metrics import Metrics
+from streamproc.output_producer import OutputProducer
 from streamproc.processing import (
     Lineage,
     State,
@@ -36,7 +35,7 @@ from streamproc.processing import (
     sequence_update,
 )
 
-TAKE_MAX = 1000
+TAKE_MAX = 4000  # events per batch: more events per key per batch, fewer changelog records
 TAKE_WITHIN_S = 0.01
 
 
@@ -49,17 +48,11 @@ def _lineage(event: faust.EventT) -> Lineage:
     return Lineage(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
 
 
-def write_in_context(table: faust.Table, key: bytes, value: bytes, event: faust.EventT) -> Awaitable[Any]:
-    """Store key -> value in the partition of `event` (its own source partition) and send the changelog record.
-
-    Returns the changelog send, which completes when the broker acknowledges it. (Faust's own
-    table[key] = value buffers the changelog record and its producer flush may return before the
-    buffer is empty, so an offset could be committed ahead of the state it produced.)
-    """
+def write_in_context(table: faust.Table, key: bytes, value: bytes, event: faust.EventT) -> None:
+    """Store key -> value in the RocksDB partition of `event`, the key's own source partition."""
     token = _current_event.set(weakref.ref(event))
     try:
         table.data[key] = value
-        return table.send_changelog(event.message.partition, key, value)
     finally:
         _current_event.reset(token)
 
@@ -77,70 +70,88 @@ class StateBatch:
             state = self.states[key][0]
         else:
             raw = self.table.get(key)
-            state = json.loads(raw) if raw else self.new_state()
+            state = decode(raw) if raw else self.new_state()
         self.states[key] = (state, event)
         return state
 
-    def write(self) -> list[Awaitable[Any]]:
-        sends = [write_in_context(self.table, key, encode(state), event) for key, (state, event) in self.states.items()]
+    def write(self, out: OutputProducer) -> None:
+        """Write each touched key once: to RocksDB, and to the changelog partition of its source partition.
+
+        The changelog record goes through the librdkafka producer (Faust's own would send it through
+        aiokafka, half the worker's time here); `persist_offsets` then records what was acknowledged.
+        """
+        changelog = self.table.changelog_topic.get_topic_name()
+        for key, (state, event) in self.states.items():
+            value = encode(state)
+            write_in_context(self.table, key, value, event)
+            out.produce(changelog, key, value, partition=event.message.partition, track=True)
         self.states.clear()
-        return sends
+
+    def persist_offsets(self, out: OutputProducer) -> None:
+        """After the acknowledgements: remember the changelog offset each RocksDB partition has reached."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        for (topic, partition), offset in out.acked.items():
+            if topic == changelog:
+                self.table.data.set_persisted_offset(TP(topic, partition), offset)
+        out.acked.clear()
 
 
 def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
     app = topo.app
 
-    async def settle(sends: list[Awaitable[Any]]) -> None:
-        """Flush the producer and wait for every acknowledgement before the batch's offsets are acked."""
-        await app.producer.flush()
-        await asyncio.gather(*sends)
+    async def settle(out: OutputProducer, batch: StateBatch | None = None) -> None:
+        """Write the batch's states, then wait for every output and changelog acknowledgement before
+        the batch's input offsets are acknowledged."""
+        if batch is not None:
+            batch.write(out)
+        await out.settle()
+        if batch is not None:
+            batch.persist_offsets(out)
 
-    async def send_dead_letter(event: faust.EventT, error: InvalidEvent) -> Awaitable[Any]:
+    def send_dead_letter(out: OutputProducer, event: faust.EventT, error: InvalidEvent) -> None:
         msg = event.message
         metrics.dead_letters.labels(msg.topic, error.reason).inc()
-        return await topo.dead_letters.send(
-            key=msg.key,
-            value=dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()),
-        )
+        out.produce(settings.dead_letter_topic, msg.key,
+                    dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()))
 
     @app.agent(topo.transactions, name="streamproc.route-transactions")
     async def route_transactions(stream: faust.StreamT) -> None:
         events_in = metrics.events_in.labels(settings.transactions_topic)
+        out = OutputProducer(settings, "route-transactions")
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            sends: list[Awaitable[Any]] = []
             for event in events:
                 events_in.inc()
                 try:
                     valid = validate("transaction", event.message.value)
                 except InvalidEvent as error:
-                    sends.append(await send_dead_letter(event, error))
+                    send_dead_letter(out, event, error)
                     continue
                 payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
-                sends.append(await topo.tx_by_terminal.send(key=valid.record["item_id"].encode(), value=encode(payload)))
-            await settle(sends)
+                out.produce(settings.tx_by_terminal_topic, valid.record["item_id"].encode(), encode(payload))
+            await settle(out)
 
     @app.agent(topo.tx_by_terminal, name="streamproc.terminal-velocity")
     async def terminal_velocity(stream: faust.StreamT) -> None:
+        out = OutputProducer(settings, "terminal-velocity")
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             batch = StateBatch(topo.terminals, new_terminal_state)
-            sends = []
             for event in events:
                 msg = event.message
-                payload = json.loads(msg.value)
+                payload = decode(msg.value)
                 record = payload["record"]
                 state = batch.get(msg.key, event)
                 payload["terminal"] = apply_terminal_event(
                     state, record, payload.pop("label"), f"{msg.topic}:{msg.partition}", msg.offset
                 )
-                sends.append(await topo.user_events.send(key=record["user_id"].encode(), value=encode(payload)))
-            await settle(sends + batch.write())
+                out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
+            await settle(out, batch)
 
     @app.agent(topo.user_inputs, name="streamproc.user-windows")
     async def user_windows(stream: faust.StreamT) -> None:
         clicks_in = metrics.events_in.labels(settings.clicks_topic)
+        out = OutputProducer(settings, "user-windows")
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             batch = StateBatch(topo.users, new_user_state)
-            sends = []
             for event in events:
                 msg = event.message
                 if msg.topic == settings.clicks_topic:
@@ -148,17 +159,16 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                     try:
                         valid = validate("click", msg.value)
                     except InvalidEvent as error:
-                        sends.append(await send_dead_letter(event, error))
+                        send_dead_letter(out, event, error)
                         continue
                     record, lineage, terminal = valid.record, _lineage(event), {}
                     user_key = record["user_id"].encode()
                     if msg.key != user_key:  # keyed by something else: re-key so the user's state stays in one partition
-                        sends.append(await topo.user_events.send(
-                            key=user_key, value=encode({"record": record, "lineage": lineage.as_dict(), "terminal": {}})
-                        ))
+                        out.produce(settings.user_events_topic, user_key,
+                                    encode({"record": record, "lineage": lineage.as_dict(), "terminal": {}}))
                         continue
                 else:
-                    payload = json.loads(msg.value)
+                    payload = decode(msg.value)
                     record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
                 state = batch.get(msg.key, event)
                 window, customer = apply_user_event(
@@ -167,9 +177,9 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 )
                 metrics.events_accepted.labels(lineage.topic).inc()
                 update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
-                sends.append(await topo.sequence_updates.send(key=msg.key, value=encode(update)))
+                out.produce(settings.sequence_updates_topic, msg.key, encode(update))
                 metrics.sequence_updates.inc()
-            await settle(sends + batch.write())
+            await settle(out, batch)
 
     @app.timer(interval=10.0)
     async def report_table_sizes() -> None:

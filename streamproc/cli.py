@@ -61,6 +61,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"no checkpoint at {settings.checkpoint}; make one with: "
               f"python -m models.train --preset demo --out {settings.checkpoint}", file=sys.stderr)
         return 2
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
     metrics = create_metrics(with_process=True)
     scorer = Scorer.load(settings.checkpoint, device=settings.device, top_k=settings.top_k)
     serve(metrics, settings.scorer_metrics_port)

@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1)
     scorer_group: str = "streamproc-scorer"
     scorer_metrics_port: int = 9102
+    torch_threads: int = Field(1, ge=1)  # CPU threads for the model; 1 keeps small batches fast beside the worker
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka options shared by every confluent-kafka client, in their dotted names."""

@@ -52,7 +52,8 @@ def test_valid_transaction_keeps_label_out_of_the_record():
         ("transaction", raw({**TX, "currency": "euro"}), "bad_currency"),
         ("transaction", raw({**TX, "label": 2}), "bad_label"),
         ("transaction", raw({k: v for k, v in TX.items() if k != "terminal_id"}), "missing_field"),
-        ("transaction", b'{"amount": NaN, "event_id": "x"}', "bad_amount"),
+        ("transaction", b'{"amount": NaN, "event_id": "x"}', "invalid_json"),  # NaN is not JSON
+        ("transaction", raw({**TX, "amount": 1e12}), "bad_amount"),
     ],
 )
 def test_invalid_input_has_a_clear_reason(kind, payload, reason):
