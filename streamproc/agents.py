@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
@@ -48,11 +50,16 @@ def _lineage(event: faust.EventT) -> Lineage:
     return Lineage(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
 
 
-def write_in_context(table: faust.Table, key: bytes, value: bytes, event: faust.EventT) -> None:
-    """Store key -> value in the RocksDB partition of `event`, the key's own source partition."""
+@contextmanager
+def in_context_of(event: faust.EventT) -> Iterator[None]:
+    """Make `event` the current event, so that the RocksDB store reads and writes its partition's database.
+
+    Inside `take_events` the current event of the agent's task is not the event at hand, and a key
+    must always be read and written in the partition of the events that change it.
+    """
     token = _current_event.set(weakref.ref(event))
     try:
-        table.data[key] = value
+        yield
     finally:
         _current_event.reset(token)
 
@@ -69,7 +76,8 @@ class StateBatch:
         if key in self.states:
             state = self.states[key][0]
         else:
-            raw = self.table.get(key)
+            with in_context_of(event):
+                raw = self.table.data.get(key)
             state = decode(raw) if raw else self.new_state()
         self.states[key] = (state, event)
         return state
@@ -83,7 +91,8 @@ class StateBatch:
         changelog = self.table.changelog_topic.get_topic_name()
         for key, (state, event) in self.states.items():
             value = encode(state)
-            write_in_context(self.table, key, value, event)
+            with in_context_of(event):
+                self.table.data[key] = value
             out.produce(changelog, key, value, partition=event.message.partition, track=True)
         self.states.clear()
 
