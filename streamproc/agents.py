@@ -76,8 +76,7 @@ class StateBatch:
         if key in self.states:
             state = self.states[key][0]
         else:
-            with in_context_of(event):
-                raw = self.table.data.get(key)
+            raw = self.table.get(key)
             state = decode(raw) if raw else self.new_state()
         self.states[key] = (state, event)
         return state
