@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -263,6 +264,69 @@ def fraud_plots(test: pd.DataFrame, scores: dict[str, np.ndarray], path_stem: Pa
     plt.close(fig)
 
 
+def rank_mean(members: list[dict[ds.Fold, np.ndarray]], splits: dict) -> FoldScorer:
+    """Fold scorer averaging the members' already computed fold scores after a per-fold rank transform."""
+    by_ids = {tuple(splits[f][1]): f for f in splits}
+
+    def score(train_ids: list[str], test_ids: list[str]) -> np.ndarray:
+        fold = by_ids[tuple(test_ids)]
+        ranks = [pd.Series(m[fold]).rank(pct=True).to_numpy() for m in members]
+        return np.mean(ranks, axis=0)
+
+    return score
+
+
+def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) -> FoldScorer:
+    """Train our temporal model on each fold's training week and score its assessment events.
+
+    spec is `temporal` or `temporal:FIELD=VALUE,...` (models.train TrainConfig overrides). Inputs of a
+    training window: the customer's events from `history_days` before the training week (no labels);
+    only training-week transactions carry risk labels; the last training day is the early-stopping
+    validation set. Checkpoints go to checkpoints/fraud_<spec hash>/<train_start>.
+    """
+    import hashlib
+
+    from models import train as tr
+
+    assignments = [a for a in spec.partition(":")[2].split(",") if a]
+    base = tr.TrainConfig(
+        d_model=32,
+        n_layers=1,
+        max_len=30,
+        dropout=0.1,
+        batch_size=128,
+        lr=3e-3,
+        max_seconds=90,
+        eval_every=100,
+        patience=4,
+        sampling="labelled",
+        use_text=False,
+        val_windows=20_000,
+        loss_weights={"item": 0.0, "action": 0.0, "risk": 1.0, "time": 0.0},
+    )
+    config = tr.apply_overrides(base, assignments)
+    root = Path("checkpoints") / ("fraud_" + hashlib.sha1(spec.encode()).hexdigest()[:8])
+    ts = np.fromiter((r["ts_ms"] for r in log.records), dtype=np.int64, count=len(log.records))
+    history_ms = 21 * 86_400_000
+
+    def score(train_ids: list[str], test_ids: list[str]) -> np.ndarray:
+        train_set = set(train_ids)
+        train_ms = np.array([ts[i] for i, r in enumerate(log.records) if r["event_id"] in train_set])
+        first, last = int(train_ms.min()), int(train_ms.max())
+        last_day = (last // 86_400_000) * 86_400_000
+        keep = [r for r, t in zip(log.records, ts, strict=True) if first - history_ms <= t <= last]
+        labels = {e: log.labels[e] for e in train_ids}  # type: ignore[index]
+        val_ids = {e for e in train_ids if ts_of[e] >= last_day}
+        fit_ids = {r["event_id"] for r in keep} - val_ids
+        out = root / str(dt.datetime.fromtimestamp(first / 1000, dt.UTC).date())
+        summary = tr.fit(keep, labels, log.aggregates, config, out, fit_ids, val_ids)
+        print(json.dumps({"fold": str(out), "best": summary["best"]}), flush=True)
+        return checkpoint_fraud_scores(str(out), log, test_ids)
+
+    ts_of = dict(zip((r["event_id"] for r in log.records), ts.tolist(), strict=True))
+    return score
+
+
 def run_fraud(args: argparse.Namespace, out: Path) -> str:
     valid_folds = ds.prequential_folds(args.valid_start, n_folds=4)
     test_folds = ds.prequential_folds(args.test_start, n_folds=args.test_folds)
@@ -270,6 +334,10 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
     frame = bl.fraud_frame(log)
     splits = {f: ds.fold_event_ids(log, f) for f in valid_folds + test_folds}
     grid = [dict(zip(GBDT_GRID, v, strict=True)) for v in itertools.product(*GBDT_GRID.values())]
+    if args.lightgbm_params:  # one setting (e.g. the one an earlier grid run chose) instead of the grid
+        grid = [
+            {k: float(v) if "." in v else int(v) for k, v in (a.split("=") for a in args.lightgbm_params)}
+        ]
 
     def lgbm(params: dict[str, float | int]) -> FoldScorer:
         def score(train_ids: list[str], test_ids: list[str]) -> np.ndarray:
@@ -281,8 +349,13 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
     def checkpoint(path: str) -> FoldScorer:
         return lambda train_ids, test_ids: checkpoint_fraud_scores(path, log, test_ids)
 
-    def mean_report(scorer: FoldScorer, folds: list[ds.Fold]) -> tuple[dict[str, float], np.ndarray]:
+    fold_scores: dict[str, dict[ds.Fold, np.ndarray]] = {}  # model label -> fold -> assessment scores
+
+    def mean_report(
+        scorer: FoldScorer, folds: list[ds.Fold], label: str = ""
+    ) -> tuple[dict[str, float], np.ndarray]:
         scores = [scorer(*splits[f]) for f in folds]
+        fold_scores.setdefault(label, {}).update(zip(folds, scores, strict=True))
         reports = [bl.fraud_report(frame.loc[splits[f][1]], s) for f, s in zip(folds, scores, strict=True)]
         return pd.DataFrame(reports).mean().to_dict(), np.concatenate(scores)
 
@@ -290,14 +363,29 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
     test_scores: dict[str, np.ndarray] = {}
     for name in args.model:
         if name == "lightgbm":
-            search = [(params, mean_report(lgbm(params), valid_folds)[0]) for params in grid]
+            search = [(params, mean_report(lgbm(params), valid_folds, str(params))[0]) for params in grid]
             rows += [{"model": f"lightgbm {p}", "split": "valid (4 folds)"} | m for p, m in search]
             best = max(search, key=lambda s: s[1]["AP"])[0]
             label, scorer = f"lightgbm {best} (best validation AP)", lgbm(best)
+            fold_scores[name] = fold_scores[str(best)]
+        elif name.startswith("ensemble"):
+            members = name.removeprefix("ensemble:").split("+")
+            label, scorer = (
+                f"{name} (mean of per-fold ranks of {', '.join(members)})",
+                rank_mean([fold_scores[m] for m in members], splits),
+            )
+            rows.append({"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds)[0])
+        elif name.startswith("temporal"):
+            label, scorer = name, temporal_fold_scorer(name, log, args)
+            rows.append(
+                {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
+            )
         else:
             label, scorer = name, checkpoint(name)
-            rows.append({"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds)[0])
-        test, test_scores[name] = mean_report(scorer, test_folds)
+            rows.append(
+                {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
+            )
+        test, test_scores[name] = mean_report(scorer, test_folds, name)
         rows.append({"model": label, "split": f"test ({len(test_folds)} week)"} | test)
         print(markdown_table(rows[-1:]), flush=True)
     test_ids = [e for f in test_folds for e in splits[f][1]]
@@ -339,6 +427,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-start", type=dt.date.fromisoformat, default=dt.date(2018, 7, 25))
     p.add_argument("--test-folds", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--lightgbm-params",
+        nargs="*",
+        metavar="NAME=VALUE",
+        help="fraud: score this LightGBM setting only instead of searching GBDT_GRID",
+    )
     args = p.parse_args(argv)
     if args.model is None:
         args.model = ["lightgbm"] if args.dataset == "fraud" else list(NEXT_ITEM_BASELINES)

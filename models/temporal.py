@@ -29,6 +29,7 @@ class TemporalConfig:
     text_dim: int = 384
     n_numeric: int = len(NUMERIC_FEATURES)
     n_aggregates: int = len(AGGREGATE_FEATURES)
+    item_init_std: float | None = None  # item-embedding init (training only); None: 0.02
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +134,9 @@ class TemporalModel(nn.Module):
         self.risk_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.time_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.apply(self._init)
+        if config.item_init_std is not None:  # None: the default std 0.02 of _init
+            nn.init.normal_(self.item_emb.weight, std=config.item_init_std)
+            self.item_emb.weight.data[PAD].zero_()
 
     @staticmethod
     def _init(module: nn.Module) -> None:

@@ -53,6 +53,12 @@ class TrainConfig:
         default_factory=lambda: {"item": 1.0, "action": 1.0, "risk": 1.0, "time": 0.2}
     )
     seed: int = 0
+    # "event": windows end at uniformly drawn events; "user_last": SASRec-style, windows end at a uniformly
+    # drawn user's last training event (the loss covers every position of the window either way)
+    # "labelled": windows end at uniformly drawn labelled (risk) events, for fraud training windows
+    sampling: Literal["event", "user_last", "labelled"] = "event"
+    warmup_steps: int = 100
+    item_init_std: float | None = None  # std of the item-embedding init (None: 0.02); d_model**-0.5: norm ~1
 
 
 @dataclass
@@ -317,10 +323,13 @@ def train(
         kind=config.kind,
         use_text=config.use_text,
         text_dim=text_table.shape[1],
+        item_init_std=config.item_init_std,
     )
     model = TemporalModel(model_config)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
+    user_last = np.flatnonzero(np.append(train_data.user_start[1:] != train_data.user_start[:-1], True))
+    labelled = np.flatnonzero(~np.isnan(train_data.risk))
     best: tuple[float, dict[str, Any], dict[str, torch.Tensor]] = (
         float("inf"),
         {},
@@ -329,7 +338,12 @@ def train(
     history, bad, t0 = [], 0, time.monotonic()
     bar = tqdm(range(1, config.max_steps + 1), desc="train", mininterval=2.0)
     for step in bar:
-        ends = rng.integers(0, len(train_data.item), config.batch_size)
+        if config.sampling == "user_last":
+            ends = user_last[rng.integers(0, len(user_last), config.batch_size)]
+        elif config.sampling == "labelled":
+            ends = labelled[rng.integers(0, len(labelled), config.batch_size)]
+        else:
+            ends = rng.integers(0, len(train_data.item), config.batch_size)
         batch = make_batch(train_data, ends, config.max_len, text_table, text_table.device)
         loss, parts = multitask_loss(model, model.encode(batch.inp), batch, config)
         opt.zero_grad(set_to_none=True)
@@ -440,6 +454,35 @@ def synthetic_records(spec: dict[str, int]) -> tuple[list[dict[str, Any]], dict[
     return records, labels
 
 
+def _number_or_text(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainConfig:
+    """TrainConfig with FIELD=VALUE assignments applied (values cast to the field's current type);
+    loss_weights.NAME=VALUE sets one loss weight."""
+    changes: dict[str, Any] = {}
+    weights = dict(config.loss_weights)
+    for assignment in assignments:
+        key, _, value = assignment.partition("=")
+        if key.startswith("loss_weights."):
+            weights[key.split(".", 1)[1]] = float(value)
+            continue
+        current = getattr(config, key)  # AttributeError for unknown fields
+        if isinstance(current, bool):
+            changes[key] = value.lower() in ("1", "true", "yes")
+        elif current is None:
+            changes[key] = None if value.lower() == "none" else _number_or_text(value)
+        elif isinstance(current, str):
+            changes[key] = value
+        else:
+            changes[key] = type(current)(float(value) if isinstance(current, int) else value)
+    return replace(config, **changes, loss_weights=weights)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
@@ -452,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--dataset", choices=sorted(DATASET_LOADERS), help="train on a data set, not synthetic"
     )
     parser.add_argument("--data", help="path of the data set (file or folder, as its loader expects)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="TrainConfig overrides, e.g. --set max_len=50 lr=3e-3 sampling=user_last loss_weights.time=0",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -459,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     overrides: dict[str, Any] = {"use_text": False} if args.no_text else {}
     overrides |= {"kind": args.kind} if args.kind else {}
     overrides |= {"max_seconds": args.max_seconds} if args.max_seconds else {}
-    config = replace(config, **overrides)
+    config = apply_overrides(replace(config, **overrides), args.set)
     if args.dataset:
         from models import datasets
 

@@ -1,0 +1,43 @@
+"""Training options used for the public data sets: --set overrides, window sampling, item init."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from models import checkpoint, train
+
+
+def test_apply_overrides_casts_to_field_types() -> None:
+    config = train.apply_overrides(
+        train.TrainConfig(),
+        ["max_len=20", "lr=3e-3", "sampling=user_last", "use_text=false", "item_init_std=0.125"]
+        + ["loss_weights.time=0"],
+    )
+    assert (config.max_len, config.lr, config.sampling, config.use_text) == (20, 3e-3, "user_last", False)
+    assert config.item_init_std == 0.125
+    assert config.loss_weights["time"] == 0.0 and config.loss_weights["item"] == 1.0
+    with pytest.raises(AttributeError):
+        train.apply_overrides(train.TrainConfig(), ["no_such_field=1"])
+
+
+@pytest.mark.parametrize("sampling", ["user_last", "labelled"])
+def test_sampling_modes_train_and_save(
+    sampling: str, tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path
+) -> None:
+    records, labels = tiny_records
+    _, config = train.PRESETS["tiny"]
+    config = replace(
+        config,
+        use_text=False,
+        max_steps=4,
+        eval_every=2,
+        sampling=sampling,
+        item_init_std=0.1,  # type: ignore[arg-type]
+    )
+    summary = train.fit(records, labels, None, config, tmp_path / sampling)
+    assert summary["best"]
+    loaded = checkpoint.load(tmp_path / sampling)
+    assert loaded.config.item_init_std == 0.1
