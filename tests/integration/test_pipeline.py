@@ -110,7 +110,7 @@ def test_worker_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_chang
     produce(s, thirds[2])
     worker = processes("worker", s)
     accepted = {m["event_id"] for _, m in events}
-    r.poll_until(lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted, deadline_s=600,
+    r.poll_until(lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted, deadline_s=300,
                  watch=[worker, scorer])
     _assert_windows_match_from_scratch(s, events, r.messages[s.sequence_updates_topic])
 
