@@ -96,20 +96,12 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
 
 
 def bench_settings(broker: EmbeddedBroker, data_root: Path, **overrides: Any) -> Settings:
-    """Settings with topics, app id and groups of their own (as tests/integration/conftest.make_settings)."""
+    """Settings with topics, app id and groups of their own (Settings.namespaced)."""
     p = f"b{uuid.uuid4().hex[:8]}"
-    values: dict[str, Any] = dict(
-        bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu", app_id=f"{p}-app",
-        clicks_topic=f"{p}-clicks", transactions_topic=f"{p}-transactions",
-        sequence_updates_topic=f"{p}-sequence-updates", risk_scores_topic=f"{p}-risk-scores",
-        next_action_topic=f"{p}-next-action-scores", fraud_alerts_topic=f"{p}-fraud-alerts",
-        dead_letter_topic=f"{p}-dead-letters", tx_by_terminal_topic=f"{p}-by-terminal",
-        user_events_topic=f"{p}-user-events", scorer_group=f"{p}-scorer",
-        data_dir=data_root / p / "faust",
-        worker_metrics_port=free_port(), scorer_metrics_port=free_port(),
+    return Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu").namespaced(
+        p, data_dir=data_root / p / "faust", worker_metrics_port=free_port(), scorer_metrics_port=free_port(),
+        **overrides,
     )
-    values |= overrides
-    return Settings(**values)
 
 
 class Child:

@@ -61,6 +61,17 @@ class Settings(BaseSettings):
         values.update({k: v for k, v in overrides.items() if v is not None})
         return Settings(**values)
 
+    def namespaced(self, prefix: str, **overrides: Any) -> Settings:
+        """A copy whose topics, app id and scorer group start with `prefix`, so that several pipelines
+        (tests, benchmarks, tenants) share one Kafka cluster without seeing each other's messages."""
+        names = {field: f"{prefix}-{getattr(self, field)}" for field in (*self._TOPIC_FIELDS, "app_id", "scorer_group")}
+        return self.with_overrides(**names, **overrides)
+
+    _TOPIC_FIELDS = (
+        "clicks_topic", "transactions_topic", "sequence_updates_topic", "risk_scores_topic", "next_action_topic",
+        "fraud_alerts_topic", "dead_letter_topic", "tx_by_terminal_topic", "user_events_topic",
+    )
+
     def input_topics(self) -> tuple[str, ...]:
         return (self.clicks_topic, self.transactions_topic)
 

@@ -38,15 +38,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_settings(broker: EmbeddedBroker, tmp_path: Path, checkpoint: Path, **overrides: Any) -> Settings:
     """Settings with topic names, app id and consumer group of their own, so tests share one broker safely."""
-    p = f"t{uuid.uuid4().hex[:8]}"
-    return Settings(
-        bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu", app_id=f"{p}-app",
-        clicks_topic=f"{p}-clicks", transactions_topic=f"{p}-transactions",
-        sequence_updates_topic=f"{p}-sequence-updates", risk_scores_topic=f"{p}-risk-scores",
-        next_action_topic=f"{p}-next-action-scores", fraud_alerts_topic=f"{p}-fraud-alerts",
-        dead_letter_topic=f"{p}-dead-letters", tx_by_terminal_topic=f"{p}-by-terminal",
-        user_events_topic=f"{p}-user-events", scorer_group=f"{p}-scorer",
-        data_dir=tmp_path / "faust", checkpoint=checkpoint,
+    return Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu").namespaced(
+        f"t{uuid.uuid4().hex[:8]}", data_dir=tmp_path / "faust", checkpoint=checkpoint,
         worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides,
     )
 
