@@ -148,8 +148,9 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 payload = decode(msg.value)
                 record = payload["record"]
                 state = batch.get(msg.key, event)
+                origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
                 payload["terminal"] = apply_terminal_event(
-                    state, record, payload.pop("label"), f"{msg.topic}:{msg.partition}", msg.offset
+                    state, record, payload.pop("label"), f"{origin['topic']}:{origin['partition']}", origin["offset"]
                 )
                 out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
             await settle(out, batch)

@@ -9,11 +9,13 @@ from streamproc.agents import register_agents
 from streamproc.app import create_app, quiet_faust_logging
 from streamproc.broker import create_topics
 from streamproc.config import Settings
+from streamproc.faust_seek_fix import install_seek_guard
 from streamproc.metrics import create_metrics, serve
 
 
 def build_worker(settings: Settings) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
+    install_seek_guard()
     if settings.broker_flavour == "tansu":
         from streamproc.tansu_compat import install_faust_highwater_probe
 

@@ -76,7 +76,13 @@ def apply_user_event(
 def apply_terminal_event(
     state: State, record: dict[str, Any], label: int | None, source: str, offset: int
 ) -> dict[str, float]:
-    """Apply one transaction to its terminal's state (mutated); return the terminal aggregates at its time."""
+    """Apply one transaction to its terminal's state (mutated); return the terminal aggregates at its time.
+
+    `source` and `offset` name the input transaction, not the by-terminal record: when the routing
+    stage re-runs after a crash it re-sends transactions under new offsets, and those must not count
+    twice. One routing task reads each input partition, so a terminal sees each partition's offsets
+    in order.
+    """
     if not already_applied(state, source, offset):
         aggregates.update(state["v"], record["ts_ms"], record["amount"], label)
         state["o"][source] = offset

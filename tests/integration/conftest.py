@@ -130,3 +130,28 @@ def reader() -> Iterator[Callable[[Settings, list[str]], TopicReader]]:
     yield make
     for r in readers:
         r.close()
+
+
+def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Read a topic to its end: the last JSON value of each key (a table's final state, from its changelog)."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False, "enable.partition.eof": True,
+    })
+    consumer.subscribe([topic])
+    values: dict[str, Any] = {}
+    at_end: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(at_end) < settings.partitions:
+            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                at_end.add(msg.partition())
+                continue
+            values[msg.key().decode()] = json.loads(msg.value())
+    finally:
+        consumer.close()
+    return values

@@ -64,3 +64,14 @@ def reference_state(records: list[dict[str, Any]], max_events: int, max_age_ms: 
         if r["kind"] == "transaction":
             aggregates.update(state["v"], r["ts_ms"], r["amount"])
     return users
+
+
+def reference_terminal_states(events: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per terminal, from scratch: the velocity state (per day: count, amount, frauds) of its transactions."""
+    terminals: dict[str, Any] = {}
+    for topic, message in events:
+        if topic == "transactions":
+            valid = validate("transaction", json.dumps(message).encode())
+            state = terminals.setdefault(valid.record["item_id"], aggregates.new_state())
+            aggregates.update(state, valid.record["ts_ms"], valid.record["amount"], valid.label)
+    return terminals

@@ -1,0 +1,81 @@
+"""Workaround for a Faust race that loses input events after a rebalance; installed for every broker.
+
+After a rebalance, Faust's recovery resumes the input partitions, then seeks them to the committed
+offsets, then clears the agents' queues. Records fetched before the seek keep flowing from the
+batch in hand while the seek runs: Faust's gap detection takes the jump back to the committed
+offset as a hole in the partition, counts the offsets in between as acknowledged, and commits
+past events that the queue-clearing then threw away. Seen here as 6 to 273 events of 3,000 lost
+after a worker restart.
+
+`install_seek_guard` closes that race:
+  * a fetched batch stops being delivered once a seek starts (as Faust already does on a new
+    consumer generation), and the read offset a seek set is restored if a record that was in
+    delivery when the seek started overwrote it; the partitions are then read again from the
+    committed offsets;
+  * a commit never moves past an offset that was neither acknowledged nor seen as a real hole
+    (Faust lets exactly one missing offset through: it compares with "> 1" where the committed
+    offset is already the next one to read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+_STATE: dict[str, bool] = {}
+
+
+def install_seek_guard() -> None:
+    from faust.transport import consumer as faust_consumer
+
+    if _STATE.get("installed"):
+        return
+    _STATE["installed"] = True
+    cls = faust_consumer.Consumer
+    original_perform_seek = cls.perform_seek
+    original_getmany = cls.getmany
+    original_new_offset = cls._new_offset
+
+    async def perform_seek(self: Any) -> None:
+        self._streamproc_seek_epoch = getattr(self, "_streamproc_seek_epoch", 0) + 1
+        self._streamproc_seeking = True
+        try:
+            await original_perform_seek(self)
+        finally:
+            self._streamproc_seeking = False
+        self._streamproc_read_after_seek = dict(self._read_offset)
+
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        async for item in deliver_until_seek(self, original_getmany(self, timeout)):
+            yield item
+
+    def _new_offset(self: Any, tp: Any) -> int | None:
+        if skips_unprocessed_offset(self._acked[tp], self._committed_offset[tp], self._gap[tp]):
+            return None
+        return original_new_offset(self, tp)
+
+    cls.perform_seek = perform_seek
+    cls.getmany = getmany
+    cls._new_offset = _new_offset
+
+
+async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, Any]]) -> AsyncIterator[tuple[Any, Any]]:
+    """Yield a fetched batch's records until a seek starts; then restore the read offset the seek set."""
+    epoch = getattr(consumer, "_streamproc_seek_epoch", 0)
+    try:
+        async for tp, message in records:
+            if getattr(consumer, "_streamproc_seek_epoch", 0) != epoch:
+                return  # fetched before a seek: the partition is read again from the committed offset
+            yield tp, message
+            # the caller has now delivered the record and set its read offset
+            if getattr(consumer, "_streamproc_seek_epoch", 0) != epoch:
+                if not getattr(consumer, "_streamproc_seeking", False):
+                    consumer._read_offset[tp] = consumer._streamproc_read_after_seek.get(tp)
+                return
+    finally:
+        await records.aclose()  # type: ignore[attr-defined]
+
+
+def skips_unprocessed_offset(acked: list[int], committed: int | None, gaps: Any) -> bool:
+    """Whether committing `acked` would pass offset `committed` (the next one to read) unprocessed."""
+    return bool(acked) and committed is not None and min(acked) > committed and not gaps.overlaps(committed)

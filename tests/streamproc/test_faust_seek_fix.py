@@ -1,0 +1,67 @@
+"""The guard against Faust's post-rebalance event loss, on Faust's own commit code and on a scripted seek."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+
+from faust.transport.consumer import Consumer
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from streamproc.faust_seek_fix import deliver_until_seek, install_seek_guard, skips_unprocessed_offset
+
+TP0 = TP("clicks", 0)
+
+
+def commit_state(acked: list[int], committed: int, gaps: IntervalTree | None = None) -> SimpleNamespace:
+    """The attributes Faust's Consumer._new_offset reads, for one partition."""
+    return SimpleNamespace(
+        _acked=defaultdict(list, {TP0: list(acked)}),
+        _acked_index=defaultdict(set, {TP0: set(acked)}),
+        _committed_offset=defaultdict(lambda: None, {TP0: committed}),
+        _gap=defaultdict(IntervalTree, {TP0: gaps if gaps is not None else IntervalTree()}),
+    )
+
+
+def test_faust_commit_never_passes_a_single_unprocessed_offset():
+    install_seek_guard()
+    # 385 is the next offset to read and was never processed; unguarded Faust commits 388 here
+    assert Consumer._new_offset(commit_state([386, 387], committed=385), TP0) is None
+    assert Consumer._new_offset(commit_state([385, 386, 387], committed=385), TP0) == 388
+
+
+def test_a_real_hole_in_the_partition_may_still_be_committed_past():
+    install_seek_guard()
+    holes = IntervalTree.from_tuples([(385, 386)])  # offset 385 does not exist (e.g. compacted away)
+    assert Consumer._new_offset(commit_state([386, 387], committed=385, gaps=holes), TP0) == 388
+
+
+def test_skips_unprocessed_offset_is_false_without_a_commit_or_without_acks():
+    assert not skips_unprocessed_offset([], 10, IntervalTree())
+    assert not skips_unprocessed_offset([12], None, IntervalTree())
+    assert not skips_unprocessed_offset([9, 10, 11], 10, IntervalTree())
+    assert skips_unprocessed_offset([11], 10, IntervalTree())
+
+
+def test_a_batch_fetched_before_a_seek_stops_and_the_seeks_read_offset_is_kept():
+    consumer = SimpleNamespace(_read_offset={TP0: None})
+
+    async def fetched_batch():
+        for offset in range(100, 110):
+            yield TP0, offset
+
+    async def drain() -> list[int]:
+        delivered = []
+        async for tp, offset in deliver_until_seek(consumer, fetched_batch()):
+            delivered.append(offset)
+            if offset == 103:  # a seek to the committed offset 101 completes while 103 is delivered
+                consumer._streamproc_seek_epoch = 1
+                consumer._read_offset[tp] = 101
+                consumer._streamproc_read_after_seek = {tp: 101}
+            consumer._read_offset[tp] = offset  # what Faust's drain loop does after each delivery
+        return delivered
+
+    assert asyncio.run(drain()) == [100, 101, 102, 103]
+    assert consumer._read_offset[TP0] == 101  # 101.. are read again, not taken for a hole
