@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1)
     scorer_group: str = "streamproc-scorer"
     scorer_metrics_port: int = 9102
+    # librdkafka compression of what the agents write (sequence updates, changelogs, re-keyed events);
+    # Faust (aiokafka) reads lz4, zstd and snappy back through cramjam
+    output_compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = "lz4"
     torch_threads: int = Field(1, ge=1)  # CPU threads for the model; 1 keeps small batches fast beside the worker
 
     def kafka_common(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ class OutputProducer:
             "acks": "all",
             "linger.ms": 2,
             "queue.buffering.max.messages": 200_000,
+            "compression.type": settings.output_compression,
         })
         self._errors: list[str] = []
         # highest acknowledged offset per (topic, partition) of the records produced with track=True
