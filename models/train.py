@@ -233,12 +233,15 @@ def multitask_loss(
     """Weighted sum of next-item CE, next-action CE, risk BCE and time MSE over the masked positions."""
     h_sel, aggs = h[batch.mask], batch.aggregates[batch.mask]  # (M, d), (M, A)
     tgt = {k: v[batch.mask] for k, v in batch.targets.items()}  # each (M,)
+    use_items = config.loss_weights["item"] > 0
     candidates = None
-    if model.config.n_items > config.full_softmax_max:
+    if not use_items:  # no item logits (M, 0): their softmax would dominate the step's cost
+        candidates = torch.zeros(0, dtype=torch.long, device=h.device)
+    elif model.config.n_items > config.full_softmax_max:
         negatives = torch.randint(2, model.config.n_items, (config.sampled_negatives,), device=h.device)
         candidates = torch.unique(torch.cat([tgt["item"][tgt["item"] >= 2], negatives]))  # (C,) sorted
     out = model.heads(h_sel, aggs, candidates)
-    item_target = tgt["item"]
+    item_target = tgt["item"] if use_items else torch.full_like(tgt["item"], IGNORE)
     if candidates is not None:
         item_target = torch.where(item_target >= 2, torch.searchsorted(candidates, item_target), IGNORE)
     parts = {
@@ -301,6 +304,19 @@ def evaluate(
     return metrics
 
 
+def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:
+    """Start the risk logit at the log-odds of the training labels' base rate (nan: unlabelled).
+
+    With rare positives (fraud: ~1 %) a zero start spends the first steps pushing every logit down,
+    which on a short budget leaves the ranking at or below chance; starting at the prior does not.
+    """
+    labelled = risk[~np.isnan(risk)]
+    if len(labelled):
+        rate = float(np.clip(labelled.mean(), 1e-4, 1 - 1e-4))
+        with torch.no_grad():
+            model.risk_head[-1].bias.fill_(float(np.log(rate / (1 - rate))))
+
+
 def train(
     config: TrainConfig,
     train_data: SequenceData,
@@ -326,6 +342,7 @@ def train(
         item_init_std=config.item_init_std,
     )
     model = TemporalModel(model_config)
+    init_risk_bias(model, train_data.risk)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
     user_last = np.flatnonzero(np.append(train_data.user_start[1:] != train_data.user_start[:-1], True))

@@ -68,6 +68,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer = Scorer.load(settings.checkpoint, device=settings.device, top_k=settings.top_k)
     serve(metrics, settings.scorer_metrics_port)
     worker = ScoringWorker(settings, scorer, metrics)
+    worker.warm_up()
     worker.install_signal_handlers()
     worker.run()
     return 0

@@ -1,5 +1,11 @@
-"""Workaround for the embedded broker's ListOffsets error, enabled only for broker_flavour="tansu".
+"""Workarounds for the embedded broker, enabled only for broker_flavour="tansu".
 
+Fetch wait: Tansu holds a fetch for its whole max wait even when records arrive meanwhile (real
+Kafka answers as soon as there are any), so Faust's fixed 1.5 s wait adds up to 1.5 s per stage at
+low rates. `install_faust_fetch_wait` shortens it; `FETCH_WAIT_MS` is what every streamproc
+consumer uses on this broker.
+
+ListOffsets:
 Tansu 0.6 answers ListOffsets(latest) with the start of the last record batch + 1 instead of the
 true end offset, while Fetch responses carry the correct high watermark. Faust's changelog
 recovery reads the high water through ListOffsets, so a restart either crashes
@@ -17,6 +23,26 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 _INSTALLED: dict[str, str] = {}
+FETCH_WAIT_MS = 10  # per fetch: 2.4 ms p50 per hop on Tansu here, against 129 ms with librdkafka's default 500
+
+
+def install_faust_fetch_wait(wait_ms: int = FETCH_WAIT_MS) -> None:
+    """Make the aiokafka consumers Faust creates wait at most `wait_ms` per fetch (Faust hard-codes 1,500)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    if "fetch_wait" in _INSTALLED:
+        return
+    _INSTALLED["fetch_wait"] = str(wait_ms)
+    for name in ("_create_worker_consumer", "_create_client_consumer"):
+        create = getattr(thread_cls, name)
+
+        def short_wait(self, *args, _create=create, **kwargs):  # type: ignore[no-untyped-def]
+            consumer = _create(self, *args, **kwargs)
+            consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
+            return consumer
+
+        setattr(thread_cls, name, short_wait)
 
 
 def fetch_high_watermarks(
