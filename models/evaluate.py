@@ -385,14 +385,16 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
             rows.append(
                 {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
             )
-        test, test_scores[name] = mean_report(scorer, test_folds, name)
-        rows.append({"model": label, "split": f"test ({len(test_folds)} week)"} | test)
+        if test_folds:  # --test-folds 0: validation only, for choosing settings
+            test, test_scores[name] = mean_report(scorer, test_folds, name)
+            rows.append({"model": label, "split": f"test ({len(test_folds)} week)"} | test)
         print(markdown_table(rows[-1:]), flush=True)
     test_ids = [e for f in test_folds for e in splits[f][1]]
-    fraud_plots(frame.loc[test_ids], test_scores, out)
+    if test_ids:
+        fraud_plots(frame.loc[test_ids], test_scores, out)
     fold_text = "; ".join(
         f"train {f.train_start}..{f.train_end} test {f.test_start}..{f.test_end}" for f in test_folds
-    )
+    ) or "none (validation only)"
     notes = (
         f"Prequential protocol: validation folds train from {valid_folds[0].train_start} weekly, assessed "
         f"{valid_folds[0].test_start}..{valid_folds[-1].test_end} (end exclusive); test folds: {fold_text}. "
@@ -425,7 +427,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-budget-s", type=float, default=540.0, help="per neural model training budget")
     p.add_argument("--valid-start", type=dt.date.fromisoformat, default=dt.date(2018, 6, 20))
     p.add_argument("--test-start", type=dt.date.fromisoformat, default=dt.date(2018, 7, 25))
-    p.add_argument("--test-folds", type=int, default=1)
+    p.add_argument("--test-folds", type=int, default=1, help="fraud: 0 scores the validation folds only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--lightgbm-params",

@@ -26,6 +26,7 @@ class TemporalConfig:
     dropout: float = 0.1
     kind: Literal["transformer", "gru"] = "transformer"
     use_text: bool = True
+    use_item_ids: bool = True  # False: item ids are no input (fraud: terminal ids invite memorising)
     text_dim: int = 384
     n_numeric: int = len(NUMERIC_FEATURES)
     n_aggregates: int = len(AGGREGATE_FEATURES)
@@ -147,7 +148,9 @@ class TemporalModel(nn.Module):
 
     def embed(self, inp: TemporalInput) -> torch.Tensor:
         """(B, T, d) per-event input representations."""
-        x = self.item_emb(inp.item) + self.action_emb(inp.action) + self.numeric_proj(inp.numeric)
+        x = self.action_emb(inp.action) + self.numeric_proj(inp.numeric)
+        if self.config.use_item_ids:
+            x = x + self.item_emb(inp.item)
         if self.text_proj is not None and self.no_text is not None:
             table = self.text_proj(inp.text_table)  # (U, d): project distinct texts once
             has_text = (inp.text_index >= 0).unsqueeze(-1)  # (B, T, 1)

@@ -37,6 +37,7 @@ class TrainConfig:
     dropout: float = 0.1
     kind: Literal["transformer", "gru"] = "transformer"
     use_text: bool = True
+    use_item_ids: bool = True  # False: the model never sees item ids (the item head still scores them)
     encoder: str | None = None  # None: the default all-MiniLM-L6-v2
     batch_size: int = 64
     lr: float = 2e-3
@@ -338,6 +339,7 @@ def train(
         dropout=config.dropout,
         kind=config.kind,
         use_text=config.use_text,
+        use_item_ids=config.use_item_ids,
         text_dim=text_table.shape[1],
         item_init_std=config.item_init_std,
     )
