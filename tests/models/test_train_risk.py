@@ -11,8 +11,9 @@ from sklearn.metrics import roc_auc_score
 
 from models import train
 from models.aggregates import AGGREGATE_FEATURES
-from models.features import Window
+from models.features import Vocab, Window
 from models.scorer import Scorer
+from models.temporal import TemporalConfig, TemporalModel, TemporalOutput
 
 HOUR_MS = 3_600_000
 RISK_CONFIG = train.TrainConfig(
@@ -73,12 +74,12 @@ def test_model_learns_rare_aggregate_risk_and_scorer_serves_it(tmp_path: Path) -
     train.fit(records, labels, aggregates, RISK_CONFIG, tmp_path / "risk", train_ids, val_ids)
 
     scorer = Scorer.load(tmp_path / "risk", device="cpu")
-    held_out = [r for r in records if int(r["user_id"][1:]) >= 70]
+    held_out = [r for r in records if int(r["user_id"][1:]) >= 70]  # by user, then time
     windows = [
-        Window(events=[e for e in held_out if e["user_id"] == r["user_id"]][: i % 40 + 1][-10:],
+        Window(events=held_out[max(i - 9, i - int(r["event_id"].split(":")[1])) : i + 1],
                aggregates=aggregates[r["event_id"]])
         for i, r in enumerate(held_out)
-    ]  # fmt: skip
+    ]  # fmt: skip  # the user's last 10 events up to and including the scored one
     risk = np.array([s.risk for s in scorer.score(windows)])
     y = np.array([labels[r["event_id"]] for r in held_out])
     assert y.sum() >= 10
@@ -88,14 +89,14 @@ def test_model_learns_rare_aggregate_risk_and_scorer_serves_it(tmp_path: Path) -
 
 def test_unweighted_item_loss_builds_no_item_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     records, labels, aggregates = rare_risk_log(n_users=8, per_user=12)
-    vocab = train.Vocab.build(records)
+    vocab = Vocab.build(records)
     data = train.build_sequences(records, labels, aggregates, vocab, {})
-    model = train.TemporalModel(train.TemporalConfig(n_items=vocab.n_items, n_actions=vocab.n_actions, d_model=16, n_layers=1, max_len=10, use_text=False))  # fmt: skip
+    model = TemporalModel(TemporalConfig(n_items=vocab.n_items, n_actions=vocab.n_actions, d_model=16, n_layers=1, max_len=10, use_text=False))  # fmt: skip
     batch = train.make_batch(data, np.arange(5, 90, 7), 10, torch.zeros(0, 384), torch.device("cpu"))
     widths: list[int] = []
     heads = model.heads
 
-    def spy(*args: torch.Tensor) -> train.TemporalOutput:
+    def spy(*args: torch.Tensor) -> TemporalOutput:
         out = heads(*args)
         widths.append(out.item_logits.shape[-1])
         return out
