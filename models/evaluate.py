@@ -392,9 +392,12 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
     test_ids = [e for f in test_folds for e in splits[f][1]]
     if test_ids:
         fraud_plots(frame.loc[test_ids], test_scores, out)
-    fold_text = "; ".join(
-        f"train {f.train_start}..{f.train_end} test {f.test_start}..{f.test_end}" for f in test_folds
-    ) or "none (validation only)"
+    fold_text = (
+        "; ".join(
+            f"train {f.train_start}..{f.train_end} test {f.test_start}..{f.test_end}" for f in test_folds
+        )
+        or "none (validation only)"
+    )
     notes = (
         f"Prequential protocol: validation folds train from {valid_folds[0].train_start} weekly, assessed "
         f"{valid_folds[0].test_start}..{valid_folds[-1].test_end} (end exclusive); test folds: {fold_text}. "

@@ -31,6 +31,9 @@ class TemporalConfig:
     n_numeric: int = len(NUMERIC_FEATURES)
     n_aggregates: int = len(AGGREGATE_FEATURES)
     item_init_std: float | None = None  # item-embedding init (training only); None: 0.02
+    # [mean, std] per numeric feature / aggregate, fitted on the training events; None: used as featurized
+    numeric_scale: list[list[float]] | None = None
+    aggregate_scale: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,13 +107,32 @@ class CausalBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+def _scale_buffers(scale: list[list[float]] | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n,) mean and std tensors of a [mean, std] pair; identity when None."""
+    mean, std = scale if scale is not None else ([0.0] * n, [1.0] * n)
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
 class TemporalModel(nn.Module):
     """Event embeddings -> causal sequence model -> (+ aggregates) -> task heads."""
+
+    numeric_mean: torch.Tensor
+    numeric_std: torch.Tensor
+    aggregate_mean: torch.Tensor
+    aggregate_std: torch.Tensor
 
     def __init__(self, config: TemporalConfig) -> None:
         super().__init__()
         self.config = config
         d = config.d_model
+        # standardisation from the config, not the weights: older checkpoints load as before
+        for name, scale, n in (
+            ("numeric", config.numeric_scale, config.n_numeric),
+            ("aggregate", config.aggregate_scale, config.n_aggregates),
+        ):
+            mean, std = _scale_buffers(scale, n)
+            self.register_buffer(f"{name}_mean", mean, persistent=False)
+            self.register_buffer(f"{name}_std", std, persistent=False)
         self.item_emb = nn.Embedding(config.n_items, d, padding_idx=PAD)
         self.action_emb = nn.Embedding(config.n_actions, d, padding_idx=PAD)
         self.numeric_proj = nn.Linear(config.n_numeric, d)
@@ -148,7 +170,8 @@ class TemporalModel(nn.Module):
 
     def embed(self, inp: TemporalInput) -> torch.Tensor:
         """(B, T, d) per-event input representations."""
-        x = self.action_emb(inp.action) + self.numeric_proj(inp.numeric)
+        numeric = (inp.numeric - self.numeric_mean) / self.numeric_std  # (B, T, F)
+        x = self.action_emb(inp.action) + self.numeric_proj(numeric)
         if self.config.use_item_ids:
             x = x + self.item_emb(inp.item)
         if self.text_proj is not None and self.no_text is not None:
@@ -178,7 +201,7 @@ class TemporalModel(nn.Module):
         With item_candidates (C,) the item logits are over those ids only (sampled softmax), else
         over the whole catalogue with PAD and OOV blocked.
         """
-        z = h + self.agg_proj(aggregates)  # (..., d)
+        z = h + self.agg_proj((aggregates - self.aggregate_mean) / self.aggregate_std)  # (..., d)
         query = self.item_out(z)  # (..., d)
         action_logits = self.action_head(z)  # (..., n_actions)
         blocked = torch.full_like(action_logits[..., :2], float("-inf"))

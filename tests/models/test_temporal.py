@@ -89,3 +89,37 @@ def test_last_position_path_matches_full_encoding(kind: str) -> None:
     inp.lengths = torch.tensor([1, 3, 10, 7, 2, 10])
     full = model.encode(inp)[torch.arange(6), inp.lengths - 1]  # (B, d)
     torch.testing.assert_close(model.encode_last(inp), full, atol=1e-5, rtol=1e-5)
+
+
+def test_without_item_ids_the_outputs_ignore_them() -> None:
+    torch.manual_seed(0)
+    config = TemporalConfig(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, max_len=T, text_dim=8, use_item_ids=False)  # fmt: skip
+    model = TemporalModel(config).eval()
+    inp, _ = toy_batch(4, torch.Generator().manual_seed(3))
+    aggregates = torch.randn(4, len(AGGREGATE_FEATURES))
+    before = model(inp, aggregates).risk_logit
+    inp.item = (inp.item + 5) % K + 2
+    torch.testing.assert_close(model(inp, aggregates).risk_logit, before)
+
+
+def test_input_scale_standardises_numerics_and_aggregates() -> None:
+    torch.manual_seed(0)
+    n_num, n_agg = len(NUMERIC_FEATURES), len(AGGREGATE_FEATURES)
+    num_mean, num_std = torch.rand(n_num), torch.rand(n_num) + 0.5
+    agg_mean, agg_std = torch.rand(n_agg) * 4, torch.rand(n_agg) * 3 + 0.1
+    base = dict(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, max_len=T, text_dim=8, dropout=0.0)
+    plain = TemporalModel(TemporalConfig(**base)).eval()
+    scaled = TemporalModel(
+        TemporalConfig(
+            **base,
+            numeric_scale=[num_mean.tolist(), num_std.tolist()],
+            aggregate_scale=[agg_mean.tolist(), agg_std.tolist()],
+        )
+    ).eval()
+    scaled.load_state_dict(plain.state_dict())  # the scales are config, not weights
+    inp, _ = toy_batch(4, torch.Generator().manual_seed(4))
+    inp.numeric = torch.randn(4, T, n_num) * 3
+    aggregates = torch.rand(4, n_agg) * 10
+    out = scaled(inp, aggregates)
+    inp.numeric = (inp.numeric - num_mean) / num_std
+    torch.testing.assert_close(out.risk_logit, plain(inp, (aggregates - agg_mean) / agg_std).risk_logit)

@@ -23,9 +23,10 @@ RISK_CONFIG = train.TrainConfig(
     dropout=0.0,
     batch_size=64,
     lr=3e-3,
-    max_steps=60,  # the default 100-step warm-up is longer: early steps must already rank
+    max_steps=100,
+    warmup_steps=10,
     max_seconds=60.0,
-    eval_every=30,
+    eval_every=50,
     sampling="labelled",
     use_text=False,
     loss_weights={"item": 0.0, "action": 0.0, "risk": 1.0, "time": 0.0},
@@ -55,10 +56,10 @@ def rare_risk_log(
                     "category": None,
                 }
             )
-            aggs = {name: float(rng.gamma(2.0, 2.0)) for name in AGGREGATE_FEATURES}
-            aggs |= {name: float(rng.beta(0.5, 8.0)) for name in AGGREGATE_FEATURES if "risk" in name}
+            aggs = {name: float(rng.gamma(4.0, 10.0)) for name in AGGREGATE_FEATURES}  # counts, amounts
+            aggs |= {name: float(rng.beta(0.3, 30.0)) for name in AGGREGATE_FEATURES if "risk" in name}
             aggregates[event_id] = aggs
-            labels[event_id] = int(aggs["terminal_risk_7d"] > 0.3)
+            labels[event_id] = int(aggs["terminal_risk_7d"] > 0.06)
     return records, labels, aggregates
 
 
