@@ -17,10 +17,9 @@ def build_worker(settings: Settings) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
     if settings.broker_flavour == "tansu":
-        from streamproc.tansu_compat import install_faust_fetch_wait, install_faust_highwater_probe
+        from streamproc.tansu_compat import install_faust_highwater_probe
 
         install_faust_highwater_probe(settings.bootstrap_servers)
-        install_faust_fetch_wait()
     create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions, settings.replication_factor)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = create_metrics(with_process=True)

@@ -1,11 +1,5 @@
-"""Workarounds for the embedded broker, enabled only for broker_flavour="tansu".
+"""Workaround for the embedded broker, enabled only for broker_flavour="tansu".
 
-Fetch wait: Tansu holds a fetch for its whole max wait even when records arrive meanwhile (real
-Kafka answers as soon as there are any), so Faust's fixed 1.5 s wait adds up to 1.5 s per stage at
-low rates. `install_faust_fetch_wait` shortens it to `FETCH_WAIT_MS` (the scoring worker's
-librdkafka consumer waits 10 ms on any broker).
-
-ListOffsets:
 Tansu 0.6 answers ListOffsets(latest) with the start of the last record batch + 1 instead of the
 true end offset, while Fetch responses carry the correct high watermark. Faust's changelog
 recovery reads the high water through ListOffsets, so a restart either crashes
@@ -23,28 +17,6 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 _INSTALLED: dict[str, str] = {}
-# per fetch. One librdkafka hop on Tansu here: p50 2.4 ms at 10 ms, 30 ms at 100, 129 ms at 500; 10 ms
-# cost the worker throughput (constant fetching of idle partitions), so 50 ms is the compromise.
-FETCH_WAIT_MS = 50
-
-
-def install_faust_fetch_wait(wait_ms: int = FETCH_WAIT_MS) -> None:
-    """Make the aiokafka consumers Faust creates wait at most `wait_ms` per fetch (Faust hard-codes 1,500)."""
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
-    if "fetch_wait" in _INSTALLED:
-        return
-    _INSTALLED["fetch_wait"] = str(wait_ms)
-    for name in ("_create_worker_consumer", "_create_client_consumer"):
-        create = getattr(thread_cls, name)
-
-        def short_wait(self, *args, _create=create, **kwargs):  # type: ignore[no-untyped-def]
-            consumer = _create(self, *args, **kwargs)
-            consumer._fetch_max_wait_ms = wait_ms  # read when the consumer starts its fetcher
-            return consumer
-
-        setattr(thread_cls, name, short_wait)
 
 
 def fetch_high_watermarks(
