@@ -26,7 +26,7 @@ test: $(BIN)/.installed system-deps
 	$(BIN)/pytest -q
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check streamproc models tests bench
+	$(BIN)/ruff check streamproc models tests bench scripts
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/pipeline_bench.py

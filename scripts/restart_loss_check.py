@@ -9,9 +9,7 @@ the accepted events that never got a sequence update within 150 s of the last re
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,8 +18,7 @@ from pathlib import Path
 
 from streamproc.broker import EmbeddedBroker, create_topics, free_port
 from streamproc.config import Settings
-from streamproc.demo import settings_env
-from tests.integration.conftest import TopicReader
+from tests.integration.conftest import Process, TopicReader
 from tests.integration.pipeline_data import produce, synthetic_events
 
 
@@ -31,17 +28,11 @@ def one_run(work: Path, checkpoint: Path) -> int:
             "check", data_dir=work / "faust", checkpoint=checkpoint,
             worker_metrics_port=free_port(), scorer_metrics_port=free_port())
         create_topics(s.bootstrap_servers, s.all_topics(), s.partitions)
-        workers: list[subprocess.Popen] = []
+        workers: list[Process] = []
 
-        def start() -> subprocess.Popen:
-            log = open(work / f"worker{len(workers)}.log", "wb")  # noqa: SIM115
-            workers.append(subprocess.Popen([sys.executable, "-m", "streamproc.cli", "worker"], env=settings_env(s),
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        def start() -> Process:
+            workers.append(Process("worker", s, work))
             return workers[-1]
-
-        def kill(p: subprocess.Popen) -> None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
 
         events = synthetic_events(3000, seed=5)
         reader = TopicReader(s, [s.sequence_updates_topic])
@@ -50,11 +41,11 @@ def one_run(work: Path, checkpoint: Path) -> int:
             worker = start()
             produce(s, events[:1000])
             reader.poll_until(lambda: len(reader.messages[s.sequence_updates_topic]) >= 500, 300)
-            kill(worker)
+            worker.kill()
             produce(s, events[1000:2000])
             worker = start()
             reader.poll_until(lambda: len(updated()) >= 1500, 300)
-            kill(worker)
+            worker.kill()
             shutil.rmtree(s.data_dir)
             produce(s, events[2000:])
             start()
@@ -65,8 +56,8 @@ def one_run(work: Path, checkpoint: Path) -> int:
         finally:
             reader.close()
             for p in workers:
-                if p.poll() is None:
-                    kill(p)
+                if p.alive():
+                    p.kill()
 
 
 def main() -> None:
