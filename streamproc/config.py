@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     user_events_topic: str = "streamproc.user-events"  # validated events keyed by user_id (repartitioned)
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 1_000
+    # how soon a client sees a topic created after it subscribed (librdkafka's default is 5 minutes)
+    metadata_refresh_ms: int = Field(10_000, ge=1_000)
     rebalance_timeout_ms: int = 10_000
 
     # Faust worker
@@ -56,7 +58,8 @@ class Settings(BaseSettings):
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka options shared by every confluent-kafka client, in their dotted names."""
-        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.app_id}
+        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.app_id,
+                "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms}
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced (None values are ignored), validated again."""

@@ -51,7 +51,7 @@ class Process:
         self.command, self.settings = command, settings
         self.log_path = log_dir / f"{command}-{uuid.uuid4().hex[:6]}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamproc.cli", command], env=settings_env(settings),
+            [sys.executable, "-m", "streamproc.cli", "--verbose", command], env=settings_env(settings),
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
         )
 
@@ -72,7 +72,7 @@ class Process:
         return self.proc.returncode
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        return self.log_path.read_text(errors="replace")[-12000:]
 
 
 @pytest.fixture
@@ -94,10 +94,14 @@ class TopicReader:
     """Reads topics from the beginning and keeps every JSON message, grouped by topic."""
 
     def __init__(self, settings: Settings, topics: list[str]) -> None:
+        # Subscribing to a topic that does not exist yet leaves librdkafka without it until its next
+        # metadata refresh (5 minutes by default): create the topics first, and refresh often.
+        create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
         self.consumer = Consumer({
             "bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
+            "topic.metadata.refresh.interval.ms": 2_000,
         })
         self.consumer.subscribe(topics)
         self.messages: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}

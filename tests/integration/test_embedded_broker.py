@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamproc.broker import create_topics
+from streamproc.config import Settings
+from streamproc.consumers import _consumer
 from streamproc.tansu_compat import fetch_high_watermarks
 
 pytestmark = pytest.mark.integration
@@ -38,3 +43,41 @@ def test_fetch_high_watermark_counts_every_record_where_list_offsets_falls_short
 def test_empty_partition_has_high_watermark_zero(broker):
     create_topics(broker.bootstrap_servers, ["highwater-empty"], partitions=1)
     assert fetch_high_watermarks(broker.bootstrap_servers, [("highwater-empty", 0)]) == {("highwater-empty", 0): 0}
+
+
+@pytest.mark.parametrize("round_", range(3))  # the first round on a broker rarely hits the race
+def test_consumers_subscribed_just_before_their_topics_exist_see_them_soon(broker, round_):
+    """`streamproc alerts`, the scoring worker or a test's reader started as the pipeline creates its topics.
+
+    A subscription whose first metadata answer comes while its topics are being created learns of
+    them only at librdkafka's next metadata refresh, 5 minutes by default. On this broker most such
+    consumers waited that long after the first round (`STREAMPROC_METADATA_REFRESH_MS=300000` makes
+    this test fail); the settings make it seconds. Four consumers per round, so that the race is hit.
+    """
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers)
+    consumers, topics = [], []
+    try:
+        for _ in range(4):
+            pair = [f"created-late-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+            consumer = _consumer(settings, f"late-{uuid.uuid4().hex[:8]}", from_beginning=True)
+            consumer.subscribe(pair)
+            consumers.append(consumer)
+            topics.append(pair)
+        # with the pipeline's other topics, as `create_topics` makes them for a Settings
+        others = [f"created-late-other-{uuid.uuid4().hex[:8]}" for _ in range(8)]
+        create_topics(broker.bootstrap_servers, [t for pair in topics for t in pair] + others, partitions=4)
+        producer = Producer(settings.kafka_common())
+        for pair in topics:
+            for n in range(20):
+                producer.produce(pair[n % 2], key=str(n).encode(), value=b"x")
+        assert producer.flush(10) == 0
+        received = [0] * len(consumers)
+        deadline = time.monotonic() + 45
+        while min(received) < 20:
+            assert time.monotonic() < deadline, f"records read per consumer after 45 s: {received} of 20"
+            for i, consumer in enumerate(consumers):
+                received[i] += sum(1 for msg in consumer.consume(100, 0.05) if not msg.error())
+        assert received == [20] * len(consumers)
+    finally:
+        for consumer in consumers:
+            consumer.close()
