@@ -68,8 +68,8 @@ def create_app(settings: Settings) -> Topology:
     )
 
 
-def quiet_faust_logging() -> None:
+def quiet_faust_logging(level: int = logging.WARNING) -> None:
     """Keep Faust's spinner from putting the root logger at DEBUG (about 14% of the main thread here)."""
-    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger().setLevel(level)
     for name in ("faust", "mode", "aiokafka"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(level)

@@ -47,7 +47,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from streamproc.faust_worker import run_worker
 
-    run_worker(_settings(args))
+    run_worker(_settings(args), logging.INFO if args.verbose else logging.WARNING)
     return 0
 
 

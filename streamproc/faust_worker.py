@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import faust
 import uvloop
 
@@ -13,7 +15,7 @@ from streamproc.faust_seek_fix import install_seek_guard
 from streamproc.metrics import create_metrics, serve
 
 
-def build_worker(settings: Settings) -> faust.Worker:
+def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
     if settings.broker_flavour == "tansu":
@@ -26,11 +28,11 @@ def build_worker(settings: Settings) -> faust.Worker:
     topo = create_app(settings)
     register_agents(topo, settings, metrics)
     serve(metrics, settings.worker_metrics_port)
-    worker = faust.Worker(topo.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-    quiet_faust_logging()
+    worker = faust.Worker(topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False)
+    quiet_faust_logging(log_level)
     return worker
 
 
-def run_worker(settings: Settings) -> None:
+def run_worker(settings: Settings, log_level: int = logging.WARNING) -> None:
     """Block until the worker is stopped (SIGINT/SIGTERM stop it cleanly)."""
-    build_worker(settings).execute_from_commandline()
+    build_worker(settings, log_level).execute_from_commandline()
