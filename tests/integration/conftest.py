@@ -9,16 +9,18 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.broker import EmbeddedBroker, create_topics, free_port
 from streamproc.config import Settings
 from streamproc.demo import settings_env
+from streamproc.tansu_compat import fetch_high_watermarks
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +106,9 @@ class TopicReader:
             "topic.metadata.refresh.interval.ms": 2_000,
         })
         self.consumer.subscribe(topics)
+        self.settings = settings
         self.messages: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
+        self.next_offset: dict[tuple[str, int], int] = {}
 
     def poll_until(self, condition: Callable[[], bool], deadline_s: float,
                    watch: list[Process] = ()) -> None:  # type: ignore[assignment]
@@ -117,6 +121,13 @@ class TopicReader:
             for msg in self.consumer.consume(num_messages=2000, timeout=0.2):
                 if not msg.error():
                     self.messages[msg.topic()].append(json.loads(msg.value()))
+                    self.next_offset[(msg.topic(), msg.partition())] = msg.offset() + 1
+
+    def read_to_end(self, topic: str, deadline_s: float) -> None:
+        """Read `topic` up to the end it has now."""
+        ends = fetch_high_watermarks(self.settings.bootstrap_servers,
+                                     [(topic, p) for p in range(self.settings.partitions)])
+        self.poll_until(lambda: all(self.next_offset.get(tp, 0) >= end for tp, end in ends.items()), deadline_s)
 
     def close(self) -> None:
         self.consumer.close()
@@ -134,6 +145,36 @@ def reader() -> Iterator[Callable[[Settings, list[str]], TopicReader]]:
     yield make
     for r in readers:
         r.close()
+
+
+def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -> None:
+    """Poll until the Faust worker has committed each topic it reads up to its end.
+
+    Then it writes nothing more: a check of its outputs or its changelogs sees the final state,
+    not a moment while re-delivered events are still being processed. At the deadline it warns and
+    returns: the checks that follow then run as they did before this wait.
+    """
+    topics = [settings.clicks_topic, settings.transactions_topic, settings.tx_by_terminal_topic,
+              settings.user_events_topic]
+    tps = [(t, p) for t in topics for p in range(settings.partitions)]
+    group = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id,
+                      "enable.auto.commit": False})
+    deadline = time.monotonic() + deadline_s
+    try:
+        while True:
+            ends = fetch_high_watermarks(settings.bootstrap_servers, tps)
+            committed = {(tp.topic, tp.partition): max(tp.offset, 0)
+                         for tp in group.committed([TopicPartition(t, p) for t, p in tps], timeout=10)}
+            behind = {tp: (committed[tp], ends[tp]) for tp in tps if committed[tp] < ends[tp]}
+            if not behind:
+                return
+            if time.monotonic() > deadline:  # the checks that follow may then see a state not yet final
+                warnings.warn(f"worker's (committed, end) offsets still behind after {deadline_s} s: {behind}",
+                              stacklevel=2)
+                return
+            time.sleep(0.5)  # between polls of the committed offsets
+    finally:
+        group.close()
 
 
 def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) -> dict[str, Any]:

@@ -11,10 +11,10 @@ import pytest
 
 from models import aggregates
 from models.scorer import Scorer, Window
-from streamproc.app import TERMINAL_TABLE
+from streamproc.app import TERMINAL_TABLE, USER_TABLE
 from streamproc.consumers import follow_alerts, latest_scores_for, show_recommendations
 from streamproc.windowing import window_for_event
-from tests.integration.conftest import last_value_per_key, make_settings
+from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import (
     accepted_records,
     produce,
@@ -93,6 +93,10 @@ def _assert_windows_match_from_scratch(s, events, updates):
         assert update["window"] == want_window, f"window of {user} differs"
         want = aggregates.customer_features(expected[user]["v"], update["event_ts_ms"])
         assert {k: update["aggregates"][k] for k in want} == pytest.approx(want), f"velocity of {user} differs"
+    users = last_value_per_key(s, f"{s.app_id}-{USER_TABLE}-changelog")  # the state a restart would restore
+    assert set(users) == set(expected)
+    for user, state in users.items():
+        assert [e["event_id"] for e in state["w"]] == [e["event_id"] for e in expected[user]["w"]], f"state of {user}"
     terminals = last_value_per_key(s, f"{s.app_id}-{TERMINAL_TABLE}-changelog")
     expected_terminals = reference_terminal_states(events)
     assert set(terminals) == set(expected_terminals)
@@ -126,6 +130,10 @@ def test_worker_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_chang
     accepted = {m["event_id"] for _, m in events}
     r.poll_until(lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted, deadline_s=300,
                  watch=[worker, scorer])
+    # Every event is scored, but re-delivered events may still be re-emitting updates: let the worker
+    # finish, then read its updates to the end, so that each user's last update shows its final state.
+    wait_until_worker_caught_up(s)
+    r.read_to_end(s.sequence_updates_topic, deadline_s=120)
     _assert_windows_match_from_scratch(s, events, r.messages[s.sequence_updates_topic])
 
 
