@@ -97,13 +97,12 @@ class TopicReader:
 
     def __init__(self, settings: Settings, topics: list[str]) -> None:
         # Subscribing to a topic that does not exist yet leaves librdkafka without it until its next
-        # metadata refresh (5 minutes by default): create the topics first, and refresh often.
+        # metadata refresh (5 minutes by default): create the topics first; kafka_common() refreshes often.
         create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
         self.consumer = Consumer({
-            "bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            **settings.kafka_common(), "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
-            "topic.metadata.refresh.interval.ms": 2_000,
         })
         self.consumer.subscribe(topics)
         self.settings = settings
