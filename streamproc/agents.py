@@ -64,6 +64,22 @@ def in_context_of(event: faust.EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
+@contextmanager
+def acked_only_when_settled(events: list[faust.EventT]) -> Iterator[None]:
+    """Hold each event's message until the body completes, so that an exception or a cancellation leaves
+    the batch unacknowledged (redelivered after a restart) rather than committed with its work undone.
+
+    `take_events` acknowledges every event of a batch in its `finally`, also when the agent body raised
+    or was cancelled (SIGTERM mid-batch). One extra reference per message makes that acknowledgement
+    final only after the body has released it, which it does only on success.
+    """
+    for event in events:
+        event.message.incref()
+    yield
+    for event in events:
+        event.message.decref()
+
+
 class StateBatch:
     """The states a batch touches, loaded once from the table and written back once per key."""
 
@@ -122,73 +138,87 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         out.produce(settings.dead_letter_topic, msg.key,
                     dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()))
 
-    @app.agent(topo.transactions, name="streamproc.route-transactions")
-    async def route_transactions(stream: faust.StreamT) -> None:
+    def route_batch(out: OutputProducer, events: list[faust.EventT]) -> None:
+        """Validate transactions and re-key the valid ones by terminal; dead-letter the rest."""
         events_in = metrics.events_in.labels(settings.transactions_topic)
-        out = OutputProducer(settings, "route-transactions")
-        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            for event in events:
-                events_in.inc()
+        for event in events:
+            events_in.inc()
+            try:
+                valid = validate("transaction", event.message.value)
+            except InvalidEvent as error:
+                send_dead_letter(out, event, error)
+                continue
+            payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
+            out.produce(settings.tx_by_terminal_topic, valid.record["item_id"].encode(), encode(payload))
+
+    def terminal_batch(out: OutputProducer, batch: StateBatch, events: list[faust.EventT]) -> None:
+        """Fold transactions into their terminal's velocity state and pass them on keyed by user."""
+        for event in events:
+            msg = event.message
+            payload = decode(msg.value)
+            record = payload["record"]
+            state = batch.get(msg.key, event)
+            origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
+            source = f"{origin['topic']}:{origin['partition']}"
+            payload["terminal"] = apply_terminal_event(state, record, payload.pop("label"), source, origin["offset"])
+            out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
+
+    def user_batch(out: OutputProducer, batch: StateBatch, events: list[faust.EventT]) -> None:
+        """Fold clicks and routed transactions into the user's window and emit one sequence update each."""
+        clicks_in = metrics.events_in.labels(settings.clicks_topic)
+        for event in events:
+            msg = event.message
+            if msg.topic == settings.clicks_topic:
+                clicks_in.inc()
                 try:
-                    valid = validate("transaction", event.message.value)
+                    valid = validate("click", msg.value)
                 except InvalidEvent as error:
                     send_dead_letter(out, event, error)
                     continue
-                payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
-                out.produce(settings.tx_by_terminal_topic, valid.record["item_id"].encode(), encode(payload))
-            await settle(out)
+                record, lineage, terminal = valid.record, _lineage(event), {}
+                user_key = record["user_id"].encode()
+                if msg.key != user_key:  # keyed by something else: re-key so the user's state stays in one partition
+                    rekeyed = {"record": record, "lineage": lineage.as_dict(), "terminal": {}}
+                    out.produce(settings.user_events_topic, user_key, encode(rekeyed))
+                    continue
+            else:
+                payload = decode(msg.value)
+                record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
+            state = batch.get(msg.key, event)
+            window, customer = apply_user_event(
+                state, record, f"{msg.topic}:{msg.partition}", msg.offset,
+                settings.window_max_events, settings.window_max_age_ms,
+            )
+            metrics.events_accepted.labels(lineage.topic).inc()
+            update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
+            out.produce(settings.sequence_updates_topic, msg.key, encode(update))
+            metrics.sequence_updates.inc()
+
+    @app.agent(topo.transactions, name="streamproc.route-transactions")
+    async def route_transactions(stream: faust.StreamT) -> None:
+        out = OutputProducer(settings, "route-transactions")
+        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            with acked_only_when_settled(events):
+                route_batch(out, events)
+                await settle(out)
 
     @app.agent(topo.tx_by_terminal, name="streamproc.terminal-velocity")
     async def terminal_velocity(stream: faust.StreamT) -> None:
         out = OutputProducer(settings, "terminal-velocity")
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            batch = StateBatch(topo.terminals, new_terminal_state)
-            for event in events:
-                msg = event.message
-                payload = decode(msg.value)
-                record = payload["record"]
-                state = batch.get(msg.key, event)
-                origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
-                payload["terminal"] = apply_terminal_event(
-                    state, record, payload.pop("label"), f"{origin['topic']}:{origin['partition']}", origin["offset"]
-                )
-                out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
-            await settle(out, batch)
+            with acked_only_when_settled(events):
+                batch = StateBatch(topo.terminals, new_terminal_state)
+                terminal_batch(out, batch, events)
+                await settle(out, batch)
 
     @app.agent(topo.user_inputs, name="streamproc.user-windows")
     async def user_windows(stream: faust.StreamT) -> None:
-        clicks_in = metrics.events_in.labels(settings.clicks_topic)
         out = OutputProducer(settings, "user-windows")
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            batch = StateBatch(topo.users, new_user_state)
-            for event in events:
-                msg = event.message
-                if msg.topic == settings.clicks_topic:
-                    clicks_in.inc()
-                    try:
-                        valid = validate("click", msg.value)
-                    except InvalidEvent as error:
-                        send_dead_letter(out, event, error)
-                        continue
-                    record, lineage, terminal = valid.record, _lineage(event), {}
-                    user_key = record["user_id"].encode()
-                    if msg.key != user_key:  # keyed by something else: re-key so the user's state stays in one partition
-                        out.produce(settings.user_events_topic, user_key,
-                                    encode({"record": record, "lineage": lineage.as_dict(), "terminal": {}}))
-                        continue
-                else:
-                    payload = decode(msg.value)
-                    record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
-                state = batch.get(msg.key, event)
-                window, customer = apply_user_event(
-                    state, record, f"{msg.topic}:{msg.partition}", msg.offset,
-                    settings.window_max_events, settings.window_max_age_ms,
-                )
-                metrics.events_accepted.labels(lineage.topic).inc()
-                update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
-                out.produce(settings.sequence_updates_topic, msg.key, encode(update))
-                metrics.sequence_updates.inc()
-            await settle(out, batch)
+            with acked_only_when_settled(events):
+                batch = StateBatch(topo.users, new_user_state)
+                user_batch(out, batch, events)
+                await settle(out, batch)
 
     @app.timer(interval=10.0)
     async def report_table_sizes() -> None:

@@ -108,24 +108,28 @@ def _assert_windows_match_from_scratch(s, events, updates):
             assert amount == pytest.approx(want_days[day][1]), f"amount of terminal {terminal} on day {day}"
 
 
-def test_worker_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_changelog(
+def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_changelog(
     broker, tiny_checkpoint, tmp_path, processes, reader
 ):
     s = make_settings(broker, tmp_path, tiny_checkpoint)
-    events = synthetic_events(3000, seed=5)
-    thirds = [events[:1000], events[1000:2000], events[2000:]]
+    events = synthetic_events(3200, seed=5)
+    quarters = [events[i : i + 800] for i in range(0, len(events), 800)]
     r = reader(s, [s.sequence_updates_topic, s.risk_scores_topic])
     scorer = processes("score", s)
     worker = processes("worker", s)
-    produce(s, thirds[0])
-    r.poll_until(lambda: len(r.messages[s.sequence_updates_topic]) >= 500, deadline_s=300, watch=[worker])
-    worker.kill()  # SIGKILL mid-stream: RocksDB directory kept
-    produce(s, thirds[1])
+    produce(s, quarters[0])
+    r.poll_until(lambda: len(r.messages[s.sequence_updates_topic]) >= 400, deadline_s=300, watch=[worker])
+    assert worker.stop() == 0  # SIGTERM mid-stream (a rolling deploy): the batch in hand is not committed undone
+    produce(s, quarters[1])
     worker = processes("worker", s)
-    r.poll_until(lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 1500, deadline_s=300, watch=[worker])
+    r.poll_until(lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 1200, deadline_s=300, watch=[worker])
+    worker.kill()  # SIGKILL mid-stream: RocksDB directory kept
+    produce(s, quarters[2])
+    worker = processes("worker", s)
+    r.poll_until(lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 2000, deadline_s=300, watch=[worker])
     worker.kill()
     shutil.rmtree(s.data_dir)  # the worker's disk is lost: state comes back from the changelog topics
-    produce(s, thirds[2])
+    produce(s, quarters[3])
     worker = processes("worker", s)
     accepted = {m["event_id"] for _, m in events}
     r.poll_until(lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted, deadline_s=300,
