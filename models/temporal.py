@@ -31,6 +31,10 @@ class TemporalConfig:
     n_numeric: int = len(NUMERIC_FEATURES)
     n_aggregates: int = len(AGGREGATE_FEATURES)
     item_init_std: float | None = None  # item-embedding init (training only); None: 0.02
+    # multipliers of the item-id and projected-text embeddings before the input LayerNorm; 1.0 (the
+    # default of checkpoints saved before they existed) lets constant inputs drown the item signal
+    item_input_scale: float = 1.0
+    text_input_scale: float = 1.0
     # [mean, std] per numeric feature / aggregate, fitted on the training events; None: used as featurized
     numeric_scale: list[list[float]] | None = None
     aggregate_scale: list[list[float]] | None = None
@@ -157,6 +161,9 @@ class TemporalModel(nn.Module):
         self.risk_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.time_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.apply(self._init)
+        nn.init.zeros_(self.numeric_proj.bias)  # a constant offset of every event would swamp the ids
+        if self.text_proj is not None:
+            nn.init.zeros_(self.text_proj.bias)
         if config.item_init_std is not None:  # None: the default std 0.02 of _init
             nn.init.normal_(self.item_emb.weight, std=config.item_init_std)
             self.item_emb.weight.data[PAD].zero_()
@@ -173,12 +180,12 @@ class TemporalModel(nn.Module):
         numeric = (inp.numeric - self.numeric_mean) / self.numeric_std  # (B, T, F)
         x = self.action_emb(inp.action) + self.numeric_proj(numeric)
         if self.config.use_item_ids:
-            x = x + self.item_emb(inp.item)
+            x = x + self.config.item_input_scale * self.item_emb(inp.item)
         if self.text_proj is not None and self.no_text is not None:
             table = self.text_proj(inp.text_table)  # (U, d): project distinct texts once
             has_text = (inp.text_index >= 0).unsqueeze(-1)  # (B, T, 1)
             projected = table[inp.text_index.clamp_min(0)] if len(table) else torch.zeros_like(x)
-            x = x + torch.where(has_text, projected, self.no_text)
+            x = x + self.config.text_input_scale * torch.where(has_text, projected, self.no_text)
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(x.shape[1], device=x.device))  # (T, d) broadcast
         return self.drop(self.in_norm(x))

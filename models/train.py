@@ -60,6 +60,8 @@ class TrainConfig:
     sampling: Literal["event", "user_last", "labelled"] = "event"
     warmup_steps: int = 100
     item_init_std: float | None = None  # std of the item-embedding init (None: 0.02); d_model**-0.5: norm ~1
+    item_input_scale: float | None = None  # None: d_model**0.5, as SASRec scales its item embeddings
+    text_input_scale: float = 1.0
 
 
 @dataclass
@@ -362,6 +364,8 @@ def train(
         use_item_ids=config.use_item_ids,
         text_dim=text_table.shape[1],
         item_init_std=config.item_init_std,
+        item_input_scale=config.item_input_scale or config.d_model**0.5,
+        text_input_scale=config.text_input_scale,
         **input_scale(train_data),
     )
     model = TemporalModel(model_config)
