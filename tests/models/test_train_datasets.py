@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,3 +42,16 @@ def test_sampling_modes_train_and_save(
     assert summary["best"]
     loaded = checkpoint.load(tmp_path / sampling)
     assert loaded.config.item_init_std == 0.1
+
+
+def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
+    tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path
+) -> None:
+    records, labels = tiny_records
+    _, config = train.PRESETS["tiny"]
+    config = replace(config, use_text=False, max_steps=40, eval_every=5, patience=100, select_on="item_ndcg10")  # type: ignore[arg-type]
+    summary = train.fit(records, labels, None, config, tmp_path / "ndcg")
+    history = json.loads((tmp_path / "ndcg" / "metrics.json").read_text())["history"]
+    assert all(0.0 <= h["item_ndcg10"] <= h["item_hr10"] <= 1.0 for h in history)
+    assert summary["best"]["item_ndcg10"] == max(h["item_ndcg10"] for h in history)
+    assert summary["best"]["step"] == next(h["step"] for h in history if h["item_ndcg10"] == summary["best"]["item_ndcg10"])
