@@ -21,6 +21,7 @@ from models import aggregates as agg
 from models import checkpoint, synthetic
 from models.encoder import TextEncoder
 from models.features import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
+from models.metrics import hit_rate, ndcg, ranks_from_scores
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel, TemporalOutput
 
 IGNORE = -100
@@ -61,10 +62,10 @@ class TrainConfig:
     warmup_steps: int = 100
     item_init_std: float | None = None  # std of the item-embedding init (None: 0.02); d_model**-0.5: norm ~1
     item_input_scale: float | None = None  # None: d_model**0.5, as SASRec scales its item embeddings
+    text_input_scale: float = 1.0
     # early stopping and the kept model: the validation loss (lower is better) or item_ndcg10 (higher):
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
     select_on: Literal["loss", "item_ndcg10"] = "loss"
-    text_input_scale: float = 1.0
 
 
 @dataclass
@@ -286,11 +287,9 @@ def evaluate(
     keep = item != IGNORE
     if keep.any():
         metrics["item_ce"] = float(F.cross_entropy(cat["item_logits"][keep], item[keep]))
-        logits = cat["item_logits"][keep]
-        target_logit = logits.gather(1, item[keep, None])  # (N, 1)
-        rank = (logits > target_logit).sum(-1)  # (N,) items scored above the target (history not masked)
-        metrics["item_hr10"] = float((rank < 10).float().mean())
-        metrics["item_ndcg10"] = float(torch.where(rank < 10, 1 / torch.log2(rank + 2.0), 0.0).mean())
+        ranks = ranks_from_scores(cat["item_logits"][keep].numpy(), item[keep].numpy())  # history not masked
+        metrics["item_hr10"] = hit_rate(ranks, 10)
+        metrics["item_ndcg10"] = ndcg(ranks, 10)
     keep = action != IGNORE
     if keep.any():
         metrics["action_ce"] = float(F.cross_entropy(cat["action_logits"][keep], action[keep]))
