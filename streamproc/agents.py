@@ -87,7 +87,7 @@ def register_agents(
             (hits if in_memory else misses).inc()
 
         writer = WriteBehind(OutputProducer(settings, stage), policy, table, new_state, settings.state_cache_keys,
-                             on_flush=on_flush, on_lookup=on_lookup, on_fatal=on_fatal)
+                             on_flush=on_flush, on_lookup=on_lookup)
         writers.append(writer)
         return writer
 

@@ -3,10 +3,9 @@ commit interval, in Faust).
 
 Between flushes an agent reads and changes per-key states in memory and produces its outputs at once;
 its input messages stay unacknowledged. A flush writes each changed key once (RocksDB and its
-changelog partition) and closes the generation of outputs; while the agent goes on, a background task
-waits until the broker has acknowledged every output and changelog record of that generation, and only
-then acknowledges the held inputs. A key that changes k times between flushes costs one write, not k;
-a state read is a dict lookup instead of a RocksDB read and a JSON decode.
+changelog partition), waits until the broker has acknowledged every output and changelog record, and
+only then acknowledges the held inputs. A key that changes k times between flushes costs one write,
+not k; a state read is a dict lookup instead of a RocksDB read and a JSON decode.
 
 At-least-once: after a crash the held inputs are redelivered and applied to the last flushed state,
 whose per-partition offsets make each event count once (their outputs may be sent twice). A flush is
@@ -69,7 +68,6 @@ class WriteBehind:
         on_flush: Callable[[float, int], None] | None = None,
         on_lookup: Callable[[bool], None] | None = None,
         clock_ms: Callable[[], float] = _monotonic_ms,
-        on_fatal: Callable[[BaseException], Any] = lambda error: None,
     ) -> None:
         self.out = out
         self.policy = policy
@@ -83,8 +81,6 @@ class WriteBehind:
         self._on_flush = on_flush
         self._on_lookup = on_lookup
         self._clock_ms = clock_ms
-        self._on_fatal = on_fatal  # a flush whose acknowledgement failed in the background
-        self._settling: asyncio.Future | None = None
 
     # -- inside a batch ---------------------------------------------------------------------------
 
@@ -128,12 +124,7 @@ class WriteBehind:
     # -- flush ------------------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write the changed states and close this generation of outputs; its acknowledgement is awaited
-        in the background (the agent goes on), after which the held inputs are acknowledged.
-
-        One generation at a time: a flush first waits for the one before it.
-        """
-        await self.wait_settled()
+        """Write the changed states, wait for every acknowledgement, then acknowledge the held inputs."""
         started = time.perf_counter()
         dirty = self.cache.take_dirty()
         if self.table is not None and dirty:
@@ -143,33 +134,14 @@ class WriteBehind:
                 with in_context_of(event):
                     self.table.data[key] = value
                 self.out.produce(changelog, key, value, partition=event.message.partition, track=True)
-        generation = self.out.cut()
-        held, self._held, self._held_since_ms = self._held, [], None
-        self._settling = asyncio.ensure_future(self._acknowledge(generation, held, started, len(dirty)))
-        self._settling.add_done_callback(self._on_settled)
-
-    async def wait_settled(self) -> None:
-        """Wait for the flush in flight, if any (raises what it raised)."""
-        if self._settling is not None:
-            settling, self._settling = self._settling, None
-            await settling
-
-    async def _acknowledge(self, generation: int, held: list[faust.EventT], started: float, keys: int) -> None:
-        await self.out.settle(generation)
+        await self.out.settle()
         if self.table is not None:
             self._persist_changelog_offsets()
+        held, self._held, self._held_since_ms = self._held, [], None
         for event in held:
             event.ack()
         if self._on_flush is not None:
-            self._on_flush(time.perf_counter() - started, keys)
-
-    def _on_settled(self, settling: asyncio.Future) -> None:
-        if settling.cancelled() or settling.exception() is None:
-            return
-        error = settling.exception()
-        assert error is not None
-        self.fail(error)
-        self._on_fatal(error)
+            self._on_flush(time.perf_counter() - started, len(dirty))
 
     def _persist_changelog_offsets(self) -> None:
         """Remember the changelog offset each RocksDB partition has reached (read back on recovery)."""
