@@ -41,11 +41,6 @@ class Settings(BaseSettings):
     window_max_age_ms: int = Field(30 * 86_400_000, ge=1)
     worker_metrics_port: int = 9101
     worker_web_port: int = 6066
-    # write-behind state (streamproc.write_behind): each changed key is written to RocksDB and its changelog
-    # once per flush, and the inputs are acknowledged after it; 0 flushes after every batch
-    state_flush_interval_ms: int = Field(1_000, ge=0)
-    state_flush_max_events: int = Field(20_000, ge=1)  # held inputs that force a flush before the interval
-    state_cache_keys: int = Field(10_000, ge=0)  # unchanged states kept decoded in memory per agent (LRU)
 
     # Scoring worker
     checkpoint: Path = Path("checkpoints/demo")

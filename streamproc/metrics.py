@@ -25,9 +25,6 @@ class Metrics:
     model_batch: Histogram
     consumer_lag: Gauge
     encoder_cache_hit_ratio: Gauge
-    state_flush_seconds: Histogram
-    state_writes: Counter
-    state_lookups: Counter
 
 
 def create_metrics(registry: CollectorRegistry | None = None, with_process: bool = False) -> Metrics:
@@ -52,9 +49,6 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         model_batch=Histogram("streamproc_model_batch_seconds", "Model time per scoring batch", buckets=MODEL_BUCKETS_S, registry=registry),
         consumer_lag=Gauge("streamproc_consumer_lag", "Records behind the high watermark, per partition", ["topic", "partition"], registry=registry),
         encoder_cache_hit_ratio=Gauge("streamproc_encoder_cache_hit_ratio", "Share of event texts served from the encoder cache", registry=registry),
-        state_flush_seconds=Histogram("streamproc_state_flush_seconds", "Write-behind flush: state writes until every output and changelog record is acknowledged", ["stage"], buckets=MODEL_BUCKETS_S, registry=registry),
-        state_writes=Counter("streamproc_state_writes", "States written to RocksDB and the changelog (one per changed key per flush)", ["stage"], registry=registry),
-        state_lookups=Counter("streamproc_state_lookups", "State reads by where they were served from (memory cache or RocksDB store)", ["stage", "source"], registry=registry),
     )
 
 
