@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import bisect
+from operator import itemgetter
 from typing import Any
 
 Record = dict[str, Any]
+_ts = itemgetter("ts_ms")
+_event_id = itemgetter("event_id")
 
 
 def _insert_position(window: list[Record], ts_ms: int) -> int:
     """Index after every event with ts_ms <= the new one (stable for equal times)."""
-    return bisect.bisect_right([e["ts_ms"] for e in window], ts_ms)
+    return bisect.bisect_right(window, ts_ms, key=_ts)
 
 
 def evict(window: list[Record], max_events: int, max_age_ms: int) -> list[Record]:
@@ -18,15 +21,20 @@ def evict(window: list[Record], max_events: int, max_age_ms: int) -> list[Record
     if not window:
         return window
     oldest_allowed = window[-1]["ts_ms"] - max_age_ms
-    start = bisect.bisect_left([e["ts_ms"] for e in window], oldest_allowed)
+    if window[0]["ts_ms"] >= oldest_allowed:  # the common case: nothing too old
+        start = 0
+    else:
+        start = bisect.bisect_left(window, oldest_allowed, key=_ts)
     start = max(start, len(window) - max_events)
     return window[start:]
 
 
 def insert_event(window: list[Record], event: Record, max_events: int, max_age_ms: int) -> tuple[list[Record], bool]:
     """The window with `event` in event-time order and evictions applied; False when its id is already there."""
-    if any(e["event_id"] == event["event_id"] for e in window):
+    if event["event_id"] in map(_event_id, window):  # `in` over a map runs in C
         return window, False
+    if not window or window[-1]["ts_ms"] <= event["ts_ms"]:  # in order: the common case
+        return evict([*window, event], max_events, max_age_ms), True
     position = _insert_position(window, event["ts_ms"])
     return evict(window[:position] + [event] + window[position:], max_events, max_age_ms), True
 
@@ -37,8 +45,9 @@ def window_for_event(window: list[Record], event: Record, max_events: int) -> li
     Later events that arrived first (out-of-order input, or a re-delivered event) are cut off, so a
     score never uses anything after the scored event; the scored event is always last.
     """
-    for index, existing in enumerate(window):
-        if existing["event_id"] == event["event_id"]:
+    event_id = event["event_id"]
+    for index in range(len(window) - 1, -1, -1):  # newest first: the scored event is usually the last
+        if window[index]["event_id"] == event_id:
             return window[max(0, index + 1 - max_events) : index + 1]
     earlier = window[: _insert_position(window, event["ts_ms"])]
     return (earlier + [event])[-max_events:]
