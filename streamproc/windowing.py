@@ -21,11 +21,7 @@ def evict(window: list[Record], max_events: int, max_age_ms: int) -> list[Record
     if not window:
         return window
     oldest_allowed = window[-1]["ts_ms"] - max_age_ms
-    if window[0]["ts_ms"] >= oldest_allowed:  # the common case: nothing too old
-        start = 0
-    else:
-        start = bisect.bisect_left(window, oldest_allowed, key=_ts)
-    start = max(start, len(window) - max_events)
+    start = max(bisect.bisect_left(window, oldest_allowed, key=_ts), len(window) - max_events)
     return window[start:]
 
 
@@ -33,8 +29,6 @@ def insert_event(window: list[Record], event: Record, max_events: int, max_age_m
     """The window with `event` in event-time order and evictions applied; False when its id is already there."""
     if event["event_id"] in map(_event_id, window):  # `in` over a map runs in C
         return window, False
-    if not window or window[-1]["ts_ms"] <= event["ts_ms"]:  # in order: the common case
-        return evict([*window, event], max_events, max_age_ms), True
     position = _insert_position(window, event["ts_ms"])
     return evict(window[:position] + [event] + window[position:], max_events, max_age_ms), True
 
