@@ -14,7 +14,12 @@ after a worker restart.
     committed offsets;
   * a commit never moves past an offset that was neither acknowledged nor seen as a real hole
     (Faust lets exactly one missing offset through: it compares with "> 1" where the committed
-    offset is already the next one to read).
+    offset is already the next one to read);
+  * a partition with no committed offset is read again from its beginning. aiokafka's
+    seek-to-committed leaves such a partition where the fetch before the seek left it, so the
+    records that fetch delivered, then dropped from the cleared queues, were never read again.
+    Seen here after a restart of a worker that had committed nothing yet on its intermediate
+    topics: a user's transactions were skipped, and with write-behind state, lost from the window.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ def install_seek_guard() -> None:
         return
     _STATE["installed"] = True
     cls = faust_consumer.Consumer
+    delegate_cls = faust_consumer.ThreadDelegateConsumer
     missing = [name for name in ("perform_seek", "getmany", "_new_offset") if not hasattr(cls, name)]
+    missing += [name for name in ("seek_to_committed",) if not hasattr(delegate_cls, name)]
     if missing:
         raise RuntimeError(f"faust's Consumer has no {missing}: streamproc.faust_seek_fix needs faust-streaming 0.15")
     original_perform_seek = cls.perform_seek
     original_getmany = cls.getmany
     original_new_offset = cls._new_offset
+    original_seek_to_committed = delegate_cls.seek_to_committed
 
     async def perform_seek(self: Any) -> None:
         self._streamproc_seek_epoch = getattr(self, "_streamproc_seek_epoch", 0) + 1
@@ -57,7 +65,16 @@ def install_seek_guard() -> None:
             return None
         return original_new_offset(self, tp)
 
+    async def seek_to_committed(self: Any) -> Any:
+        committed = await original_seek_to_committed(self)
+        never = never_committed_stream_partitions(committed, self.app.tables.changelog_topics)
+        if never and self.app.conf.consumer_auto_offset_reset == "earliest":
+            for tp in never:  # as aiokafka seeks a partition to its committed offset (a log start above 0 resets)
+                self._thread.seek(tp, 0)
+        return committed
+
     cls.perform_seek = perform_seek
+    delegate_cls.seek_to_committed = seek_to_committed
     cls.getmany = getmany
     cls._new_offset = _new_offset
 
@@ -82,3 +99,13 @@ async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, An
 def skips_unprocessed_offset(acked: list[int], committed: int | None, gaps: Any) -> bool:
     """Whether committing `acked` would pass offset `committed` (the next one to read) unprocessed."""
     return bool(acked) and committed is not None and min(acked) > committed and not gaps.overlaps(committed)
+
+
+def never_committed_stream_partitions(committed: Any, changelog_topics: Any) -> list[Any]:
+    """The partitions of `committed` (partition -> committed offset) with nothing committed that agents read.
+
+    Changelog partitions are positioned by Faust's table recovery, and the leader-election topic
+    by Faust itself, not by the committed offsets.
+    """
+    return [tp for tp, offset in committed.items()
+            if not offset and tp.topic not in changelog_topics and "__assignor-__leader" not in tp.topic]

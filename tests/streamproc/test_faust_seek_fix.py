@@ -65,3 +65,31 @@ def test_a_batch_fetched_before_a_seek_stops_and_the_seeks_read_offset_is_kept()
 
     assert asyncio.run(drain()) == [100, 101, 102, 103]
     assert consumer._read_offset[TP0] == 101  # 101.. are read again, not taken for a hole
+
+
+def test_partitions_with_nothing_committed_are_read_again_from_the_beginning():
+    from faust.transport.consumer import ThreadDelegateConsumer
+
+    from streamproc.faust_seek_fix import never_committed_stream_partitions
+
+    install_seek_guard()
+    committed = {TP("clicks", 0): 120, TP("user-events", 1): None, TP("user-events", 2): 0,
+                 TP("app-user-state-changelog", 1): None, TP("app-__assignor-__leader", 0): None}
+    assert never_committed_stream_partitions(committed, {"app-user-state-changelog"}) == [
+        TP("user-events", 1), TP("user-events", 2)]
+
+    seeks: list[tuple] = []
+
+    def seek(tp, offset):
+        seeks.append((tp, offset))
+
+    async def original_seek(self):
+        return committed
+
+    consumer = SimpleNamespace(
+        app=SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-user-state-changelog"}),
+                            conf=SimpleNamespace(consumer_auto_offset_reset="earliest")),
+        _thread=SimpleNamespace(seek_to_committed=lambda: original_seek(None), seek=seek),
+    )
+    assert asyncio.run(ThreadDelegateConsumer.seek_to_committed(consumer)) == committed
+    assert seeks == [(TP("user-events", 1), 0), (TP("user-events", 2), 0)]
