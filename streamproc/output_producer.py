@@ -1,16 +1,27 @@
 """The Faust agents' output producer: librdkafka (confluent-kafka) instead of aiokafka's pure-Python one.
 
-Producing and network I/O run in C threads, off the event loop; a batch waits for every
-acknowledgement (flush in an executor thread) before its input offsets are acknowledged.
+Producing and network I/O run in C threads, off the event loop. Agents do not wait for
+acknowledgements: records are counted per generation, and a commit waits only for the generations
+cut before it (`cut` then `settle_through`), so that steady production never delays a commit.
+Delivery callbacks run on the event loop's thread (`poll` is only called from there).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
+from functools import partial
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from streamproc.config import Settings
+
+SETTLE_POLL_S = 0.002
+
+
+class OutputNotAcknowledged(RuntimeError):
+    """A record was not acknowledged by the broker: the inputs it came from must not be committed."""
 
 
 class OutputProducer:
@@ -26,38 +37,66 @@ class OutputProducer:
             "compression.type": settings.output_compression,
         })
         self._errors: list[str] = []
+        self._generation = 0
+        self._in_flight: Counter[int] = Counter()  # generation -> records not yet acknowledged
         # highest acknowledged offset per (topic, partition) of the records produced with track=True
         self.acked: dict[tuple[str, int], int] = {}
 
-    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._errors.append(f"{message.topic()}: {error}")
-
-    def _on_tracked_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self._errors.append(f"{message.topic()}: {error}")
+    def _on_delivery(self, generation: int, track: bool, error: KafkaError | None, message: Message) -> None:
+        left = self._in_flight[generation] - 1
+        if left:
+            self._in_flight[generation] = left
         else:
+            del self._in_flight[generation]
+        if error is not None:
+            self._errors.append(f"{message.topic()}: {error}")
+        elif track:
             tp = (message.topic(), message.partition())
             self.acked[tp] = max(self.acked.get(tp, -1), message.offset())
 
     def produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
                 track: bool = False) -> None:
         """Queue one record (to `partition` when given, else by key); track=True records its acked offset."""
-        callback = self._on_tracked_delivery if track else self._on_delivery
+        callback = partial(self._on_delivery, self._generation, track)
         extra = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(topic, key=key, value=value, on_delivery=callback, **extra)
-                return
+                break
             except BufferError:
                 self._producer.poll(0.05)
+        self._in_flight[self._generation] += 1
+
+    def poll(self) -> None:
+        """Serve the delivery callbacks of acknowledged records (cheap; call it once per batch)."""
+        self._producer.poll(0)
+
+    def cut(self) -> int:
+        """Close the current generation: records produced from now on belong to the next one."""
+        self._generation += 1
+        return self._generation - 1
+
+    def in_flight_through(self, generation: int) -> int:
+        return sum(n for g, n in self._in_flight.items() if g <= generation)
+
+    async def settle_through(self, generation: int, timeout_s: float = 60.0) -> None:
+        """Wait until every record of `generation` and earlier is acknowledged; raise if one was not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._producer.poll(0)
+            if self._errors:
+                errors, self._errors = self._errors, []
+                raise OutputNotAcknowledged(f"outputs not acknowledged: {errors[:5]}")
+            left = self.in_flight_through(generation)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise OutputNotAcknowledged(f"{left} outputs not acknowledged within {timeout_s} s")
+            await asyncio.sleep(SETTLE_POLL_S)
 
     async def settle(self, timeout_s: float = 60.0) -> None:
-        """Wait until everything produced so far is acknowledged; raise if anything was not."""
-        remaining = await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, timeout_s)
-        if remaining or self._errors:
-            errors, self._errors = self._errors, []
-            raise RuntimeError(f"outputs not acknowledged ({remaining} in flight): {errors[:5]}")
+        """Wait until everything produced so far is acknowledged."""
+        await self.settle_through(self.cut(), timeout_s)
 
     def close(self) -> None:
         self._producer.flush(10)

@@ -1,0 +1,55 @@
+"""The agents' output producer on the real broker: a commit waits for its generation, and a failed record is reported."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from streamproc.broker import create_topics
+from streamproc.config import Settings
+from streamproc.output_producer import OutputNotAcknowledged, OutputProducer
+from streamproc.tansu_compat import fetch_high_watermarks
+
+pytestmark = pytest.mark.integration
+
+
+def _producer(broker) -> tuple[OutputProducer, str]:
+    topic = f"out-{uuid.uuid4().hex[:8]}"
+    create_topics(broker.bootstrap_servers, [topic], partitions=2)
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu")
+    return OutputProducer(settings, "test"), topic
+
+
+def test_settling_a_generation_waits_for_its_records_and_tracks_acknowledged_offsets(broker):
+    out, topic = _producer(broker)
+
+    async def scenario() -> tuple[int, int]:
+        for n in range(3000):
+            out.produce(topic, b"k", b"v%d" % n, partition=n % 2, track=True)
+        first = out.cut()
+        for _ in range(500):  # the next generation, still in flight while the first settles
+            out.produce(topic, b"k", b"w", partition=0)
+        await out.settle_through(first)
+        left_first = out.in_flight_through(first)
+        await out.settle()
+        return left_first, out.in_flight_through(first + 1)
+
+    assert asyncio.run(scenario()) == (0, 0)
+    out.close()
+    assert out.acked == {(topic, 0): 1499, (topic, 1): 1499}
+    assert fetch_high_watermarks(broker.bootstrap_servers, [(topic, 0), (topic, 1)]) == {(topic, 0): 2000, (topic, 1): 1500}
+
+
+def test_a_record_the_broker_refuses_fails_the_settle(broker):
+    out, topic = _producer(broker)
+
+    async def scenario() -> None:
+        out.produce(topic, b"k", b"v", partition=0)
+        out.produce(topic, b"k", b"v", partition=7)  # the topic has 2 partitions
+        await out.settle(timeout_s=30)
+
+    with pytest.raises(OutputNotAcknowledged, match=f"{topic}: .*(?i:partition)"):
+        asyncio.run(scenario())
+    out.close()
