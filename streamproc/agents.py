@@ -5,22 +5,20 @@ change it:
   transactions (any key)      -> validate -> streamproc.transactions-by-terminal (key terminal)
   by-terminal                 -> terminal velocity table -> streamproc.user-events (key user)
   clicks + user-events        -> user window + velocity table -> sequence-updates (key user)
-Events are taken in batches; each key's state is written once per batch (coalesced changelog
-writes) in the context of that key's own last event, and the producer is flushed before the
-batch's offsets are acknowledged (at-least-once; redelivered offsets change no state twice).
+Events are taken in batches and their states updated in memory (streamproc.write_behind); each
+changed key is written to RocksDB and its changelog once per batch (state_flush="batch") or once
+per commit (state_flush="commit"), in the context of that key's own last event, and every output
+is acknowledged before the offsets are acknowledged or committed (at-least-once; redelivered
+offsets change no state twice).
 """
 
 from __future__ import annotations
 
 import time
-import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import faust
-from faust.streams import _current_event
-from faust.types import TP
 
 from streamproc.app import Topology
 from streamproc.config import Settings
@@ -36,6 +34,7 @@ from streamproc.processing import (
     new_user_state,
     sequence_update,
 )
+from streamproc.write_behind import StateCache, WriteBehind
 
 TAKE_MAX = 4000  # events per batch: more events per key per batch, fewer changelog records
 TAKE_WITHIN_S = 0.01
@@ -48,20 +47,6 @@ def _now_ms() -> int:
 def _lineage(event: faust.EventT) -> Lineage:
     msg = event.message
     return Lineage(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
-
-
-@contextmanager
-def in_context_of(event: faust.EventT) -> Iterator[None]:
-    """Make `event` the current event, so that the RocksDB store reads and writes its partition's database.
-
-    Inside `take_events` the current event of the agent's task is not the event at hand, and a key
-    must always be read and written in the partition of the events that change it.
-    """
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
 
 
 @contextmanager
@@ -80,57 +65,24 @@ def acked_only_when_settled(events: list[faust.EventT]) -> Iterator[None]:
         event.message.decref()
 
 
-class StateBatch:
-    """The states a batch touches, loaded once from the table and written back once per key."""
-
-    def __init__(self, table: faust.Table, new_state: Any) -> None:
-        self.table = table
-        self.new_state = new_state
-        self.states: dict[bytes, tuple[State, faust.EventT]] = {}
-
-    def get(self, key: bytes, event: faust.EventT) -> State:
-        if key in self.states:
-            state = self.states[key][0]
-        else:
-            raw = self.table.get(key)
-            state = decode(raw) if raw else self.new_state()
-        self.states[key] = (state, event)
-        return state
-
-    def write(self, out: OutputProducer) -> None:
-        """Write each touched key once: to RocksDB, and to the changelog partition of its source partition.
-
-        The changelog record goes through the librdkafka producer (Faust's own would send it through
-        aiokafka, half the worker's time here); `persist_offsets` then records what was acknowledged.
-        """
-        changelog = self.table.changelog_topic.get_topic_name()
-        for key, (state, event) in self.states.items():
-            value = encode(state)
-            with in_context_of(event):
-                self.table.data[key] = value
-            out.produce(changelog, key, value, partition=event.message.partition, track=True)
-        self.states.clear()
-
-    def persist_offsets(self, out: OutputProducer) -> None:
-        """After the acknowledgements: remember the changelog offset each RocksDB partition has reached."""
-        changelog = self.table.changelog_topic.get_topic_name()
-        for (topic, partition), offset in out.acked.items():
-            if topic == changelog:
-                self.table.data.set_persisted_offset(TP(topic, partition), offset)
-        out.acked.clear()
-
-
-def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
+def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> WriteBehind:
+    """The three agents and their write-behind state; the returned `WriteBehind` is also `app.write_behind`."""
     app = topo.app
+    write_behind = WriteBehind(on_flush=lambda table, written, seconds: (
+        metrics.state_writes.labels(table).inc(written), metrics.state_flush.observe(seconds)))
+    app.write_behind = write_behind  # flushed by Faust's commit (write_behind.install_flush_before_commit)
 
-    async def settle(out: OutputProducer, batch: StateBatch | None = None) -> None:
-        """Write the batch's states, then wait for every output and changelog acknowledgement before
-        the batch's input offsets are acknowledged."""
-        if batch is not None:
-            batch.write(out)
-        await out.settle()
-        if batch is not None:
-            batch.persist_offsets(out)
+    def new_producer(name: str) -> OutputProducer:
+        return write_behind.producer(OutputProducer(settings, name))
+
+    def new_cache(table: faust.Table, new_state: Callable[[], State], out: OutputProducer) -> StateCache:
+        return write_behind.cache(StateCache(table, new_state, out, settings.state_cache_keys))
+
+    route_out = new_producer("route-transactions")
+    terminal_out = new_producer("terminal-velocity")
+    terminal_states = new_cache(topo.terminals, new_terminal_state, terminal_out)
+    user_out = new_producer("user-windows")
+    user_states = new_cache(topo.users, new_user_state, user_out)
 
     def send_dead_letter(out: OutputProducer, event: faust.EventT, error: InvalidEvent) -> None:
         msg = event.message
@@ -151,19 +103,19 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
             out.produce(settings.tx_by_terminal_topic, valid.record["item_id"].encode(), encode(payload))
 
-    def terminal_batch(out: OutputProducer, batch: StateBatch, events: list[faust.EventT]) -> None:
+    def terminal_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
         """Fold transactions into their terminal's velocity state and pass them on keyed by user."""
         for event in events:
             msg = event.message
             payload = decode(msg.value)
             record = payload["record"]
-            state = batch.get(msg.key, event)
+            state = states.get_for_update(msg.key, event)
             origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
             source = f"{origin['topic']}:{origin['partition']}"
             payload["terminal"] = apply_terminal_event(state, record, payload.pop("label"), source, origin["offset"])
             out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
 
-    def user_batch(out: OutputProducer, batch: StateBatch, events: list[faust.EventT]) -> None:
+    def user_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
         """Fold clicks and routed transactions into the user's window and emit one sequence update each."""
         clicks_in = metrics.events_in.labels(settings.clicks_topic)
         for event in events:
@@ -184,7 +136,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             else:
                 payload = decode(msg.value)
                 record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
-            state = batch.get(msg.key, event)
+            state = states.get_for_update(msg.key, event)
             window, customer = apply_user_event(
                 state, record, f"{msg.topic}:{msg.partition}", msg.offset,
                 settings.window_max_events, settings.window_max_age_ms,
@@ -194,33 +146,49 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             out.produce(settings.sequence_updates_topic, msg.key, encode(update))
             metrics.sequence_updates.inc()
 
+    async def after_batch(out: OutputProducer, states: StateCache | None = None) -> None:
+        """Per batch (state_flush="batch"): write the states and wait for every record before the batch is
+        acknowledged. Write-behind (state_flush="commit"): serve delivery callbacks, and write the states
+        early only when too many keys are dirty (memory bound); the commit flushes the rest."""
+        if settings.state_flush == "batch":
+            await write_behind.flush_stage(out, states)
+            return
+        out.poll()
+        if states is not None and states.dirty_keys > settings.state_cache_keys:
+            states.write_dirty()
+
     @app.agent(topo.transactions, name="streamproc.route-transactions")
     async def route_transactions(stream: faust.StreamT) -> None:
-        out = OutputProducer(settings, "route-transactions")
+        out = route_out
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             with acked_only_when_settled(events):
                 route_batch(out, events)
-                await settle(out)
+                await after_batch(out)
 
     @app.agent(topo.tx_by_terminal, name="streamproc.terminal-velocity")
     async def terminal_velocity(stream: faust.StreamT) -> None:
-        out = OutputProducer(settings, "terminal-velocity")
+        out, states = terminal_out, terminal_states
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             with acked_only_when_settled(events):
-                batch = StateBatch(topo.terminals, new_terminal_state)
-                terminal_batch(out, batch, events)
-                await settle(out, batch)
+                terminal_batch(out, states, events)
+                await after_batch(out, states)
 
     @app.agent(topo.user_inputs, name="streamproc.user-windows")
     async def user_windows(stream: faust.StreamT) -> None:
-        out = OutputProducer(settings, "user-windows")
+        out, states = user_out, user_states
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             with acked_only_when_settled(events):
-                batch = StateBatch(topo.users, new_user_state)
-                user_batch(out, batch, events)
-                await settle(out, batch)
+                user_batch(out, states, events)
+                await after_batch(out, states)
+
+    @app.on_partitions_revoked.connect
+    async def forget_states(app: faust.App, revoked: set, **kwargs: object) -> None:
+        """Revocation committed (and so flushed) what it could; another worker may now change these states."""
+        write_behind.forget_states()
 
     @app.timer(interval=10.0)
     async def report_table_sizes() -> None:
         for table in (topo.users, topo.terminals):
             metrics.table_keys.labels(table.name).set(len(table))
+
+    return write_behind

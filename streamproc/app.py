@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> Topology:
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
         broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
-        broker_commit_interval=1.0,
+        broker_commit_interval=settings.commit_interval_ms / 1000,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         producer_acks=-1,

@@ -13,11 +13,13 @@ from streamproc.broker import create_topics
 from streamproc.config import Settings
 from streamproc.faust_seek_fix import install_seek_guard
 from streamproc.metrics import create_metrics, serve
+from streamproc.write_behind import install_flush_before_commit
 
 
 def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
+    install_flush_before_commit()
     if settings.broker_flavour == "tansu":
         from streamproc.tansu_compat import install_faust_highwater_probe
 

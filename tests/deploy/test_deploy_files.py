@@ -40,6 +40,8 @@ CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("histogram", "streamproc_model_batch_seconds", ()),
     ("gauge", "streamproc_consumer_lag", ("topic", "partition")),
     ("gauge", "streamproc_encoder_cache_hit_ratio", ()),
+    ("counter", "streamproc_state_writes_total", ("table",)),
+    ("histogram", "streamproc_state_flush_seconds", ()),
 ]
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 KNOWN_METRICS = {name for _, name, _ in CATALOG} | {

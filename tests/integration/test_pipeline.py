@@ -30,11 +30,13 @@ def ids(messages):
     return Counter(m["event_id"] for m in messages)
 
 
+@pytest.mark.parametrize("state_flush", ["batch", "commit"])
 def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_one(
-    broker, tiny_checkpoint, tmp_path, processes, reader
+    broker, tiny_checkpoint, tmp_path, processes, reader, state_flush
 ):
     events = synthetic_events(5000)
-    s = make_settings(broker, tmp_path, tiny_checkpoint, alert_threshold=_low_risk_quantile(tiny_checkpoint, events))
+    s = make_settings(broker, tmp_path, tiny_checkpoint, state_flush=state_flush,
+                      alert_threshold=_low_risk_quantile(tiny_checkpoint, events))
     worker, scorer = processes("worker", s), processes("score", s)
     invalid = produce(s, events, invalid_every=50)
     accepted = {m["event_id"] for _, m in events}
@@ -58,6 +60,12 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     assert alerted and {m["event_id"] for m in r.messages[s.fraud_alerts_topic]} == alerted
     dead = r.messages[s.dead_letter_topic]
     assert sorted((d["source_topic"], base64.b64decode(d["raw_b64"]), d["reason"]) for d in dead) == sorted(invalid)
+    # the state a restart would restore: each user's window in the changelog, written per batch or per commit
+    wait_until_worker_caught_up(s)
+    expected = reference_state(accepted_records(events), s.window_max_events, s.window_max_age_ms)
+    restored = last_value_per_key(s, f"{s.app_id}-{USER_TABLE}-changelog")
+    assert {user: [e["event_id"] for e in state["w"]] for user, state in restored.items()} == {
+        user: [e["event_id"] for e in state["w"]] for user, state in expected.items()}
     assert all(d["detail"] for d in dead)
 
     # the small consumers the teams build on: an analyst's alert feed and a user's latest recommendations

@@ -1,0 +1,204 @@
+"""Table states kept in memory, written to RocksDB and the changelog once per batch or once per commit.
+
+Faust writes a changelog record for every table write; with one write per event that record
+stream was most of the worker's time. Here an agent reads and updates states in a `StateCache`
+and marks them dirty; `WriteBehind.flush` writes each dirty key once (RocksDB, then a changelog
+record to the partition of the key's events) and waits for every output and changelog record to be
+acknowledged. `install_flush_before_commit` runs that flush inside Faust's commit, after the
+offsets to commit are chosen and before they are committed, as Kafka Streams and Quix Streams
+flush their stores. So a committed offset is always covered by durable state and outputs; state
+ahead of the committed offsets is harmless, because states skip events they have already applied.
+With state_flush="batch" (the default) each agent runs `flush_stage` after every batch instead,
+before the batch is acknowledged, and the commit's flush finds nothing left to write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TP
+
+from streamproc.events import decode, encode
+from streamproc.output_producer import OutputProducer
+
+State = dict[str, Any]
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def in_context_of(event: faust.EventT) -> Iterator[None]:
+    """Make `event` the current event, so that the RocksDB store reads and writes its partition's database.
+
+    Inside `take_events` the current event of the agent's task is not the event at hand, and a key
+    must always be read and written in the partition of the events that change it.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class StateCache:
+    """One table's states: read through from RocksDB, updated in memory, written back by `write_dirty`.
+
+    Dirty states stay until written; clean ones are kept for re-use, least recently used first out,
+    up to `max_clean_keys`.
+    """
+
+    def __init__(self, table: faust.Table, new_state: Callable[[], State], out: OutputProducer,
+                 max_clean_keys: int) -> None:
+        self.table = table
+        self.new_state = new_state
+        self.out = out
+        self.max_clean_keys = max_clean_keys
+        self._dirty: dict[bytes, tuple[State, faust.EventT]] = {}
+        self._clean: OrderedDict[bytes, State] = OrderedDict()
+        self.lookups = {"dirty": 0, "clean": 0, "table": 0}
+
+    def __len__(self) -> int:
+        return len(self._dirty) + len(self._clean)
+
+    @property
+    def dirty_keys(self) -> int:
+        return len(self._dirty)
+
+    def get_for_update(self, key: bytes, event: faust.EventT) -> State:
+        """The key's state, to be mutated by the caller on behalf of `event` (a message of the key's partition)."""
+        entry = self._dirty.get(key)
+        if entry is not None:
+            self.lookups["dirty"] += 1
+            state = entry[0]
+        else:
+            state = self._clean.pop(key, None)
+            if state is not None:
+                self.lookups["clean"] += 1
+            else:
+                self.lookups["table"] += 1
+                with in_context_of(event):
+                    raw = self.table.get(key)
+                state = decode(raw) if raw else self.new_state()
+        self._dirty[key] = (state, event)
+        return state
+
+    def write_dirty(self) -> int:
+        """Write each dirty key once: to RocksDB, and to the changelog partition of its events; return how many."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        written = len(self._dirty)
+        for key, (state, event) in self._dirty.items():
+            value = encode(state)
+            with in_context_of(event):
+                self.table.data[key] = value
+            self.out.produce(changelog, key, value, partition=event.message.partition, track=True)
+            self._clean[key] = state
+            self._clean.move_to_end(key)
+        self._dirty.clear()
+        while len(self._clean) > self.max_clean_keys:
+            self._clean.popitem(last=False)
+        return written
+
+    def persist_offsets(self) -> None:
+        """After the acknowledgements: remember the changelog offset each RocksDB partition has reached."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        for (topic, partition), offset in list(self.out.acked.items()):
+            if topic == changelog:
+                self.table.data.set_persisted_offset(TP(topic, partition), offset)
+                del self.out.acked[(topic, partition)]
+
+    def forget(self) -> None:
+        """Drop every state held in memory (after a rebalance another worker may have changed them)."""
+        self._dirty.clear()
+        self._clean.clear()
+
+
+class WriteBehind:
+    """The worker's state caches and output producers, flushed together before each offset commit."""
+
+    def __init__(self, on_flush: Callable[[str, int, float], None] | None = None) -> None:
+        self.caches: list[StateCache] = []
+        self.producers: list[OutputProducer] = []
+        self.on_flush = on_flush
+        self._lock = asyncio.Lock()
+
+    def producer(self, out: OutputProducer) -> OutputProducer:
+        self.producers.append(out)
+        return out
+
+    def cache(self, cache: StateCache) -> StateCache:
+        self.caches.append(cache)
+        return cache
+
+    async def flush(self) -> None:
+        """Make everything processed so far durable: dirty states written, every output acknowledged.
+
+        The writes run without an await in between, so no agent mutates a state half-written;
+        agents go on processing while the acknowledgements arrive.
+        """
+        async with self._lock:
+            started = time.perf_counter()
+            written = [cache.write_dirty() for cache in self.caches]
+            generations = [out.cut() for out in self.producers]
+            for out, generation in zip(self.producers, generations, strict=True):
+                await out.settle_through(generation)
+            for cache in self.caches:
+                cache.persist_offsets()
+            if self.on_flush is not None:
+                elapsed = time.perf_counter() - started
+                for cache, count in zip(self.caches, written, strict=True):
+                    self.on_flush(cache.table.name, count, elapsed)
+
+    async def flush_stage(self, out: OutputProducer, cache: StateCache | None) -> None:
+        """One stage's flush: its dirty states written, and every record its producer sent acknowledged."""
+        started = time.perf_counter()
+        written = cache.write_dirty() if cache is not None else 0
+        await out.settle()
+        if cache is not None:
+            cache.persist_offsets()
+            if self.on_flush is not None:
+                self.on_flush(cache.table.name, written, time.perf_counter() - started)
+
+    def forget_states(self) -> None:
+        for cache in self.caches:
+            cache.forget()
+
+    def close(self) -> None:
+        for out in self.producers:
+            out.close()
+
+
+def install_flush_before_commit() -> None:
+    """Make Faust's consumer run `app.write_behind.flush()` between choosing the offsets and committing them.
+
+    A failed flush crashes the worker without committing: the inputs are redelivered after a restart.
+    """
+    from faust.transport import consumer as faust_consumer
+
+    cls = faust_consumer.Consumer
+    if getattr(cls, "_streamproc_flush_before_commit", False):
+        return
+    if not hasattr(cls, "_commit_offsets"):
+        raise RuntimeError("faust's Consumer has no _commit_offsets: streamproc.write_behind needs faust-streaming 0.15")
+    original_commit_offsets = cls._commit_offsets
+
+    async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        write_behind = getattr(self.app, "write_behind", None)
+        if write_behind is not None:
+            try:
+                await write_behind.flush()
+            except Exception as exc:
+                log.error("state flush failed; nothing committed: %r", exc)
+                await self.crash(exc)
+                return False
+        return await original_commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
+
+    cls._commit_offsets = _commit_offsets
+    cls._streamproc_flush_before_commit = True
