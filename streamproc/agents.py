@@ -65,8 +65,8 @@ def acked_only_when_settled(events: list[faust.EventT]) -> Iterator[None]:
         event.message.decref()
 
 
-def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> WriteBehind:
-    """The three agents and their write-behind state; the returned `WriteBehind` is also `app.write_behind`."""
+def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
+    """The three agents and their table states; `app.write_behind` holds the states and producers."""
     app = topo.app
     write_behind = WriteBehind(on_flush=lambda table, written, seconds: (
         metrics.state_writes.labels(table).inc(written), metrics.state_flush.observe(seconds)))
@@ -190,5 +190,3 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Wri
     async def report_table_sizes() -> None:
         for table in (topo.users, topo.terminals):
             metrics.table_keys.labels(table.name).set(len(table))
-
-    return write_behind

@@ -51,8 +51,8 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         model_batch=Histogram("streamproc_model_batch_seconds", "Model time per scoring batch", buckets=MODEL_BUCKETS_S, registry=registry),
         consumer_lag=Gauge("streamproc_consumer_lag", "Records behind the high watermark, per partition", ["topic", "partition"], registry=registry),
         encoder_cache_hit_ratio=Gauge("streamproc_encoder_cache_hit_ratio", "Share of event texts served from the encoder cache", registry=registry),
-        state_writes=Counter("streamproc_state_writes", "Table states written to RocksDB and the changelog (once per dirty key per commit)", ["table"], registry=registry),
-        state_flush=Histogram("streamproc_state_flush_seconds", "Time to write the dirty states and have every output acknowledged, before each commit", buckets=LATENCY_BUCKETS_S, registry=registry),
+        state_writes=Counter("streamproc_state_writes", "Table states written to RocksDB and the changelog (once per changed key per batch or per commit)", ["table"], registry=registry),
+        state_flush=Histogram("streamproc_state_flush_seconds", "Time to write the changed states and have every output acknowledged (per batch, or before each commit)", buckets=LATENCY_BUCKETS_S, registry=registry),
     )
 
 

@@ -14,7 +14,6 @@ before the batch is acknowledged, and the commit's flush finds nothing left to w
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import weakref
@@ -127,7 +126,6 @@ class WriteBehind:
         self.caches: list[StateCache] = []
         self.producers: list[OutputProducer] = []
         self.on_flush = on_flush
-        self._lock = asyncio.Lock()
 
     def producer(self, out: OutputProducer) -> OutputProducer:
         self.producers.append(out)
@@ -141,20 +139,19 @@ class WriteBehind:
         """Make everything processed so far durable: dirty states written, every output acknowledged.
 
         The writes run without an await in between, so no agent mutates a state half-written;
-        agents go on processing while the acknowledgements arrive.
+        agents go on processing while the acknowledgements arrive. Faust runs one commit at a time.
         """
-        async with self._lock:
-            started = time.perf_counter()
-            written = [cache.write_dirty() for cache in self.caches]
-            generations = [out.cut() for out in self.producers]
-            for out, generation in zip(self.producers, generations, strict=True):
-                await out.settle_through(generation)
-            for cache in self.caches:
-                cache.persist_offsets()
-            if self.on_flush is not None:
-                elapsed = time.perf_counter() - started
-                for cache, count in zip(self.caches, written, strict=True):
-                    self.on_flush(cache.table.name, count, elapsed)
+        started = time.perf_counter()
+        written = [cache.write_dirty() for cache in self.caches]
+        generations = [out.cut() for out in self.producers]
+        for out, generation in zip(self.producers, generations, strict=True):
+            await out.settle_through(generation)
+        for cache in self.caches:
+            cache.persist_offsets()
+        if self.on_flush is not None:
+            elapsed = time.perf_counter() - started
+            for cache, count in zip(self.caches, written, strict=True):
+                self.on_flush(cache.table.name, count, elapsed)
 
     async def flush_stage(self, out: OutputProducer, cache: StateCache | None) -> None:
         """One stage's flush: its dirty states written, and every record its producer sent acknowledged."""
@@ -169,10 +166,6 @@ class WriteBehind:
     def forget_states(self) -> None:
         for cache in self.caches:
             cache.forget()
-
-    def close(self) -> None:
-        for out in self.producers:
-            out.close()
 
 
 def install_flush_before_commit() -> None:
