@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import lightgbm
@@ -17,6 +17,7 @@ from torch import nn
 from models import metrics
 from models.aggregates import AGGREGATE_FEATURES
 from models.datasets import EventLog
+from models.features import DERIVED_FEATURES, derived_aggregates
 
 # a scorer maps a batch of histories (item indices, oldest first) to scores over 0..n_items (0 = padding)
 ScoreFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -294,7 +295,8 @@ def train_seqrec(
 
 # ---------------------------------------------------------------- fraud: gradient-boosted trees
 
-FRAUD_FEATURES = ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT", *AGGREGATE_FEATURES)
+FRAUD_FEATURES = ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT", *AGGREGATE_FEATURES)  # the handbook's
+FRAUD_FEATURES_WITH_RATIOS = (*FRAUD_FEATURES, *DERIVED_FEATURES)  # + models.features' derived ratios
 
 
 def fraud_frame(log: EventLog) -> pd.DataFrame:
@@ -309,6 +311,10 @@ def fraud_frame(log: EventLog) -> pd.DataFrame:
     frame.insert(0, "TX_AMOUNT", [r["amount"] for r in log.records])
     frame.insert(1, "TX_DURING_WEEKEND", (when.weekday >= 5).astype(float))
     frame.insert(2, "TX_DURING_NIGHT", (when.hour <= 6).astype(float))
+    derived = derived_aggregates(
+        frame[list(AGGREGATE_FEATURES)].to_numpy(np.float64), frame["TX_AMOUNT"].to_numpy()
+    )
+    frame[list(DERIVED_FEATURES)] = derived  # the same function the temporal model's inputs come from
     frame["label"] = [log.labels[e] for e in ids]
     frame["customer"] = [r["user_id"] for r in log.records]
     frame["day"] = np.array([r["ts_ms"] for r in log.records]) // 86_400_000
@@ -316,11 +322,14 @@ def fraud_frame(log: EventLog) -> pd.DataFrame:
 
 
 def fit_lightgbm(
-    train: pd.DataFrame, params: dict[str, float | int], seed: int = 0
+    train: pd.DataFrame,
+    params: dict[str, float | int],
+    seed: int = 0,
+    features: Sequence[str] = FRAUD_FEATURES,
 ) -> lightgbm.LGBMClassifier:
-    """LightGBM classifier on FRAUD_FEATURES (single thread)."""
+    """LightGBM classifier on the given feature columns (single thread)."""
     model = lightgbm.LGBMClassifier(**params, random_state=seed, n_jobs=1, verbose=-1)
-    return model.fit(train[list(FRAUD_FEATURES)], train["label"])
+    return model.fit(train[list(features)], train["label"])
 
 
 def fraud_report(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:

@@ -25,6 +25,20 @@ NUMERIC_FEATURES = (
     "value",
     "has_value",
 )
+# ratios of the 12 aggregates and the event's amount: what marks a compromised card in the handbook's
+# simulator (amounts several times the card's usual spend) is a ratio, which neither trees nor the
+# head's input projection form from separate log features; appended after AGGREGATE_FEATURES, so a
+# checkpoint trained on the 12 alone reads its first 12 columns unchanged
+DERIVED_FEATURES = (
+    "amount_to_customer_avg_1d",
+    "amount_to_customer_avg_7d",
+    "amount_to_customer_avg_30d",
+    "customer_avg_1d_to_30d",
+    "customer_avg_7d_to_30d",
+    "customer_rate_1d_to_30d",  # transactions per day over 1 day / over 30 days
+    "customer_rate_7d_to_30d",
+)
+MODEL_AGGREGATES = AGGREGATE_FEATURES + DERIVED_FEATURES
 _LOG_AGGREGATES = np.array([not name.startswith("terminal_risk") for name in AGGREGATE_FEATURES])
 _HOUR_MS = 3_600_000
 _EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday = 0
@@ -116,7 +130,7 @@ class FeatureBatch:
     numeric: np.ndarray  # (B, T, F) float32, F = len(NUMERIC_FEATURES)
     text_index: np.ndarray  # (B, T) int64 index into texts, -1 for no text / padding
     texts: list[str]  # U distinct texts of the batch
-    aggregates: np.ndarray  # (B, A) float32, A = len(AGGREGATE_FEATURES)
+    aggregates: np.ndarray  # (B, A) float32, A = len(MODEL_AGGREGATES)
     lengths: np.ndarray  # (B,) int64 number of real events
     is_transaction: np.ndarray  # (B, T) bool
 
@@ -180,12 +194,47 @@ def numeric_features(
     return out.astype(np.float32)
 
 
-def aggregate_matrix(aggregates: Sequence[dict[str, float]]) -> np.ndarray:
-    """(N, A) float32: log1p of counts and mean amounts, risks as is, missing names as 0."""
-    raw = np.array(
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator in [0, 1e6], 1.0 (no change) where either is missing or the denominator is 0."""
+    ok = (denominator > 0) & np.isfinite(numerator)
+    with np.errstate(over="ignore"):
+        ratio = np.where(ok, numerator, 0.0) / np.where(ok, denominator, 1.0)
+    return np.where(ok, np.clip(ratio, 0.0, 1e6), 1.0)
+
+
+def derived_aggregates(raw: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """(N, len(DERIVED_FEATURES)) float64 ratios from raw aggregates (N, A) and event amounts (N,), nan if none."""
+    col = {name: raw[:, i] for i, name in enumerate(AGGREGATE_FEATURES)}
+    avg = {w: col[f"customer_avg_amount_{w}d"] for w in (1, 7, 30)}
+    per_day = {w: col[f"customer_nb_tx_{w}d"] / w for w in (1, 7, 30)}
+    return np.stack(
+        [
+            _ratio(amount, avg[1]),
+            _ratio(amount, avg[7]),
+            _ratio(amount, avg[30]),
+            _ratio(avg[1], avg[30]),
+            _ratio(avg[7], avg[30]),
+            _ratio(per_day[1], per_day[30]),
+            _ratio(per_day[7], per_day[30]),
+        ],
+        axis=-1,
+    ).reshape(len(raw), len(DERIVED_FEATURES))
+
+
+def raw_aggregates(aggregates: Sequence[dict[str, float]]) -> np.ndarray:
+    """(N, A) float64 values of AGGREGATE_FEATURES, missing names as 0."""
+    return np.array(
         [[a.get(name, 0.0) for name in AGGREGATE_FEATURES] for a in aggregates], dtype=np.float64
     ).reshape(len(aggregates), len(AGGREGATE_FEATURES))
-    return np.where(_LOG_AGGREGATES, np.log1p(np.maximum(raw, 0.0)), raw).astype(np.float32)
+
+
+def aggregate_matrix(aggregates: Sequence[dict[str, float]], amount: np.ndarray) -> np.ndarray:
+    """(N, len(MODEL_AGGREGATES)) float32 model inputs of each event's aggregates and amount (nan if none):
+    log1p of counts and mean amounts, risks as is, log of the derived ratios."""
+    raw = raw_aggregates(aggregates)
+    base = np.where(_LOG_AGGREGATES, np.log1p(np.maximum(raw, 0.0)), raw)
+    derived = np.log(np.maximum(derived_aggregates(raw, np.asarray(amount, dtype=np.float64)), 1e-3))
+    return np.concatenate([base, derived], axis=1).astype(np.float32)
 
 
 def featurize(windows: Sequence[Window], vocab: Vocab, max_len: int) -> FeatureBatch:
@@ -199,6 +248,9 @@ def featurize(windows: Sequence[Window], vocab: Vocab, max_len: int) -> FeatureB
     rows = np.repeat(np.arange(b), lengths)
     positions = np.arange(len(flat)) - np.repeat(starts, lengths)
     numeric = numeric_features(cols.ts_ms, cols.amount, cols.value, positions == 0)
+
+    last_amount = np.full(b, np.nan)  # the scored (last) event's amount, nan for empty windows
+    last_amount[lengths > 0] = cols.amount[(starts + lengths - 1)[lengths > 0]]
 
     index: dict[str, int] = {}
     text_ids = np.fromiter(
@@ -218,7 +270,7 @@ def featurize(windows: Sequence[Window], vocab: Vocab, max_len: int) -> FeatureB
         numeric=scatter(numeric, 0.0, np.float32),
         text_index=scatter(text_ids, -1, np.int64),
         texts=list(index),
-        aggregates=aggregate_matrix([w.aggregates for w in windows]),
+        aggregates=aggregate_matrix([w.aggregates for w in windows], last_amount),
         lengths=lengths,
         is_transaction=scatter(cols.is_transaction, False, bool),
     )

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.aggregates import AGGREGATE_FEATURES
-from models.features import NUMERIC_FEATURES, PAD, FeatureBatch
+from models.features import MODEL_AGGREGATES, NUMERIC_FEATURES, PAD, FeatureBatch
 
 
 @dataclass
@@ -29,7 +28,8 @@ class TemporalConfig:
     use_item_ids: bool = True  # False: item ids are no input (fraud: terminal ids invite memorising)
     text_dim: int = 384
     n_numeric: int = len(NUMERIC_FEATURES)
-    n_aggregates: int = len(AGGREGATE_FEATURES)
+    # leading columns of the featurized aggregates read (12 in checkpoints from before the derived ratios)
+    n_aggregates: int = len(MODEL_AGGREGATES)
     item_init_std: float | None = None  # item-embedding init (training only); None: 0.02
     # multipliers of the item-id and projected-text embeddings before the input LayerNorm; 1.0 (the
     # default of checkpoints saved before they existed) lets constant inputs drown the item signal
@@ -76,6 +76,7 @@ class TemporalOutput:
     action_logits: torch.Tensor  # (..., n_actions), PAD and OOV set to -inf
     risk_logit: torch.Tensor  # (...,)
     log_time_to_next: torch.Tensor  # (...,) predicted log1p seconds to the next event
+    item_query: torch.Tensor | None = None  # (..., d) the vector item logits are dot products with
 
 
 class CausalBlock(nn.Module):
@@ -208,6 +209,7 @@ class TemporalModel(nn.Module):
         With item_candidates (C,) the item logits are over those ids only (sampled softmax), else
         over the whole catalogue with PAD and OOV blocked.
         """
+        aggregates = aggregates[..., : self.config.n_aggregates]
         z = h + self.agg_proj((aggregates - self.aggregate_mean) / self.aggregate_std)  # (..., d)
         query = self.item_out(z)  # (..., d)
         action_logits = self.action_head(z)  # (..., n_actions)
@@ -221,6 +223,7 @@ class TemporalModel(nn.Module):
             action_logits=torch.cat([blocked, action_logits[..., 2:]], dim=-1),
             risk_logit=self.risk_head(torch.cat([z, h], dim=-1)).squeeze(-1),
             log_time_to_next=self.time_head(z).squeeze(-1),
+            item_query=query,
         )
 
     def encode_last(self, inp: TemporalInput) -> torch.Tensor:

@@ -11,7 +11,20 @@ from hypothesis import strategies as st
 
 from models import train
 from models.aggregates import AGGREGATE_FEATURES
-from models.features import OOV, PAD, FeatureBatch, Vocab, Window, event_text, featurize
+from models.features import (
+    DERIVED_FEATURES,
+    MODEL_AGGREGATES,
+    OOV,
+    PAD,
+    FeatureBatch,
+    Vocab,
+    Window,
+    aggregate_matrix,
+    derived_aggregates,
+    event_text,
+    featurize,
+    raw_aggregates,
+)
 
 VOCAB = Vocab(items=["a", "b", "c", "t1"], actions=["click", "transaction", "view"])
 MAX_LEN = 8
@@ -139,3 +152,42 @@ def test_training_batches_featurize_like_serving(tiny_records: tuple[list[dict],
         np.testing.assert_array_equal(batch.aggregates[b, end - start].numpy(), served.aggregates[0])
         train_texts = [texts[i] if i >= 0 else None for i in batch.inp.text_index[b].tolist()]
         assert train_texts == [served.texts[i] if i >= 0 else None for i in served.text_index[0]]
+
+
+def test_derived_ratios_by_hand() -> None:
+    aggregates = {
+        "customer_nb_tx_1d": 2.0,
+        "customer_avg_amount_1d": 10.0,
+        "customer_nb_tx_7d": 7.0,
+        "customer_avg_amount_7d": 25.0,
+        "customer_nb_tx_30d": 30.0,
+        "customer_avg_amount_30d": 20.0,
+    }
+    raw = raw_aggregates([aggregates, {}, aggregates])
+    derived = derived_aggregates(raw, np.array([50.0, 50.0, np.nan]))
+    by_name = dict(zip(DERIVED_FEATURES, derived[0], strict=True))
+    assert by_name == {
+        "amount_to_customer_avg_1d": 5.0,
+        "amount_to_customer_avg_7d": 2.0,
+        "amount_to_customer_avg_30d": 2.5,
+        "customer_avg_1d_to_30d": 0.5,
+        "customer_avg_7d_to_30d": 1.25,
+        "customer_rate_1d_to_30d": 2.0,  # 2 a day against 1 a day
+        "customer_rate_7d_to_30d": 1.0,
+    }
+    assert (derived[1] == 1.0).all()  # no history: every ratio neutral
+    assert (derived[2, :3] == 1.0).all() and (derived[2, 3:] == derived[0, 3:]).all()  # no amount (a click)
+    matrix = aggregate_matrix([aggregates], np.array([50.0]))
+    assert matrix.shape == (1, len(MODEL_AGGREGATES))
+    np.testing.assert_allclose(matrix[0, len(AGGREGATE_FEATURES) :], np.log(derived[0]), rtol=1e-6)
+
+
+def test_served_derived_ratios_use_the_scored_events_amount() -> None:
+    events = [
+        {"event_id": f"e{i}", "kind": "transaction", "user_id": "u", "ts_ms": i, "item_id": "t1",
+         "action": "transaction", "amount": amount}
+        for i, amount in enumerate([5.0, 80.0])
+    ]  # fmt: skip
+    batch = featurize([Window(events=events, aggregates={"customer_avg_amount_30d": 20.0})], VOCAB, MAX_LEN)
+    column = len(AGGREGATE_FEATURES) + DERIVED_FEATURES.index("amount_to_customer_avg_30d")
+    assert batch.aggregates[0, column] == np.float32(np.log(4.0))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.aggregates import AGGREGATE_FEATURES
-from models.features import NUMERIC_FEATURES
+from models.features import DERIVED_FEATURES, MODEL_AGGREGATES, NUMERIC_FEATURES
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel
 
 K, T = 12, 10  # toy catalogue size (+2 for PAD/OOV) and sequence length
@@ -36,9 +35,9 @@ def test_tiny_model_learns_next_item(kind: str) -> None:
     config = TemporalConfig(n_items=K + 2, n_actions=3, d_model=32, n_layers=1, n_heads=2, max_len=T, dropout=0.0, kind=kind, text_dim=8)  # fmt: skip
     model = TemporalModel(config)
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    aggregates = torch.zeros(32, T, len(AGGREGATE_FEATURES))
+    aggregates = torch.zeros(32, T, len(MODEL_AGGREGATES))
     losses = []
-    for _ in range(80):
+    for _ in range(150):
         inp, target = toy_batch(32, generator)
         out = model.heads(model.encode(inp), aggregates)
         loss = torch.nn.functional.cross_entropy(out.item_logits.reshape(-1, K + 2), target.reshape(-1))
@@ -62,7 +61,7 @@ def test_shapes_and_causality(kind: str) -> None:
     inp, _ = toy_batch(4, torch.Generator().manual_seed(1))
     h = model.encode(inp)
     assert h.shape == (4, T, 16)
-    out = model(inp, torch.zeros(4, len(AGGREGATE_FEATURES)))
+    out = model(inp, torch.zeros(4, len(MODEL_AGGREGATES)))
     assert out.item_logits.shape == (4, K + 2) and out.action_logits.shape == (4, 5)
     assert out.risk_logit.shape == (4,) and out.log_time_to_next.shape == (4,)
     assert torch.isinf(out.item_logits[:, :2]).all() and torch.isinf(out.action_logits[:, :2]).all()
@@ -74,9 +73,9 @@ def test_sampled_candidates_score_only_those_items() -> None:
     config = TemporalConfig(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, max_len=T, text_dim=8)
     model = TemporalModel(config).eval()
     h = torch.randn(5, 16)
-    full = model.heads(h, torch.zeros(5, len(AGGREGATE_FEATURES)))
+    full = model.heads(h, torch.zeros(5, len(MODEL_AGGREGATES)))
     candidates = torch.tensor([3, 7, 9])
-    sampled = model.heads(h, torch.zeros(5, len(AGGREGATE_FEATURES)), candidates)
+    sampled = model.heads(h, torch.zeros(5, len(MODEL_AGGREGATES)), candidates)
     torch.testing.assert_close(sampled.item_logits, full.item_logits[:, candidates])
 
 
@@ -96,7 +95,7 @@ def test_without_item_ids_the_outputs_ignore_them() -> None:
     config = TemporalConfig(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, max_len=T, text_dim=8, use_item_ids=False)  # fmt: skip
     model = TemporalModel(config).eval()
     inp, _ = toy_batch(4, torch.Generator().manual_seed(3))
-    aggregates = torch.randn(4, len(AGGREGATE_FEATURES))
+    aggregates = torch.randn(4, len(MODEL_AGGREGATES))
     before = model(inp, aggregates).risk_logit
     inp.item = (inp.item + 5) % K + 2
     torch.testing.assert_close(model(inp, aggregates).risk_logit, before)
@@ -104,7 +103,7 @@ def test_without_item_ids_the_outputs_ignore_them() -> None:
 
 def test_input_scale_standardises_numerics_and_aggregates() -> None:
     torch.manual_seed(0)
-    n_num, n_agg = len(NUMERIC_FEATURES), len(AGGREGATE_FEATURES)
+    n_num, n_agg = len(NUMERIC_FEATURES), len(MODEL_AGGREGATES)
     num_mean, num_std = torch.rand(n_num), torch.rand(n_num) + 0.5
     agg_mean, agg_std = torch.rand(n_agg) * 4, torch.rand(n_agg) * 3 + 0.1
     base = dict(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, max_len=T, text_dim=8, dropout=0.0)
@@ -146,3 +145,16 @@ def test_scaled_item_embeddings_dominate_constant_inputs_at_initialisation() -> 
     scaled = _item_share_of_input(TemporalConfig(**base, item_input_scale=64**0.5), torch.Generator().manual_seed(0))
     assert scaled > 0.9
     assert unscaled < 0.7
+
+
+def test_a_model_of_the_12_aggregates_ignores_the_appended_ratios() -> None:
+    """Checkpoints trained before the derived ratios (n_aggregates=12) score as they did."""
+    torch.manual_seed(0)
+    n_old = len(MODEL_AGGREGATES) - len(DERIVED_FEATURES)
+    model = TemporalModel(TemporalConfig(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, n_heads=2, max_len=T, use_text=False, n_aggregates=n_old)).eval()  # fmt: skip
+    inp, _ = toy_batch(4, torch.Generator().manual_seed(0))
+    aggregates = torch.randn(4, len(MODEL_AGGREGATES))
+    with torch.inference_mode():
+        old_width, new_width = model(inp, aggregates[:, :n_old]), model(inp, aggregates)
+    torch.testing.assert_close(old_width.risk_logit, new_width.risk_logit)
+    torch.testing.assert_close(old_width.item_logits, new_width.item_logits)
