@@ -15,9 +15,8 @@ from scipy import sparse
 from torch import nn
 
 from models import metrics
-from models.aggregates import AGGREGATE_FEATURES
 from models.datasets import EventLog
-from models.features import DERIVED_FEATURES, derived_aggregates
+from models.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, tree_features
 
 # a scorer maps a batch of histories (item indices, oldest first) to scores over 0..n_items (0 = padding)
 ScoreFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -295,29 +294,24 @@ def train_seqrec(
 
 # ---------------------------------------------------------------- fraud: gradient-boosted trees
 
-FRAUD_FEATURES = ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT", *AGGREGATE_FEATURES)  # the handbook's
-FRAUD_FEATURES_WITH_RATIOS = (*FRAUD_FEATURES, *DERIVED_FEATURES)  # + models.features' derived ratios
+FRAUD_FEATURES = HANDBOOK_FEATURES  # amount, weekend, night and the 12 aggregates, as the handbook
+FRAUD_FEATURES_WITH_RATIOS = TREE_FEATURES  # + the derived ratios: what the served trees read
 
 
 def fraud_frame(log: EventLog) -> pd.DataFrame:
-    """Handbook features per transaction, indexed by event_id, with label, customer and UTC day."""
+    """Tree features per transaction (`models.risk_trees`, the served path), indexed by event_id,
+    with label, customer and UTC day."""
     if log.labels is None or log.aggregates is None:
         raise ValueError(f"{log.name} needs labels and aggregates")
     ids = [r["event_id"] for r in log.records]
-    when = pd.to_datetime([r["ts_ms"] for r in log.records], unit="ms")
-    frame = pd.DataFrame.from_records(
-        [log.aggregates[e] for e in ids], index=ids, columns=list(AGGREGATE_FEATURES)
+    ts = np.array([r["ts_ms"] for r in log.records], dtype=np.int64)
+    features = tree_features(
+        np.array([r["amount"] for r in log.records], dtype=np.float64), ts, [log.aggregates[e] for e in ids]
     )
-    frame.insert(0, "TX_AMOUNT", [r["amount"] for r in log.records])
-    frame.insert(1, "TX_DURING_WEEKEND", (when.weekday >= 5).astype(float))
-    frame.insert(2, "TX_DURING_NIGHT", (when.hour <= 6).astype(float))
-    derived = derived_aggregates(
-        frame[list(AGGREGATE_FEATURES)].to_numpy(np.float64), frame["TX_AMOUNT"].to_numpy()
-    )
-    frame[list(DERIVED_FEATURES)] = derived  # the same function the temporal model's inputs come from
+    frame = pd.DataFrame(features, index=ids, columns=list(TREE_FEATURES))
     frame["label"] = [log.labels[e] for e in ids]
     frame["customer"] = [r["user_id"] for r in log.records]
-    frame["day"] = np.array([r["ts_ms"] for r in log.records]) // 86_400_000
+    frame["day"] = ts // 86_400_000
     return frame
 
 

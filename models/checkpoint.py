@@ -1,4 +1,5 @@
-"""Checkpoint folder: safetensors weights, config.json, cached catalogue text embeddings, model_version."""
+"""Checkpoint folder: safetensors weights, config.json, cached catalogue text embeddings, optional risk
+trees (LightGBM text model), model_version."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightgbm
 import numpy as np
 import torch
 from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
+from models import risk_trees as trees
 from models.features import FEATURIZATION_VERSION, Vocab
 from models.temporal import TemporalConfig, TemporalModel
 
@@ -33,13 +36,15 @@ class Checkpoint:
     text_embeddings: np.ndarray  # (len(texts), text_dim) float32
     model_version: str
     extra: dict[str, Any]
+    risk_trees: lightgbm.Booster | None = None  # blended into the risk score when present
 
 
 def model_version(folder: str | Path) -> str:
-    """Short sha256 over the weights file and config.json bytes."""
+    """Short sha256 over the weights file, config.json and (when present) the risk trees' bytes."""
     digest = hashlib.sha256()
-    for name in (WEIGHTS, CONFIG):
-        digest.update((Path(folder) / name).read_bytes())
+    for name in (WEIGHTS, CONFIG, trees.FILE):
+        if name != trees.FILE or (Path(folder) / name).is_file():
+            digest.update((Path(folder) / name).read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -51,10 +56,14 @@ def save(
     texts: list[str] | None = None,
     text_embeddings: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
+    risk_trees: lightgbm.Booster | None = None,
 ) -> str:
     """Write the checkpoint folder and return its model_version."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / trees.FILE).unlink(missing_ok=True)  # a folder re-used by a run without trees
+    if risk_trees is not None:
+        trees.save(risk_trees, folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS))
     texts = texts or []
@@ -98,4 +107,5 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
         text_embeddings=load_numpy(str(folder / TEXTS))["embeddings"],
         model_version=model_version(folder),
         extra=raw["extra"],
+        risk_trees=trees.load(folder),
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import checkpoint
+from models import checkpoint, risk_trees
 from models.encoder import TextEncoder
 from models.features import Window, featurize
 from models.temporal import TemporalInput
@@ -76,6 +76,14 @@ class Scorer:
             return torch.zeros((0, self.ckpt.config.text_dim))
         return torch.from_numpy(self.encoder.encode(texts))
 
+    def _risk(self, head_log_odds: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
+        """(B,) risk: the head's probability, or with trees the sigmoid of the mean of both log-odds."""
+        log_odds = head_log_odds
+        if self.ckpt.risk_trees is not None:
+            tree_log_odds = risk_trees.log_odds(self.ckpt.risk_trees, risk_trees.window_features(windows))
+            log_odds = (head_log_odds + tree_log_odds) / 2
+        return 1.0 / (1.0 + np.exp(-log_odds))
+
     @torch.inference_mode()
     def score(self, windows: Sequence[Window]) -> list[Scores]:
         """One Scores per window, in order."""
@@ -84,7 +92,7 @@ class Scorer:
         batch = featurize(windows, self.ckpt.vocab, self.ckpt.config.max_len)
         inp = TemporalInput.from_features(batch, self._text_table(batch.texts), self.device)
         out = self.ckpt.model(inp, torch.from_numpy(batch.aggregates).to(self.device))
-        risk = torch.sigmoid(out.risk_logit).cpu().tolist()
+        risk = self._risk(out.risk_logit.double().cpu().numpy(), windows).tolist()
         top = torch.softmax(out.item_logits + self._item_bias, dim=-1).topk(self.top_k, dim=-1)
         top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids
         top_p = top.values.cpu().tolist()

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import lightgbm
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
 from models import aggregates as agg
-from models import checkpoint, synthetic
+from models import checkpoint, risk_trees, synthetic
 from models.encoder import TextEncoder
 from models.features import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
 from models.metrics import hit_rate, ndcg, ranks_from_scores
@@ -70,6 +71,12 @@ class TrainConfig:
     # early stopping and the kept model: the validation loss (lower is better) or item_ndcg10 (higher):
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
     select_on: Literal["loss", "item_ndcg10"] = "loss"
+    # risk: also fit gradient-boosted trees (models.risk_trees) on the labelled training events; the
+    # checkpoint carries them and the Scorer averages their log-odds with the head's
+    risk_trees: bool = False
+    risk_trees_params: dict[str, float | int] = field(
+        default_factory=lambda: {"n_estimators": 100, "num_leaves": 63, "learning_rate": 0.05}
+    )
 
 
 @dataclass
@@ -524,6 +531,7 @@ def fit(
     val_ends = np.sort(rng.choice(candidates, min(config.val_windows, len(candidates)), replace=False))
 
     model, report = train(config, train_data, val_data, val_ends, vocab, text_table)
+    trees = fit_risk_trees(train_records, labels, aggregates, config) if config.risk_trees else None
     version = checkpoint.save(
         out,
         model,
@@ -536,6 +544,7 @@ def fit(
             # next-item recommendations list shop items only, never a payment terminal
             "recommendable_items": sorted({str(r["item_id"]) for r in train_records if r["kind"] == "click"}),
         },
+        risk_trees=trees,
     )
     summary = {
         "model_version": version,
@@ -546,6 +555,25 @@ def fit(
     summary |= {"best": report["best"], "train_seconds": report["seconds"]}
     (Path(out) / "metrics.json").write_text(json.dumps(summary | {"history": report["history"]}, indent=1))
     return summary
+
+
+def fit_risk_trees(
+    records: Sequence[dict[str, Any]],
+    labels: dict[str, int],
+    aggregates: dict[str, dict[str, float]],
+    config: TrainConfig,
+) -> lightgbm.Booster | None:
+    """Trees on the labelled records' tree features; None without both classes among them."""
+    labelled = [r for r in records if r["event_id"] in labels]
+    y = np.array([labels[r["event_id"]] for r in labelled], dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        return None
+    x = risk_trees.tree_features(
+        np.array([r.get("amount") for r in labelled], dtype=np.float64),
+        np.array([r["ts_ms"] for r in labelled], dtype=np.int64),
+        [aggregates.get(r["event_id"], {}) for r in labelled],
+    )
+    return risk_trees.fit(x, y, config.risk_trees_params, config.seed)
 
 
 def fit_event_log(log: Any, config: TrainConfig, out: str | Path) -> dict[str, Any]:

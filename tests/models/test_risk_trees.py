@@ -1,0 +1,60 @@
+"""Risk trees: one feature path for the baseline, training and serving; carried and blended by the Scorer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from models import baselines, checkpoint, risk_trees, train
+from models.datasets import EventLog
+from models.features import Window
+from models.scorer import Scorer
+from tests.models.test_train_risk import RISK_CONFIG, rare_risk_log, user_ids
+
+
+def test_calendar_flags_match_pandas() -> None:
+    ts = np.array([0, 6 * 3_600_000, 7 * 3_600_000, 2 * 86_400_000, 3 * 86_400_000 + 5, 1_530_000_000_000])
+    features = risk_trees.tree_features(np.full(len(ts), 10.0), ts, [{}] * len(ts))
+    when = pd.to_datetime(ts, unit="ms")
+    columns = list(risk_trees.TREE_FEATURES)
+    np.testing.assert_array_equal(features[:, columns.index("TX_DURING_WEEKEND")], when.weekday >= 5)
+    np.testing.assert_array_equal(features[:, columns.index("TX_DURING_NIGHT")], when.hour <= 6)
+
+
+def test_baseline_frame_and_served_windows_share_the_features() -> None:
+    records, labels, aggregates = rare_risk_log(n_users=5, per_user=6)
+    log = EventLog(
+        name="toy", records=records, labels=labels, aggregates=aggregates, has_text=False, split=None
+    )
+    frame = baselines.fraud_frame(log)
+    windows = [Window(events=records[max(0, i - 3) : i + 1], aggregates=aggregates[r["event_id"]]) for i, r in enumerate(records)]  # fmt: skip
+    served = risk_trees.window_features(windows)
+    np.testing.assert_array_equal(frame[list(risk_trees.TREE_FEATURES)].to_numpy(), served)
+
+
+def test_scorer_averages_head_and_tree_log_odds(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    records, labels, aggregates = rare_risk_log()
+    train_ids, val_ids = user_ids(records, range(60)), user_ids(records, range(60, 70))
+    config = replace(RISK_CONFIG, max_steps=20, risk_trees=True, risk_trees_params={"n_estimators": 30, "num_leaves": 7, "learning_rate": 0.1})  # fmt: skip
+    train.fit(records, labels, aggregates, config, tmp_path / "both", train_ids, val_ids)
+    loaded = checkpoint.load(tmp_path / "both")
+    assert loaded.risk_trees is not None
+
+    held_out = [r for r in records if int(r["user_id"][1:]) >= 70]
+    windows = [Window(events=[r], aggregates=aggregates[r["event_id"]]) for r in held_out]
+    risk = np.array([s.risk for s in Scorer(loaded, torch.device("cpu")).score(windows)])
+    trees = risk_trees.log_odds(loaded.risk_trees, risk_trees.window_features(windows))
+    (tmp_path / "both" / risk_trees.FILE).unlink()  # the same checkpoint without its trees: the head alone
+    head_only = checkpoint.load(tmp_path / "both")
+    head = np.array([s.risk for s in Scorer(head_only, torch.device("cpu")).score(windows)])
+    assert head_only.risk_trees is None and head_only.model_version != loaded.model_version
+    head_log_odds = np.log(head / (1 - head))
+    np.testing.assert_allclose(risk, 1 / (1 + np.exp(-(head_log_odds + trees) / 2)), rtol=1e-5)
+    y = np.array([labels[r["event_id"]] for r in held_out])
+    assert roc_auc_score(y, trees) > 0.9  # the label is a threshold on one tree feature
