@@ -65,6 +65,7 @@ class TrainConfig:
     # "labelled": windows end at uniformly drawn labelled (risk) events, for fraud training windows
     sampling: Literal["event", "user_last", "labelled"] = "event"
     warmup_steps: int = 100
+    lr_decay: Literal["none", "linear"] = "none"  # linear: to 0 at max_steps (set max_steps to the budget)
     item_init_std: float | None = None  # std of the item-embedding init (None: 0.02); d_model**-0.5: norm ~1
     item_input_scale: float | None = None  # None: d_model**0.5, as SASRec scales its item embeddings
     text_input_scale: float = 1.0
@@ -119,11 +120,12 @@ PRESETS: dict[str, tuple[dict[str, int], TrainConfig]] = {
             eval_every=30,
             val_windows=300,
             max_seconds=30.0,
+            risk_trees=True,
         ),
     ),
-    "demo": (
+    "demo": (  # the pipeline's default checkpoint: risk from the head and trees, as chosen on the fraud data
         {"n_users": 300, "n_items": 400, "n_terminals": 200, "days": 60, "seed": 0},
-        TrainConfig(),
+        TrainConfig(risk_trees=True),
     ),
 }
 
@@ -410,6 +412,15 @@ def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:
             model.risk_head[-1].bias.fill_(float(np.log(rate / (1 - rate))))
 
 
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Multiplier of config.lr before optimiser step `step` (0-based): linear warm-up, then constant or
+    a linear decay that reaches 0 at max_steps."""
+    warmup = min(1.0, (step + 1) / max(config.warmup_steps, 1))
+    if config.lr_decay == "linear":
+        return warmup * max(0.0, 1.0 - step / max(config.max_steps, 1))
+    return warmup
+
+
 def train(
     config: TrainConfig,
     train_data: SequenceData,
@@ -442,7 +453,7 @@ def train(
     model = TemporalModel(model_config)
     init_risk_bias(model, train_data.risk)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
     negative_probs = (
         negative_sampling_probs(train_data.next_item, vocab.n_items).to(text_table.device)
         if config.item_loss == "sampled"

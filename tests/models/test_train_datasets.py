@@ -55,3 +55,12 @@ def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
     assert all(0.0 <= h["item_ndcg10"] <= h["item_hr10"] <= 1.0 for h in history)
     assert summary["best"]["item_ndcg10"] == max(h["item_ndcg10"] for h in history)
     assert summary["best"]["step"] == next(h["step"] for h in history if h["item_ndcg10"] == summary["best"]["item_ndcg10"])
+
+
+def test_linear_decay_reaches_zero_at_max_steps_after_the_warm_up() -> None:
+    config = replace(train.TrainConfig(), warmup_steps=10, max_steps=100, lr_decay="linear")
+    factors = [train.lr_factor(s, config) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(0.91)
+    assert all(a > b for a, b in zip(factors[9:], factors[10:], strict=False))
+    assert factors[-1] == pytest.approx(0.01)
+    assert train.lr_factor(50, replace(config, lr_decay="none")) == 1.0
