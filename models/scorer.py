@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.special import expit
 
 from models import checkpoint, risk_trees
 from models.encoder import TextEncoder
@@ -82,7 +83,7 @@ class Scorer:
         if self.ckpt.risk_trees is not None:
             tree_log_odds = risk_trees.log_odds(self.ckpt.risk_trees, risk_trees.window_features(windows))
             log_odds = (head_log_odds + tree_log_odds) / 2
-        return 1.0 / (1.0 + np.exp(-log_odds))
+        return expit(log_odds)
 
     @torch.inference_mode()
     def score(self, windows: Sequence[Window]) -> list[Scores]:
