@@ -25,8 +25,10 @@ def test_round_trip_gives_identical_scores(
         loaded.texts,
         loaded.text_embeddings,
         loaded.extra,
+        loaded.risk_trees,
     )
-    assert version == loaded.model_version  # same weights and config -> same version
+    assert loaded.risk_trees is not None  # the tiny preset fits trees: they round-trip too
+    assert version == loaded.model_version  # same weights, config and trees -> same version
     before = Scorer.load(tiny_checkpoint, device="cpu").score(tiny_windows)
     after = Scorer.load(tmp_path / "copy", device="cpu").score(tiny_windows)
     assert before == after
