@@ -16,7 +16,7 @@ from torch import nn
 
 from models import metrics
 from models.datasets import EventLog
-from models.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, tree_features
+from models.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, event_features
 
 # a scorer maps a batch of histories (item indices, oldest first) to scores over 0..n_items (0 = padding)
 ScoreFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -295,7 +295,6 @@ def train_seqrec(
 # ---------------------------------------------------------------- fraud: gradient-boosted trees
 
 FRAUD_FEATURES = HANDBOOK_FEATURES  # amount, weekend, night and the 12 aggregates, as the handbook
-FRAUD_FEATURES_WITH_RATIOS = TREE_FEATURES  # + the derived ratios: what the served trees read
 
 
 def fraud_frame(log: EventLog) -> pd.DataFrame:
@@ -304,14 +303,11 @@ def fraud_frame(log: EventLog) -> pd.DataFrame:
     if log.labels is None or log.aggregates is None:
         raise ValueError(f"{log.name} needs labels and aggregates")
     ids = [r["event_id"] for r in log.records]
-    ts = np.array([r["ts_ms"] for r in log.records], dtype=np.int64)
-    features = tree_features(
-        np.array([r["amount"] for r in log.records], dtype=np.float64), ts, [log.aggregates[e] for e in ids]
-    )
+    features = event_features(log.records, [log.aggregates[e] for e in ids])
     frame = pd.DataFrame(features, index=ids, columns=list(TREE_FEATURES))
     frame["label"] = [log.labels[e] for e in ids]
     frame["customer"] = [r["user_id"] for r in log.records]
-    frame["day"] = ts // 86_400_000
+    frame["day"] = np.array([r["ts_ms"] for r in log.records], dtype=np.int64) // 86_400_000
     return frame
 
 

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from models import baselines as bl  # noqa: E402
 from models import datasets as ds  # noqa: E402
-from models import metrics  # noqa: E402
+from models import metrics, risk_trees  # noqa: E402
 
 NEXT_ITEM_LOADERS: dict[str, Callable[[str], ds.EventLog]] = {
     "ml1m": ds.load_ml1m,
@@ -329,7 +329,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
 
 LIGHTGBM_FEATURES = {  # --model name -> feature columns of models.baselines.fraud_frame
     "lightgbm": bl.FRAUD_FEATURES,  # the handbook's
-    "lightgbm_ratios": bl.FRAUD_FEATURES_WITH_RATIOS,  # + the derived ratios the temporal model also reads
+    "lightgbm_ratios": risk_trees.TREE_FEATURES,  # + the derived ratios the temporal model also reads
 }
 
 

@@ -40,8 +40,8 @@ DERIVED_FEATURES = (
 )
 MODEL_AGGREGATES = AGGREGATE_FEATURES + DERIVED_FEATURES
 _LOG_AGGREGATES = np.array([not name.startswith("terminal_risk") for name in AGGREGATE_FEATURES])
-_HOUR_MS = 3_600_000
-_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday = 0
+HOUR_MS = 3_600_000
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday = 0
 
 
 @dataclass
@@ -173,7 +173,7 @@ def numeric_features(
     gap_ms = np.diff(ts_ms, prepend=ts_ms[:1]) if len(ts_ms) else ts_ms
     gap_ms = np.where(is_first, 0, np.maximum(gap_ms, 0))
     hour = 2 * np.pi * (ts_ms % DAY_MS) / DAY_MS
-    dow = 2 * np.pi * (((ts_ms // DAY_MS) + _EPOCH_WEEKDAY) % 7 + (ts_ms % DAY_MS) / DAY_MS) / 7
+    dow = 2 * np.pi * (((ts_ms // DAY_MS) + EPOCH_WEEKDAY) % 7 + (ts_ms % DAY_MS) / DAY_MS) / 7
     has_amount = ~np.isnan(amount)
     safe_amount = np.where(has_amount, amount, 0.0)
     has_value = ~np.isnan(value)

@@ -16,12 +16,18 @@ import lightgbm
 import numpy as np
 
 from models.aggregates import AGGREGATE_FEATURES, DAY_MS
-from models.features import DERIVED_FEATURES, Window, derived_aggregates, raw_aggregates
+from models.features import (
+    DERIVED_FEATURES,
+    EPOCH_WEEKDAY,
+    HOUR_MS,
+    Window,
+    derived_aggregates,
+    raw_aggregates,
+)
 
 HANDBOOK_FEATURES = ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT", *AGGREGATE_FEATURES)
 TREE_FEATURES = (*HANDBOOK_FEATURES, *DERIVED_FEATURES)
 FILE = "risk_trees.txt"
-_EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday; Monday = 0
 
 
 def tree_features(
@@ -31,8 +37,8 @@ def tree_features(
     amount = np.asarray(amount, dtype=np.float64)
     ts_ms = np.asarray(ts_ms, dtype=np.int64)
     raw = raw_aggregates(aggregates)
-    weekday = (ts_ms // DAY_MS + _EPOCH_WEEKDAY) % 7
-    hour = (ts_ms % DAY_MS) // 3_600_000
+    weekday = (ts_ms // DAY_MS + EPOCH_WEEKDAY) % 7
+    hour = (ts_ms % DAY_MS) // HOUR_MS
     return np.column_stack(
         [
             amount,
@@ -44,13 +50,19 @@ def tree_features(
     ).reshape(len(amount), len(TREE_FEATURES))
 
 
+def event_features(events: Sequence[dict[str, Any]], aggregates: Sequence[dict[str, float]]) -> np.ndarray:
+    """Tree features of contract event records (no amount: nan) with each one's aggregates."""
+    return tree_features(
+        np.array([e.get("amount") for e in events], dtype=np.float64),
+        np.array([e.get("ts_ms", 0) for e in events], dtype=np.int64),
+        aggregates,
+    )
+
+
 def window_features(windows: Sequence[Window]) -> np.ndarray:
     """Tree features of each window's last (scored) event."""
-    last = [w.events[-1] if w.events else {} for w in windows]
-    return tree_features(
-        np.array([e.get("amount") for e in last], dtype=np.float64),
-        np.array([e.get("ts_ms", 0) for e in last], dtype=np.int64),
-        [w.aggregates for w in windows],
+    return event_features(
+        [w.events[-1] if w.events else {} for w in windows], [w.aggregates for w in windows]
     )
 
 

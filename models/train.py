@@ -579,11 +579,7 @@ def fit_risk_trees(
     y = np.array([labels[r["event_id"]] for r in labelled], dtype=np.int64)
     if len(np.unique(y)) < 2:
         return None
-    x = risk_trees.tree_features(
-        np.array([r.get("amount") for r in labelled], dtype=np.float64),
-        np.array([r["ts_ms"] for r in labelled], dtype=np.int64),
-        [aggregates.get(r["event_id"], {}) for r in labelled],
-    )
+    x = risk_trees.event_features(labelled, [aggregates.get(r["event_id"], {}) for r in labelled])
     return risk_trees.fit(x, y, config.risk_trees_params, config.seed)
 
 
