@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(1_000, ge=10)
     # per table: changed states held in memory before an early write, and unchanged ones kept for re-use
     state_cache_keys: int = Field(20_000, ge=1)
+    # the longest a Faust fetch waits for records (Faust's own value is 1,500 ms; Kafka answers as soon as
+    # records arrive, the embedded broker only when the wait is over)
+    faust_fetch_wait_ms: int = Field(1_500, ge=1)
+    # log the consumer's state (and count a stall) when no input position moves for this long with records waiting
+    stall_report_s: float = Field(60.0, gt=0)
     worker_metrics_port: int = 9101
     worker_web_port: int = 6066
 

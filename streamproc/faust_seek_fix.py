@@ -11,7 +11,11 @@ after a worker restart.
   * a fetched batch stops being delivered once a seek starts (as Faust already does on a new
     consumer generation), and the read offset a seek set is restored if a record that was in
     delivery when the seek started overwrote it; the partitions are then read again from the
-    committed offsets;
+    committed offsets. A batch whose fetch was still in flight when a seek ran is dropped and the
+    partitions are sought again: its records may have come from the offsets the seek set, and
+    dropping them without a new seek left aiokafka past records nobody processed. With a short
+    fetch wait that happened on most restarts: the restarted worker read nothing more (the
+    "restart stall") and its inputs' records were lost;
   * a commit never moves past an offset that was neither acknowledged nor seen as a real hole
     (Faust lets exactly one missing offset through: it compares with "> 1" where the committed
     offset is already the next one to read);
@@ -24,9 +28,11 @@ after a worker restart.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+log = logging.getLogger(__name__)
 _STATE: dict[str, bool] = {}
 
 
@@ -85,7 +91,12 @@ async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, An
     try:
         async for tp, message in records:
             if getattr(consumer, "_streamproc_seek_epoch", 0) != epoch:
-                return  # fetched before a seek: the partition is read again from the committed offset
+                # A seek ran while this batch was being fetched. If the fetch finished before the seek,
+                # the seek already put the partitions back; if after, the records came from the
+                # offsets the seek set and aiokafka's positions are now past them: seek again, so that
+                # they are read once more rather than skipped. Nothing was delivered since that seek.
+                await seek_again(consumer)
+                return
             yield tp, message
             # the caller has now delivered the record and set its read offset
             if getattr(consumer, "_streamproc_seek_epoch", 0) != epoch:
@@ -94,6 +105,15 @@ async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, An
                 return
     finally:
         await records.aclose()  # type: ignore[attr-defined]
+
+
+async def seek_again(consumer: Any) -> None:
+    """Seek every partition to its committed offset again (as Faust does when it fetched while flow was off)."""
+    log.info("a batch was fetched across a seek: dropped, and every partition sought to its committed offset again")
+    try:
+        await consumer.perform_seek()
+    except Exception as exc:  # a rebalance under way seeks again itself once it completes
+        log.warning("seek after a batch fetched across a seek failed: %r", exc)
 
 
 def skips_unprocessed_offset(acked: list[int], committed: int | None, gaps: Any) -> bool:

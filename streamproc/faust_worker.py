@@ -13,13 +13,31 @@ from streamproc.broker import create_topics
 from streamproc.config import Settings
 from streamproc.faust_seek_fix import install_seek_guard
 from streamproc.metrics import create_metrics, serve
+from streamproc.stall_watch import install_stall_watch, log_consumer_state
 from streamproc.write_behind import install_flush_before_commit
+
+
+def set_fetch_wait(fetch_wait_ms: int) -> None:
+    """Make Faust's aiokafka consumers wait at most `fetch_wait_ms` for a fetch (Faust hard-codes 1,500 ms)."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(thread_cls, "_streamproc_original_create_worker_consumer", thread_cls._create_worker_consumer)
+    thread_cls._streamproc_original_create_worker_consumer = original
+
+    def _create_worker_consumer(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        consumer = original(self, *args, **kwargs)
+        consumer._fetch_max_wait_ms = fetch_wait_ms  # read by AIOKafkaConsumer.start() when it builds its Fetcher
+        return consumer
+
+    thread_cls._create_worker_consumer = _create_worker_consumer
 
 
 def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
     install_flush_before_commit()
+    set_fetch_wait(settings.faust_fetch_wait_ms)
     if settings.broker_flavour == "tansu":
         from streamproc.tansu_compat import install_faust_highwater_probe
 
@@ -29,9 +47,12 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)
     register_agents(topo, settings, metrics)
+    install_stall_watch(topo.app, settings.stall_report_s, metrics.worker_stalls.inc,
+                        is_input=lambda tp: tp.topic in settings.all_topics())
     serve(metrics, settings.worker_metrics_port)
     worker = faust.Worker(topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False)
     quiet_faust_logging(log_level)
+    worker._on_sigusr2 = lambda: log_consumer_state(topo.app)  # mode's own SIGUSR2 handler starts pdb
     return worker
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -43,5 +46,17 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
         dead = prom.query('sum by (reason) (streamproc_dead_letters_total{job="streamproc-worker"})')
         assert {r["metric"]["reason"] for r in dead} <= {reason for _, _, reason in INVALID}
         assert worker.alive() and scorer.alive()
+        # an operator's SIGUSR2 logs the worker's consumer state (what the stall watch logs on a stall)
+        os.kill(worker.proc.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 60
+        while "consumer state:" not in worker.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, f"no consumer state logged after SIGUSR2:\n{worker.log()}"
+            time.sleep(0.2)  # polling the log file
+        state_line = next(line for line in worker.log_path.read_text(errors="replace").splitlines()
+                          if "consumer state:" in line)
+        assert f"'{s.clicks_topic}'" in state_line and "'flow_active': True" in state_line, state_line
+        assert worker.alive()
+        stalls = prom.query('sum(streamproc_worker_stalls_total{job="streamproc-worker"})')
+        assert float(stalls[0]["value"][1]) == 0
     finally:
         prom.stop()

@@ -93,3 +93,45 @@ def test_partitions_with_nothing_committed_are_read_again_from_the_beginning():
     )
     assert asyncio.run(ThreadDelegateConsumer.seek_to_committed(consumer)) == committed
     assert seeks == [(TP("user-events", 1), 0), (TP("user-events", 2), 0)]
+
+
+def test_a_batch_whose_fetch_spanned_a_seek_is_dropped_and_the_partitions_are_sought_again():
+    """The restart stall: the seek ran while the fetch was in flight, and the fetch then returned the
+    records from the offsets the seek had set. Dropping them without a new seek left aiokafka past them."""
+    seeks = []
+
+    class FakeConsumer(SimpleNamespace):
+        async def perform_seek(self):
+            seeks.append(self._streamproc_seek_epoch)
+
+    consumer = FakeConsumer(_read_offset={TP0: None}, _streamproc_seek_epoch=0)
+
+    async def fetched_across_a_seek():
+        consumer._streamproc_seek_epoch = 1  # the seek completes while the fetch is in flight
+        for offset in range(0, 10):
+            yield TP0, offset
+
+    async def drain() -> list[int]:
+        return [offset async for _, offset in deliver_until_seek(consumer, fetched_across_a_seek())]
+
+    assert asyncio.run(drain()) == []
+    assert seeks == [1]  # sought again: offsets 0.. are read once more instead of being skipped
+
+
+def test_a_batch_fetched_without_a_seek_is_delivered_whole_and_seeks_nothing():
+    seeks = []
+
+    class FakeConsumer(SimpleNamespace):
+        async def perform_seek(self):
+            seeks.append(True)
+
+    consumer = FakeConsumer(_read_offset={TP0: None}, _streamproc_seek_epoch=3)
+
+    async def fetched_batch():
+        for offset in range(5):
+            yield TP0, offset
+
+    async def drain() -> list[int]:
+        return [offset async for _, offset in deliver_until_seek(consumer, fetched_batch())]
+
+    assert asyncio.run(drain()) == [0, 1, 2, 3, 4] and seeks == []
