@@ -5,6 +5,9 @@ streamproc.replay.replay(..., rate=R) into the embedded broker; a test consumer 
   end-to-end   = arrival of the score at the test consumer - lineage.ingest_ts_ms
                  (the input message's broker timestamp, carried through by the pipeline)
   scorer stamp = scored_ts_ms (scoring worker's clock when it published) - lineage.ingest_ts_ms
+A second table splits the scorer stamp into stages, by input topic (a transaction crosses three
+Faust agents, a click one): Faust = lineage.emitted_ts_ms (the worker's clock when it emitted the
+sequence update) - ingest; scorer = scored_ts_ms - emitted_ts_ms.
 Each rate runs for --duration-s; the first --warmup-s of every step are dropped. A rate is
 sustainable when the scored rate is >= 95% of the offered rate, p99 stays under --p99-max-ms,
 the median latency does not climb during the step (consumer lag not growing) and the backlog
@@ -51,7 +54,7 @@ def event_source(n_users: int, days: int, seed: int):  # type: ignore[no-untyped
 
 
 class ScoreReader(threading.Thread):
-    """Reads risk-scores; keeps (event_id, ingest_ms, scored_ms, arrival_ms) of every score."""
+    """Reads risk-scores; keeps (event_id, ingest_ms, scored_ms, arrival_ms, source topic, emitted_ms) of every score."""
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
@@ -61,7 +64,7 @@ class ScoreReader(threading.Thread):
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
         })
         self.consumer.subscribe([settings.risk_scores_topic])
-        self.rows: list[tuple[str, int, int, int]] = []
+        self.rows: list[tuple[str, int, int, int, str, int | None]] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -75,16 +78,18 @@ class ScoreReader(threading.Thread):
                     if msg.error():
                         continue
                     v = json.loads(msg.value())
-                    ingest = (v.get("lineage") or {}).get("ingest_ts_ms")
+                    lineage = v.get("lineage") or {}
+                    ingest = lineage.get("ingest_ts_ms")
                     if ingest is not None:
-                        got.append((v["event_id"], int(ingest), int(v["scored_ts_ms"]), arrival))
+                        got.append((v["event_id"], int(ingest), int(v["scored_ts_ms"]), arrival,
+                                    str(lineage.get("topic")), lineage.get("emitted_ts_ms")))
                 if got:
                     with self.lock:
                         self.rows.extend(got)
         finally:
             self.consumer.close()
 
-    def snapshot(self) -> list[tuple[str, int, int, int]]:
+    def snapshot(self) -> list[tuple[str, int, int, int, str, int | None]]:
         with self.lock:
             return list(self.rows)
 
@@ -135,6 +140,10 @@ def run_step(settings: Settings, reader: ScoreReader, events: list[tuple[str, di
     last = sorted(r[3] - r[1] for r in measured if r[1] >= end_ms - 5000)
     trend = (percentile(last, 0.5) or 0) - (percentile(first, 0.5) or 0) if first and last else None
     missing = len(ids) - len({r[0] for r in rows})
+    stages = {}  # input topic -> (Faust ms, scorer ms), each sorted
+    for topic in sorted({r[4] for r in measured}):
+        timed = [r for r in measured if r[4] == topic and r[5] is not None]
+        stages[topic] = (sorted(r[5] - r[1] for r in timed), sorted(r[2] - r[5] for r in timed))
     p99 = percentile(e2e, 0.99)
     reasons = []
     if scored_rate < 0.95 * offered_in_window:
@@ -148,7 +157,7 @@ def run_step(settings: Settings, reader: ScoreReader, events: list[tuple[str, di
     return {
         "target": rate, "produced": produced, "offered": offered, "scored_rate": scored_rate,
         "scored_pct": 100 * scored_rate / offered_in_window if offered_in_window else None,
-        "n": len(measured), "e2e": e2e, "stamp": stamp, "trend": trend, "drain_s": drain_s,
+        "n": len(measured), "e2e": e2e, "stamp": stamp, "stages": stages, "trend": trend, "drain_s": drain_s,
         "missing": missing, "sustainable": not reasons, "why": ", ".join(reasons),
     }
 
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             events = list(islice(source, int(rate * args.duration_s)))
             step = run_step(settings, reader, events, rate, args, children)
             steps.append(step)
-            print({k: v for k, v in step.items() if k not in ("e2e", "stamp")}, file=sys.stderr, flush=True)
+            print({k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages")}, file=sys.stderr, flush=True)
             if step["sustainable"] or args.keep_going:
                 continue
             ok = any(s["sustainable"] for s in steps)
@@ -260,6 +269,15 @@ def main(argv: list[str] | None = None) -> int:
     print(table(["target ev/s", "offered ev/s", "scored ev/s", "scored/offered", "scores measured",
                  "e2e p50 ms", "e2e p95 ms", "e2e p99 ms", "scorer-stamp p50 ms", "p95 ms", "p99 ms",
                  "median rise ms", "drain s", "unscored after drain", "sustainable"], rows))
+    print()
+    stage_rows = []
+    for s in steps:
+        for topic, (faust_ms, scorer_ms) in s["stages"].items():
+            stage_rows.append([fmt(s["target"]), topic.split("-", 1)[-1], f"{len(faust_ms):,}",
+                               *(fmt(percentile(faust_ms, q)) for q in (0.5, 0.95, 0.99)),
+                               *(fmt(percentile(scorer_ms, q)) for q in (0.5, 0.95, 0.99))])
+    print(table(["target ev/s", "input topic", "scores", "Faust p50 ms", "p95 ms", "p99 ms",
+                 "scorer p50 ms", "p95 ms", "p99 ms"], stage_rows))
     ok = [s["target"] for s in steps if s["sustainable"]]
     print()
     print(f"- highest sustainable rate tried: **{fmt(max(ok)) if ok else 'none'} events/s** "

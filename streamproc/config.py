@@ -46,9 +46,10 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(1_000, ge=10)
     # per table: changed states held in memory before an early write, and unchanged ones kept for re-use
     state_cache_keys: int = Field(20_000, ge=1)
-    # the longest a Faust fetch waits for records (Faust's own value is 1,500 ms; Kafka answers as soon as
-    # records arrive, the embedded broker only when the wait is over)
-    faust_fetch_wait_ms: int = Field(1_500, ge=1)
+    # The longest a Faust fetch waits for records. Kafka answers as soon as records arrive, so there it
+    # only paces an idle worker's fetches (default: Faust's own 1,500 ms); the embedded broker holds every
+    # fetch for the whole wait, which is then latency at each stage (default with broker_flavour=tansu: 10 ms).
+    faust_fetch_wait_ms: int | None = Field(None, ge=1)
     # log the consumer's state (and count a stall) when no input position moves for this long with records waiting
     stall_report_s: float = Field(60.0, gt=0)
     worker_metrics_port: int = 9101
@@ -67,6 +68,11 @@ class Settings(BaseSettings):
     # Faust (aiokafka) reads lz4, zstd and snappy back through cramjam
     output_compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = "lz4"
     torch_threads: int = Field(1, ge=1)  # CPU threads for the model; 1 keeps small batches fast beside the worker
+
+    def effective_faust_fetch_wait_ms(self) -> int:
+        if self.faust_fetch_wait_ms is not None:
+            return self.faust_fetch_wait_ms
+        return 10 if self.broker_flavour == "tansu" else 1_500
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka options shared by every confluent-kafka client, in their dotted names."""

@@ -37,7 +37,7 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
     install_flush_before_commit()
-    set_fetch_wait(settings.faust_fetch_wait_ms)
+    set_fetch_wait(settings.effective_faust_fetch_wait_ms())
     if settings.broker_flavour == "tansu":
         from streamproc.tansu_compat import install_faust_highwater_probe
 

@@ -55,6 +55,8 @@ def score_messages(
 ) -> dict[str, dict[str, Any]]:
     """The output messages for one scored update, by output kind: risk, next_action and maybe alert."""
     lineage = dict(update.get("lineage") or {})
+    if "emitted_ts_ms" in update:  # when the Faust worker emitted the sequence update: latency per stage
+        lineage["emitted_ts_ms"] = update["emitted_ts_ms"]
     common = {
         "user_id": update["user_id"],
         "event_id": update["event_id"],

@@ -8,6 +8,7 @@ from streamproc.scoring.worker import score_messages
 UPDATE = {
     "user_id": "u1", "event_id": "tx9", "event_ts_ms": 1_530_000_000_000,
     "lineage": {"topic": "transactions", "partition": 2, "offset": 41, "ingest_ts_ms": 1_530_000_000_005},
+    "emitted_ts_ms": 1_530_000_000_050,
     "window": [{"event_id": "tx9", "kind": "transaction", "item_id": "t7", "amount": 912.5}],
 }
 
@@ -21,6 +22,7 @@ def test_below_the_threshold_there_is_no_alert():
     out = score_messages(UPDATE, scores(0.49), scored_ts_ms=1_530_000_000_100, alert_threshold=0.5)
     assert set(out) == {"risk", "next_action"}
     assert out["risk"]["risk"] == 0.49 and out["risk"]["lineage"]["offset"] == 41
+    assert out["risk"]["lineage"]["emitted_ts_ms"] == out["next_action"]["lineage"]["emitted_ts_ms"] == 1_530_000_000_050
     assert out["next_action"]["top_items"] == [{"item_id": "i1", "score": 2.0}, {"item_id": "i2", "score": 1.0}]
 
 
