@@ -39,10 +39,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var/streamproc")
     window_max_events: int = Field(50, ge=1)
     window_max_age_ms: int = Field(30 * 86_400_000, ge=1)
-    # When changed table states are written to RocksDB and the changelog: "batch" after every batch of
-    # events, before the batch is acknowledged; "commit" once per key per commit (every
-    # commit_interval_ms), before the offsets are committed (write-behind: fewer writes, faster).
-    state_flush: Literal["batch", "commit"] = "batch"
+    # When changed table states are written to RocksDB and the changelog: "commit" once per key per
+    # commit (every commit_interval_ms), before the offsets are committed (write-behind: fewer writes,
+    # faster); "batch" after every batch of events, before the batch is acknowledged.
+    state_flush: Literal["batch", "commit"] = "commit"
     commit_interval_ms: int = Field(1_000, ge=10)
     # per table: changed states held in memory before an early write, and unchanged ones kept for re-use
     state_cache_keys: int = Field(20_000, ge=1)

@@ -8,7 +8,7 @@ acknowledged. `install_flush_before_commit` runs that flush inside Faust's commi
 offsets to commit are chosen and before they are committed, as Kafka Streams and Quix Streams
 flush their stores. So a committed offset is always covered by durable state and outputs; state
 ahead of the committed offsets is harmless, because states skip events they have already applied.
-With state_flush="batch" (the default) each agent runs `flush_stage` after every batch instead,
+With state_flush="batch" (the default is "commit") each agent runs `flush_stage` after every batch instead,
 before the batch is acknowledged, and the commit's flush finds nothing left to write.
 """
 

@@ -158,9 +158,17 @@ class ScoringWorker:
             self.producer.flush(10)
 
     def step(self) -> None:
-        now = _now_ms()
-        wait_ms = self.batcher.wait_ms(now, IDLE_POLL_MS)
-        messages = self.consumer.consume(num_messages=self.batcher.room(), timeout=wait_ms / 1000)
+        if len(self.batcher):
+            # consume() returns once the batch is full or at the batch's deadline, whichever comes first
+            wait_ms = self.batcher.wait_ms(_now_ms(), IDLE_POLL_MS)
+            messages = self.consumer.consume(num_messages=self.batcher.room(), timeout=wait_ms / 1000)
+        else:
+            # poll() returns as soon as one update arrives (consume() would wait for a full batch or the
+            # idle timeout: up to 200 ms of latency at low rates), then take what is already queued
+            first = self.consumer.poll(IDLE_POLL_MS / 1000)
+            messages = [] if first is None else [first]
+            if first is not None and self.batcher.room() > 1:
+                messages += self.consumer.consume(num_messages=self.batcher.room() - 1, timeout=0)
         now = _now_ms()
         for message in messages:
             if message.error():

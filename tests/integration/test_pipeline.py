@@ -116,10 +116,11 @@ def _assert_windows_match_from_scratch(s, events, updates):
             assert amount == pytest.approx(want_days[day][1]), f"amount of terminal {terminal} on day {day}"
 
 
+@pytest.mark.parametrize("state_flush", ["commit", "batch"])
 def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_changelog(
-    broker, tiny_checkpoint, tmp_path, processes, reader
+    broker, tiny_checkpoint, tmp_path, processes, reader, state_flush
 ):
-    s = make_settings(broker, tmp_path, tiny_checkpoint)
+    s = make_settings(broker, tmp_path, tiny_checkpoint, state_flush=state_flush)
     events = synthetic_events(3200, seed=5)
     quarters = [events[i : i + 800] for i in range(0, len(events), 800)]
     r = reader(s, [s.sequence_updates_topic, s.risk_scores_topic])
