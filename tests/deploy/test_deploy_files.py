@@ -42,6 +42,7 @@ CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("gauge", "streamproc_encoder_cache_hit_ratio", ()),
     ("counter", "streamproc_state_writes_total", ("table",)),
     ("histogram", "streamproc_state_flush_seconds", ()),
+    ("counter", "streamproc_worker_stalls_total", ()),
 ]
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 KNOWN_METRICS = {name for _, name, _ in CATALOG} | {
@@ -75,6 +76,7 @@ ALERTS = {
     "StreamprocWorkerDown",
     "StreamprocScorerDown",
     "StreamprocNoScoresPublished",
+    "StreamprocWorkerStalled",
 }
 
 
