@@ -129,7 +129,7 @@ def install_stall_watch(app: Any, stall_after_s: float, on_stall: Callable[[], N
         if not tps or not watch.due(still_s):
             return
         ends = await consumer.highwaters(*tps)
-        waiting = waiting_partitions({tp: consumer._committed_offset.get(tp) for tp in tps}, ends)
+        waiting = waiting_partitions({tp: committed for tp, (_read, committed) in positions.items()}, ends)
         if not waiting:
             watch.checked(time.monotonic())
             return
