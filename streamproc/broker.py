@@ -76,7 +76,8 @@ class EmbeddedBroker:
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        # log_level 2: "connection refused" until the broker listens is expected, not worth a log line
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 2})
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:

@@ -18,9 +18,11 @@ from confluent_kafka import Consumer
 
 from streamproc.broker import EmbeddedBroker, create_topics, wipe
 from streamproc.config import Settings
+from streamproc.readiness import wait_until_ready
 from streamproc.replay import read_events, replay
 
 SUMMARY_EVERY_S = 2.0
+READY_TIMEOUT_S = 300.0
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -104,6 +106,28 @@ def output_consumer(settings: Settings) -> Consumer:
     return consumer
 
 
+def check_children(children: dict[str, subprocess.Popen], logs: Path) -> None:
+    for name, child in children.items():
+        if child.poll() is not None:
+            raise RuntimeError(f"the {name} process exited with code {child.returncode}; see {logs / (name + '.log')}")
+
+
+def wait_for_pipeline(settings: Settings, children: dict[str, subprocess.Popen], logs: Path) -> None:
+    """Replay only once the worker and the scoring worker read all their input partitions, so that the
+    latencies shown are the pipeline's, not its start-up's."""
+    if not (settings.worker_metrics_port and settings.scorer_metrics_port):
+        print("metrics ports disabled: replaying without waiting for the pipeline to be ready", flush=True)
+        return
+    n = settings.partitions
+    worker_inputs = (settings.clicks_topic, settings.transactions_topic, settings.tx_by_terminal_topic,
+                     settings.user_events_topic)
+    waited = wait_until_ready({
+        f"http://127.0.0.1:{settings.worker_metrics_port}/metrics": {topic: n for topic in worker_inputs},
+        f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics": {settings.sequence_updates_topic: n},
+    }, timeout_s=READY_TIMEOUT_S, check_alive=lambda: check_children(children, logs))
+    print(f"pipeline ready after {waited:.1f} s: replaying", flush=True)
+
+
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
              limit: int | None = None) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -127,19 +151,25 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     produced = 0
     replay_error: list[BaseException] = []
 
+    def count_delivered(n: int) -> None:
+        nonlocal produced
+        produced = n
+
     def produce() -> None:
         nonlocal produced
         try:
-            produced = replay(settings, read_events(data, fmt), rate=rate, limit=limit, progress=False)
+            produced = replay(settings, read_events(data, fmt), rate=rate, limit=limit, progress=False,
+                              on_delivered=count_delivered)
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
 
     summary = Summary()
     consumer = output_consumer(settings)
     producer_thread = threading.Thread(target=produce, name="replay", daemon=True)
-    producer_thread.start()
     status = 0
     try:
+        wait_for_pipeline(settings, children, logs)
+        producer_thread.start()
         next_summary = time.monotonic() + SUMMARY_EVERY_S
         while True:
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
@@ -147,9 +177,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
                     summary.add(msg.topic(), json.loads(msg.value()), settings)
             if replay_error:
                 raise RuntimeError(f"replay failed: {replay_error[0]}")
-            for name, child in children.items():
-                if child.poll() is not None:
-                    raise RuntimeError(f"the {name} process exited with code {child.returncode}; see {logs / (name + '.log')}")
+            check_children(children, logs)
             if time.monotonic() >= next_summary:
                 print(summary.render(produced, settings), flush=True)
                 next_summary += SUMMARY_EVERY_S
@@ -158,7 +186,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
                 break
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
-    except RuntimeError as exc:
+    except (RuntimeError, TimeoutError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr, flush=True)
         status = 1
     finally:

@@ -13,6 +13,7 @@ from streamproc.broker import create_topics
 from streamproc.config import Settings
 from streamproc.faust_seek_fix import install_seek_guard
 from streamproc.metrics import create_metrics, serve
+from streamproc.partition_gauges import install_faust_partition_gauges
 from streamproc.stall_watch import install_stall_watch, log_consumer_state
 from streamproc.write_behind import install_flush_before_commit
 
@@ -49,6 +50,7 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     register_agents(topo, settings, metrics)
     install_stall_watch(topo.app, settings.stall_report_s, metrics.worker_stalls.inc,
                         is_input=lambda tp: tp.topic in settings.all_topics())
+    install_faust_partition_gauges(topo.app, metrics, is_input=lambda tp: tp.topic in settings.all_topics())
     serve(metrics, settings.worker_metrics_port)
     worker = faust.Worker(topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False)
     quiet_faust_logging(log_level)

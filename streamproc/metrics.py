@@ -24,6 +24,7 @@ class Metrics:
     batch_size: Histogram
     model_batch: Histogram
     consumer_lag: Gauge
+    input_partitions: Gauge
     encoder_cache_hit_ratio: Gauge
     state_writes: Counter
     state_flush: Histogram
@@ -50,7 +51,8 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         event_to_score=Histogram("streamproc_event_to_score_seconds", "From the input event's broker timestamp to its score's acknowledgement", buckets=LATENCY_BUCKETS_S, registry=registry),
         batch_size=Histogram("streamproc_batch_size", "Windows per scoring batch", buckets=BATCH_BUCKETS, registry=registry),
         model_batch=Histogram("streamproc_model_batch_seconds", "Model time per scoring batch", buckets=MODEL_BUCKETS_S, registry=registry),
-        consumer_lag=Gauge("streamproc_consumer_lag", "Records behind the high watermark, per partition", ["topic", "partition"], registry=registry),
+        consumer_lag=Gauge("streamproc_consumer_lag", "Records between this process's read position and the high watermark, per input partition", ["topic", "partition"], registry=registry),
+        input_partitions=Gauge("streamproc_input_partitions", "Partitions of each input topic this process reads now (0 while a worker restores its tables)", ["topic"], registry=registry),
         encoder_cache_hit_ratio=Gauge("streamproc_encoder_cache_hit_ratio", "Share of event texts served from the encoder cache", registry=registry),
         state_writes=Counter("streamproc_state_writes", "Table states written to RocksDB and the changelog (once per changed key per batch or per commit)", ["table"], registry=registry),
         state_flush=Histogram("streamproc_state_flush_seconds", "Time to write the changed states and have every output acknowledged (per batch, or before each commit)", buckets=LATENCY_BUCKETS_S, registry=registry),

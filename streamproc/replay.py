@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -127,8 +127,11 @@ def producer_for(settings: Settings) -> Producer:
 
 
 def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, limit: int | None = None,
-           progress: bool = True) -> int:
-    """Produce events at `rate` per second (0: as fast as possible); return how many were acknowledged."""
+           progress: bool = True, on_delivered: Callable[[int], None] | None = None) -> int:
+    """Produce events at `rate` per second (0: as fast as possible); return how many were acknowledged.
+
+    `on_delivered(n)` is called with the running count of acknowledged events (the demo's live summary).
+    """
     from tqdm import tqdm
 
     producer = producer_for(settings)
@@ -142,6 +145,8 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
             errors.append(str(error))
         else:
             delivered += 1
+            if on_delivered is not None:
+                on_delivered(delivered)
 
     started = time.monotonic()
     stream = islice(events, limit) if limit is not None else events

@@ -20,6 +20,7 @@ from models.scorer import Scorer, Scores, Window
 from streamproc.config import Settings
 from streamproc.events import InvalidEvent, dead_letter, decode, encode
 from streamproc.metrics import Metrics
+from streamproc.partition_gauges import PartitionGauges, records_behind
 from streamproc.scoring.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class ScoringWorker:
         self._stopping = False
         self._delivery_errors: list[str] = []
         self._last_lag_report = 0.0
+        self.partition_gauges = PartitionGauges(metrics)
         self.consumer = Consumer(
             {
                 **settings.kafka_common(),
@@ -260,13 +262,12 @@ class ScoringWorker:
             return
         self._last_lag_report = now
         assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        for tp in self.consumer.position(assignment):
+        lag: dict[tuple[str, int], int | None] = {}
+        for tp in self.consumer.position(assignment) if assignment else []:
             # cached=True: the high watermark of the last Fetch response (tansu's ListOffsets is low).
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and tp.offset >= 0:
-                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
+            lag[(tp.topic, tp.partition)] = records_behind(tp.offset, high) if tp.offset >= 0 else None
+        self.partition_gauges.update(lag)
 
     def _report_cache(self) -> None:
         ratio = getattr(self.scorer, "cache_hit_rate", None)

@@ -39,6 +39,7 @@ CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("histogram", "streamproc_batch_size", ()),
     ("histogram", "streamproc_model_batch_seconds", ()),
     ("gauge", "streamproc_consumer_lag", ("topic", "partition")),
+    ("gauge", "streamproc_input_partitions", ("topic",)),
     ("gauge", "streamproc_encoder_cache_hit_ratio", ()),
     ("counter", "streamproc_state_writes_total", ("table",)),
     ("histogram", "streamproc_state_flush_seconds", ()),

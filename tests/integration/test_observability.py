@@ -45,6 +45,15 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
         assert float(accepted[0]["value"][1]) > 0
         dead = prom.query('sum by (reason) (streamproc_dead_letters_total{job="streamproc-worker"})')
         assert {r["metric"]["reason"] for r in dead} <= {reason for _, _, reason in INVALID}
+        # each process reads every partition of its inputs and reports its lag on each one
+        expected = {("streamproc-worker", topic): s.partitions for topic in
+                    (s.clicks_topic, s.transactions_topic, s.tx_by_terminal_topic, s.user_events_topic)}
+        expected[("streamproc-scorer", s.sequence_updates_topic)] = s.partitions
+        prom.wait_for("streamproc_input_partitions", deadline_s=60, until=lambda result: {
+            (r["metric"]["job"], r["metric"]["topic"]): float(r["value"][1]) for r in result} == expected)
+        worker_lag = prom.wait_for(f'streamproc_consumer_lag{{job="streamproc-worker",topic="{s.clicks_topic}"}}',
+                                   deadline_s=60, until=lambda r: len(r) == s.partitions)
+        assert all(float(r["value"][1]) >= 0 for r in worker_lag)
         assert worker.alive() and scorer.alive()
         # an operator's SIGUSR2 logs the worker's consumer state (what the stall watch logs on a stall)
         os.kill(worker.proc.pid, signal.SIGUSR2)
