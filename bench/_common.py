@@ -104,6 +104,15 @@ def bench_settings(broker: EmbeddedBroker, data_root: Path, **overrides: Any) ->
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far, from /proc (0 if gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 class Child:
     """A child process (its own session), output in a log file; stopped with SIGTERM then SIGKILL."""
 

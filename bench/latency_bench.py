@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -29,7 +30,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from _common import Child, bench_settings, fmt, header, percentile, streamproc_child, table
+from _common import Child, bench_settings, cpu_seconds, fmt, header, percentile, streamproc_child, table
 from confluent_kafka import Consumer
 
 from models import synthetic
@@ -117,11 +118,13 @@ def wait_scored(reader: ScoreReader, ids: set[str], timeout_s: float, children: 
 
 
 def run_step(settings: Settings, reader: ScoreReader, events: list[tuple[str, dict[str, Any]]], rate: float,
-             args: argparse.Namespace, children: list[Child]) -> dict[str, Any]:
+             args: argparse.Namespace, children: list[Child], pids: dict[str, int]) -> dict[str, Any]:
     start_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     produced = replay(settings, iter(events), rate=rate, progress=False)
     produce_s = time.perf_counter() - t0
+    cpu = {name: 100 * (cpu_seconds(pid) - cpu0[name]) / produce_s for name, pid in pids.items()}
     end_ms = int(time.time() * 1000)
     ids = {m["event_id"] for _, m in events}
     drain_s = wait_scored(reader, ids, args.drain_s, children)
@@ -158,7 +161,7 @@ def run_step(settings: Settings, reader: ScoreReader, events: list[tuple[str, di
         "target": rate, "produced": produced, "offered": offered, "scored_rate": scored_rate,
         "scored_pct": 100 * scored_rate / offered_in_window if offered_in_window else None,
         "n": len(measured), "e2e": e2e, "stamp": stamp, "stages": stages, "trend": trend, "drain_s": drain_s,
-        "missing": missing, "sustainable": not reasons, "why": ", ".join(reasons),
+        "missing": missing, "sustainable": not reasons, "why": ", ".join(reasons), "cpu": cpu,
     }
 
 
@@ -182,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30, help="days per generator chunk (default 30)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="scoring worker device (default cpu)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a Settings override for the pipeline, e.g. --set producer_linger_ms=5")
     parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed)")
     args = parser.parse_args(argv)
     if not (args.checkpoint / "config.json").exists():
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             c.stop()
         children.clear()
         settings = bench_settings(broker, work, partitions=args.partitions, checkpoint=args.checkpoint.resolve(),
-                                  device=args.device)
+                                  device=args.device, **dict(item.split("=", 1) for item in args.set))
         create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
         children.append(streamproc_child("worker", settings, work / f"worker-{len(steps)}.log"))
         children.append(streamproc_child("score", settings, work / f"score-{len(steps)}.log"))
@@ -225,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         while queue:
             rate = queue.pop(0)
             events = list(islice(source, int(rate * args.duration_s)))
-            step = run_step(settings, reader, events, rate, args, children)
+            pids = {"Faust worker": children[0].pid, "scoring worker": children[1].pid,
+                    "broker": broker.process.pid, "bench (producer + reader)": os.getpid()}
+            step = run_step(settings, reader, events, rate, args, children, pids)
             steps.append(step)
-            print({k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages")}, file=sys.stderr, flush=True)
+            print({k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages", "cpu")}, file=sys.stderr, flush=True)
             if step["sustainable"] or args.keep_going:
                 continue
             ok = any(s["sustainable"] for s in steps)
@@ -251,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header("latency_bench: produce-to-score latency of the full pipeline", {
         "pipeline": f"streamproc worker + streamproc score (device {args.device}, checkpoint {args.checkpoint}), "
                     f"{args.partitions} partitions, batch_max_size {settings.batch_max_size}, "
-                    f"batch_max_wait_ms {settings.batch_max_wait_ms}",
+                    f"batch_max_wait_ms {settings.batch_max_wait_ms}, Faust fetch wait "
+                    f"{settings.effective_faust_fetch_wait_ms()} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
+                    f"producer linger {settings.producer_linger_ms} ms, state_flush {settings.state_flush}",
         "workload": f"models.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
                     f"chunk, paced by streamproc.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "
                     f"first {args.warmup_s:.0f} s dropped",
@@ -278,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                                *(fmt(percentile(scorer_ms, q)) for q in (0.5, 0.95, 0.99))])
     print(table(["target ev/s", "input topic", "scores", "Faust p50 ms", "p95 ms", "p99 ms",
                  "scorer p50 ms", "p95 ms", "p99 ms"], stage_rows))
+    print()
+    names = list(steps[0]["cpu"]) if steps else []
+    print(table(["target ev/s", *(f"{n} CPU %" for n in names), "total CPU %"],
+                [[fmt(s["target"]), *(fmt(s["cpu"][n]) for n in names), fmt(sum(s["cpu"].values()))] for s in steps]))
+    print(f"- CPU % of one core while the step's events were produced ({os.cpu_count()} cores on this machine)")
     ok = [s["target"] for s in steps if s["sustainable"]]
     print()
     print(f"- highest sustainable rate tried: **{fmt(max(ok)) if ok else 'none'} events/s** "

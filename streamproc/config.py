@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # only paces an idle worker's fetches (default: Faust's own 1,500 ms); the embedded broker holds every
     # fetch for the whole wait, which is then latency at each stage (default with broker_flavour=tansu: 10 ms).
     faust_fetch_wait_ms: int | None = Field(None, ge=1)
+    # the least data a fetch waits for (up to its fetch wait) on the worker's and the scorer's consumers:
+    # above 1 byte a trickle of records no longer turns every fetch around at once (fewer fetches: less CPU)
+    fetch_min_bytes: int = Field(1, ge=1)
     # log the consumer's state (and count a stall) when no input position moves for this long with records waiting
     stall_report_s: float = Field(60.0, gt=0)
     worker_metrics_port: int = 9101
@@ -68,6 +71,11 @@ class Settings(BaseSettings):
     # Faust (aiokafka) reads lz4, zstd and snappy back through cramjam
     output_compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = "lz4"
     torch_threads: int = Field(1, ge=1)  # CPU threads for the model; 1 keeps small batches fast beside the worker
+    # librdkafka linger of the worker's output producers and the scoring worker's producer: the longest a
+    # record waits for others to share its produce request (fewer requests: less broker CPU, more latency)
+    producer_linger_ms: int = Field(2, ge=0)
+    # the scoring worker's fetch.wait.max.ms (the embedded broker holds each fetch this long)
+    scorer_fetch_wait_ms: int = Field(10, ge=1)
 
     def effective_faust_fetch_wait_ms(self) -> int:
         if self.faust_fetch_wait_ms is not None:

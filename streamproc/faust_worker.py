@@ -18,8 +18,9 @@ from streamproc.stall_watch import install_stall_watch, log_consumer_state
 from streamproc.write_behind import install_flush_before_commit
 
 
-def set_fetch_wait(fetch_wait_ms: int) -> None:
-    """Make Faust's aiokafka consumers wait at most `fetch_wait_ms` for a fetch (Faust hard-codes 1,500 ms)."""
+def set_fetch_wait(fetch_wait_ms: int, fetch_min_bytes: int = 1) -> None:
+    """Make Faust's aiokafka consumers wait at most `fetch_wait_ms` for a fetch of `fetch_min_bytes` (Faust
+    hard-codes 1,500 ms and 1 byte)."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     thread_cls = faust_aiokafka.AIOKafkaConsumerThread
@@ -29,6 +30,7 @@ def set_fetch_wait(fetch_wait_ms: int) -> None:
     def _create_worker_consumer(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         consumer = original(self, *args, **kwargs)
         consumer._fetch_max_wait_ms = fetch_wait_ms  # read by AIOKafkaConsumer.start() when it builds its Fetcher
+        consumer._fetch_min_bytes = fetch_min_bytes
         return consumer
 
     thread_cls._create_worker_consumer = _create_worker_consumer
@@ -38,7 +40,7 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
     install_flush_before_commit()
-    set_fetch_wait(settings.effective_faust_fetch_wait_ms())
+    set_fetch_wait(settings.effective_faust_fetch_wait_ms(), settings.fetch_min_bytes)
     if settings.broker_flavour == "tansu":
         from streamproc.tansu_compat import install_faust_highwater_probe
 

@@ -32,7 +32,7 @@ class OutputProducer:
             "partitioner": "murmur2_random",  # the Java/aiokafka partitioner: keeps co-partitioning with Faust
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 2,
+            "linger.ms": settings.producer_linger_ms,
             "queue.buffering.max.messages": 200_000,
             "compression.type": settings.output_compression,
         })

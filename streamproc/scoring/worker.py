@@ -110,7 +110,8 @@ class ScoringWorker:
                 "heartbeat.interval.ms": settings.heartbeat_interval_ms,
                 "max.poll.interval.ms": max(60_000, settings.rebalance_timeout_ms),
                 "partition.assignment.strategy": "range",
-                "fetch.wait.max.ms": 10,
+                "fetch.wait.max.ms": settings.scorer_fetch_wait_ms,
+                "fetch.min.bytes": settings.fetch_min_bytes,
             }
         )
         self.producer = Producer(
@@ -118,7 +119,7 @@ class ScoringWorker:
                 **settings.kafka_common(),
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 2,
+                "linger.ms": settings.producer_linger_ms,
                 "partitioner": "murmur2_random",
             }
         )
