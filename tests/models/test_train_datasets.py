@@ -75,6 +75,9 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
     assert (config.max_seconds, config.max_len, config.use_text) == (60, 20, True)
     beauty = train.config_for(train.parse_args(["--dataset", "amazon-beauty", "--out", "x"]))
     assert (beauty.sampling, beauty.dropout) == ("user_last", 0.5)
+    # the served checkpoint sees no item or terminal ids (chosen on the fraud validation folds; with them
+    # it memorised the training stream's terminals: scripts/demo_holdout_check.py)
+    assert not train.PRESETS["demo"][1].use_item_ids and train.PRESETS["demo"][1].risk_trees
     # synthetic presets and data sets without a default keep the preset's setting
     assert train.config_for(train.parse_args(["--out", "x"])) == train.PRESETS["demo"][1]
     assert train.config_for(train.parse_args(["--dataset", "taobao", "--out", "x"])) == train.PRESETS["demo"][1]
