@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     def input_topics(self) -> tuple[str, ...]:
         return (self.clicks_topic, self.transactions_topic)
 
+    def worker_input_topics(self) -> tuple[str, ...]:
+        """What the Faust worker consumes: the input topics and its two internal re-keyed topics."""
+        return (self.clicks_topic, self.transactions_topic, self.tx_by_terminal_topic, self.user_events_topic)
+
     def all_topics(self) -> tuple[str, ...]:
         """Every topic the pipeline reads or writes, created up front with `partitions` partitions."""
         return (

@@ -119,10 +119,8 @@ def wait_for_pipeline(settings: Settings, children: dict[str, subprocess.Popen],
         print("metrics ports disabled: replaying without waiting for the pipeline to be ready", flush=True)
         return
     n = settings.partitions
-    worker_inputs = (settings.clicks_topic, settings.transactions_topic, settings.tx_by_terminal_topic,
-                     settings.user_events_topic)
     waited = wait_until_ready({
-        f"http://127.0.0.1:{settings.worker_metrics_port}/metrics": {topic: n for topic in worker_inputs},
+        f"http://127.0.0.1:{settings.worker_metrics_port}/metrics": {t: n for t in settings.worker_input_topics()},
         f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics": {settings.sequence_updates_topic: n},
     }, timeout_s=READY_TIMEOUT_S, check_alive=lambda: check_children(children, logs))
     print(f"pipeline ready after {waited:.1f} s: replaying", flush=True)

@@ -50,9 +50,10 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)
     register_agents(topo, settings, metrics)
+    inputs = frozenset(settings.worker_input_topics())
     install_stall_watch(topo.app, settings.stall_report_s, metrics.worker_stalls.inc,
-                        is_input=lambda tp: tp.topic in settings.all_topics())
-    install_faust_partition_gauges(topo.app, metrics, is_input=lambda tp: tp.topic in settings.all_topics())
+                        is_input=lambda tp: tp.topic in inputs)
+    install_faust_partition_gauges(topo.app, metrics, is_input=lambda tp: tp.topic in inputs)
     serve(metrics, settings.worker_metrics_port)
     worker = faust.Worker(topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False)
     quiet_faust_logging(log_level)

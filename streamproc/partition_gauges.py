@@ -11,6 +11,7 @@ Faust timer (the scoring worker calls `PartitionGauges.update` from its loop).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -39,9 +40,7 @@ class PartitionGauges:
 
         `reading=False` (a changelog recovery) reports the partitions as held but not read: count 0.
         """
-        counts: dict[str, int] = {}
-        for topic, _partition in lag:
-            counts[topic] = counts.get(topic, 0) + 1
+        counts = Counter(topic for topic, _partition in lag)
         for topic in self._topics | set(counts):
             self.metrics.input_partitions.labels(topic).set(counts.get(topic, 0) if reading else 0)
         self._topics |= set(counts)

@@ -46,8 +46,7 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
         dead = prom.query('sum by (reason) (streamproc_dead_letters_total{job="streamproc-worker"})')
         assert {r["metric"]["reason"] for r in dead} <= {reason for _, _, reason in INVALID}
         # each process reads every partition of its inputs and reports its lag on each one
-        expected = {("streamproc-worker", topic): s.partitions for topic in
-                    (s.clicks_topic, s.transactions_topic, s.tx_by_terminal_topic, s.user_events_topic)}
+        expected = {("streamproc-worker", topic): s.partitions for topic in s.worker_input_topics()}
         expected[("streamproc-scorer", s.sequence_updates_topic)] = s.partitions
         prom.wait_for("streamproc_input_partitions", deadline_s=60, until=lambda result: {
             (r["metric"]["job"], r["metric"]["topic"]): float(r["value"][1]) for r in result} == expected)

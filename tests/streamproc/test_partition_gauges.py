@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import generate_latest
 
-from streamproc.metrics import create_metrics
+from streamproc.broker import free_port
+from streamproc.metrics import create_metrics, serve
 from streamproc.partition_gauges import PartitionGauges, records_behind
-from streamproc.readiness import input_partitions, missing_partitions
+from streamproc.readiness import input_partitions, missing_partitions, wait_until_ready
 
 
 def test_records_behind() -> None:
@@ -56,16 +58,7 @@ def test_readiness_reads_the_exposed_page() -> None:
 
 
 def test_wait_until_ready_polls_a_served_page_and_names_what_is_missing() -> None:
-    import socket
-
-    import pytest
-
-    from streamproc.metrics import serve
-    from streamproc.readiness import wait_until_ready
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     metrics = create_metrics()
     serve(metrics, port, addr="127.0.0.1")
     url = f"http://127.0.0.1:{port}/metrics"
