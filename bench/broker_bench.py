@@ -1,0 +1,148 @@
+"""The embedded broker alone: its CPU and one hop's delivery latency at a paced rate, as its log grows.
+
+One confluent-kafka producer sends R messages/s (keyed over 500 keys, murmur2) into a fresh topic and
+one consumer reads it (assigned to every partition from offset 0, no group). For each setting a fresh
+broker starts, so each run begins with an empty log. Per interval of the run it prints:
+  broker CPU  = the tansu process's CPU time in that interval, % of one core
+  latency     = consumer arrival - the message's CreateTime (one produce -> fetch hop)
+Nothing else runs: the pipeline's own processes are not started. Not a timed test: prints markdown.
+
+Why it exists: at a sustained 1,000 events/s the pipeline's latency climbs during a run (see
+latency_bench.py); this separates the broker's share from the pipeline's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import threading
+import time
+import uuid
+
+from _common import cpu_seconds, fmt, header, percentile, table
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamproc.broker import EmbeddedBroker, create_topics
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+class HopReader(threading.Thread):
+    """Reads every partition of a topic from offset 0; keeps (arrival_ms, create_ms) per message."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": f"broker-bench-{uuid.uuid4().hex[:8]}",  # required by the client, never joined
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": fetch_wait_ms,
+            "fetch.min.bytes": 1,
+        })
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        self.seen: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            msg = self.consumer.poll(0.1)  # one at a time: consume(n) would wait for n messages
+            if msg is not None and msg.error() is None:
+                self.seen.append((time.time() * 1000, msg.timestamp()[1]))
+        self.consumer.close()
+
+
+def run_one(rate: int, duration_s: float, interval_s: float, linger_ms: int, fetch_wait_ms: int,
+            value_bytes: int, partitions: int) -> dict[str, object]:
+    with EmbeddedBroker() as broker:
+        assert broker.process is not None
+        pid, topic = broker.process.pid, "hop"
+        create_topics(broker.bootstrap_servers, [topic], partitions=partitions)
+        reader = HopReader(broker.bootstrap_servers, topic, partitions, fetch_wait_ms)
+        reader.start()
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": linger_ms,
+                             "enable.idempotence": True, "partitioner": "murmur2_random"})
+        producer.produce(topic, key=b"warm", value=b"x")  # the idempotent producer's id (~0.5 s here)
+        producer.flush(10)
+        time.sleep(2.0)
+        idle0, t_idle = cpu_seconds(pid), time.monotonic()
+        time.sleep(3.0)
+        idle_pct = 100 * (cpu_seconds(pid) - idle0) / (time.monotonic() - t_idle)
+
+        value = b"x" * value_bytes
+        total = int(rate * duration_s)
+        start = time.monotonic()
+        start_ms = int(time.time() * 1000) - 1  # CreateTime has whole milliseconds
+        marks = [(start, cpu_seconds(pid))]
+        for i in range(total):
+            producer.produce(topic, key=str(i % 500).encode(), value=value)
+            producer.poll(0)
+            now = time.monotonic()
+            if now - marks[-1][0] >= interval_s:
+                marks.append((now, cpu_seconds(pid)))
+            ahead = start + (i + 1) / rate - now
+            if ahead > 0:
+                time.sleep(ahead)
+        marks.append((time.monotonic(), cpu_seconds(pid)))
+        producer.flush(30)
+        deadline = time.monotonic() + 30
+        while len(reader.seen) < total + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reader.stop.set()
+        reader.join(10)
+        del producer  # closes its connections before the broker stops (else librdkafka logs the disconnect)
+
+    cpu = [100 * (c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in itertools.pairwise(marks)]
+    seen = [(arrival, created) for arrival, created in reader.seen if created >= start_ms]
+    first = sorted(a - c for a, c in seen if c < start_ms + interval_s * 1000)
+    last = sorted(a - c for a, c in seen if c >= start_ms + (duration_s - interval_s) * 1000)
+    return {
+        "linger": linger_ms, "wait": fetch_wait_ms, "bytes": value_bytes, "idle": idle_pct, "cpu": cpu,
+        "first": first, "last": last, "received": len(seen), "sent": total,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=int, default=1000, help="messages/s (default 1000)")
+    parser.add_argument("--duration-s", type=float, default=40.0, help="seconds per setting (default 40)")
+    parser.add_argument("--interval-s", type=float, default=5.0, help="CPU reported per interval (default 5)")
+    parser.add_argument("--linger-ms", default="2,20", help="producer linger.ms values (default 2,20)")
+    parser.add_argument("--fetch-wait-ms", default="10", help="consumer fetch.wait.max.ms values (default 10)")
+    parser.add_argument("--value-bytes", default="4000", help="message sizes (default 4000)")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args(argv)
+
+    results = []
+    for linger, wait, size in itertools.product(_ints(args.linger_ms), _ints(args.fetch_wait_ms), _ints(args.value_bytes)):
+        print(f"linger {linger} ms, fetch wait {wait} ms, {size} B ...", file=sys.stderr, flush=True)
+        results.append(run_one(args.rate, args.duration_s, args.interval_s, linger, wait, size, args.partitions))
+
+    print(header("broker_bench: the embedded broker alone, one paced producer and one consumer", {
+        "workload": f"{args.rate} messages/s for {args.duration_s:g} s into a fresh topic of {args.partitions} "
+                    f"partitions, 500 keys; a fresh broker per setting",
+    }))
+    step = f"{args.interval_s:g} s"
+    rows = []
+    for r in results:
+        first, last = r["first"], r["last"]
+        rows.append([
+            r["linger"], r["wait"], r["bytes"], fmt(r["idle"]),
+            ", ".join(fmt(c) for c in r["cpu"]),  # type: ignore[attr-defined]
+            f"{fmt(percentile(first, 0.5))} / {fmt(percentile(first, 0.99))}",  # type: ignore[arg-type]
+            f"{fmt(percentile(last, 0.5))} / {fmt(percentile(last, 0.99))}",  # type: ignore[arg-type]
+            f"{r['received']:,} / {r['sent']:,}",
+        ])
+    print(table(["linger ms", "fetch wait ms", "value bytes", "broker CPU % idle",
+                 f"broker CPU % per {step} under load", f"hop latency p50 / p99 ms, first {step}",
+                 f"p50 / p99 ms, last {step}", "received / sent"], rows))
+    print()
+    print("- CPU in % of one core (the machine has the cores in the header); latency = consumer arrival "
+          "- CreateTime, both on this machine's clock")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
