@@ -89,7 +89,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamproc.demo import run_demo
 
-    return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit)
+    return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
+                    broker_max_rss_mib=args.broker_max_rss_mib)
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -149,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto")
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--limit", type=int, help="exit 0 once this many replayed events are scored")
+    p.add_argument("--broker-max-rss-mib", type=int,
+                   help="stop the replay (exit 3, after scoring what was sent) once the embedded broker, which "
+                        "keeps every record in memory, holds this much (default: half the machine's memory)")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--partitions", type=int)

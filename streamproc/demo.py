@@ -18,11 +18,13 @@ from confluent_kafka import Consumer
 
 from streamproc.broker import EmbeddedBroker, create_topics, wipe
 from streamproc.config import Settings
+from streamproc.memory_guard import MIB, default_budget_bytes, rss_bytes, until_set
 from streamproc.readiness import wait_until_ready
 from streamproc.replay import read_events, replay
 
 SUMMARY_EVERY_S = 2.0
 READY_TIMEOUT_S = 300.0
+BROKER_FULL = 3  # exit status: the replay stopped at the broker's memory budget
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -73,14 +75,15 @@ class Summary:
     def done(self) -> int:
         return len(self.scored) + len(self.dead_lettered)
 
-    def render(self, produced: int, settings: Settings) -> str:
+    def render(self, produced: int, settings: Settings, broker_rss: int = 0) -> str:
         lat = sorted(self.latencies_ms)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0)  # noqa: E731
         elapsed = time.monotonic() - self.first_score_at if self.first_score_at else 0.0
         rate = len(self.scored) / elapsed if elapsed > 0 else 0.0
         lines = [
             f"--- produced {produced}  scored {len(self.scored)}  dead-lettered {len(self.dead_lettered)}  "
-            f"({rate:.0f} scored/s)  latency ms p50 {pct(0.5)} p95 {pct(0.95)} p99 {pct(0.99)}",
+            f"({rate:.0f} scored/s)  latency ms p50 {pct(0.5)} p95 {pct(0.95)} p99 {pct(0.99)}"
+            + (f"  broker memory {broker_rss / MIB:,.0f} MiB" if broker_rss else ""),
         ]
         for alert in self.alerts:
             lines.append(f"  ALERT risk {alert['risk']:.2f} user {alert['user_id']} event {alert['event_id']} "
@@ -126,8 +129,19 @@ def wait_for_pipeline(settings: Settings, children: dict[str, subprocess.Popen],
     print(f"pipeline ready after {waited:.1f} s: replaying", flush=True)
 
 
+def broker_full_message(produced: int, rss: int, budget: int) -> str:
+    return (f"stopped the replay after {produced} events: the embedded broker keeps every record in memory "
+            f"(no retention) and holds {rss / MIB:,.0f} MiB, over its budget of {budget / MIB:,.0f} MiB "
+            f"(--broker-max-rss-mib); replay less (--limit) or point streamproc at a real Kafka "
+            f"(--bootstrap-servers, README)")
+
+
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
-             limit: int | None = None) -> int:
+             limit: int | None = None, broker_max_rss_mib: int | None = None) -> int:
+    """Run the pipeline on the embedded broker and replay `data` into it; 0 when done or stopped by Ctrl-C,
+    1 on failure, BROKER_FULL when the replay stopped at the broker's memory budget (everything sent
+    is still scored before the demo exits)."""
+    budget = broker_max_rss_mib * MIB if broker_max_rss_mib else default_budget_bytes()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_checkpoint(settings.checkpoint)
     logs = settings.data_dir / "logs"
@@ -148,6 +162,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     }
     produced = 0
     replay_error: list[BaseException] = []
+    stop_replay = threading.Event()
 
     def count_delivered(n: int) -> None:
         nonlocal produced
@@ -156,8 +171,8 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     def produce() -> None:
         nonlocal produced
         try:
-            produced = replay(settings, read_events(data, fmt), rate=rate, limit=limit, progress=False,
-                              on_delivered=count_delivered)
+            produced = replay(settings, until_set(read_events(data, fmt), stop_replay), rate=rate, limit=limit,
+                              progress=False, on_delivered=count_delivered)
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
 
@@ -169,6 +184,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
         wait_for_pipeline(settings, children, logs)
         producer_thread.start()
         next_summary = time.monotonic() + SUMMARY_EVERY_S
+        rss = 0
         while True:
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 if not msg.error():
@@ -177,10 +193,18 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
                 raise RuntimeError(f"replay failed: {replay_error[0]}")
             check_children(children, logs)
             if time.monotonic() >= next_summary:
-                print(summary.render(produced, settings), flush=True)
+                rss = rss_bytes(broker.process.pid) if broker.process else 0
+                print(summary.render(produced, settings, rss), flush=True)
                 next_summary += SUMMARY_EVERY_S
-            if limit is not None and not producer_thread.is_alive() and summary.done() >= produced:
+                if rss > budget and not stop_replay.is_set():
+                    stop_replay.set()
+                    print(broker_full_message(produced, rss, budget) + "; scoring what was sent", flush=True)
+            ending = limit is not None or stop_replay.is_set()
+            if ending and not producer_thread.is_alive() and summary.done() >= produced:
                 print(summary.render(produced, settings), flush=True)
+                if stop_replay.is_set():
+                    print(broker_full_message(produced, rss, budget), file=sys.stderr, flush=True)
+                    status = BROKER_FULL
                 break
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
@@ -198,7 +222,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
             except subprocess.TimeoutExpired:
                 child.kill()
         broker.stop()
-    if status == 0:
+    if status in (0, BROKER_FULL):
         topics = (settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
                   settings.dead_letter_topic)
         print(" ".join(f"{t}={summary.counts[t]}" for t in topics), flush=True)
