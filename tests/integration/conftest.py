@@ -177,24 +177,31 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
 
 
 def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Read a topic to its end: the last JSON value of each key (a table's final state, from its changelog)."""
+    """Read a topic to its end: the last JSON value of each key (a table's final state, from its changelog).
+
+    The end is each partition's high watermark from a Fetch response, read before starting; a partition
+    is done once its records up to there are read. Partition-EOF events are not used: an error event
+    must not end a partition early, and on the embedded broker an early EOF once left the last batch of
+    a changelog unread.
+    """
+    tps = [(topic, p) for p in range(settings.partitions)]
+    ends = fetch_high_watermarks(settings.bootstrap_servers, tps)
     consumer = Consumer({
         "bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False, "enable.partition.eof": True,
+        "enable.auto.commit": False,
     })
-    consumer.subscribe([topic])
+    consumer.assign([TopicPartition(t, p, 0) for t, p in tps])
     values: dict[str, Any] = {}
-    at_end: set[int] = set()
+    next_offset = {tp: 0 for tp in tps}
     deadline = time.monotonic() + timeout_s
     try:
-        while len(at_end) < settings.partitions:
-            assert time.monotonic() < deadline, f"{topic} not read to its end in {timeout_s} s"
+        while any(next_offset[tp] < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, (
+                f"{topic} not read to its end in {timeout_s} s: read up to {next_offset}, ends {ends}")
             msg = consumer.poll(0.2)
-            if msg is None:
+            if msg is None or msg.error():
                 continue
-            if msg.error():
-                at_end.add(msg.partition())
-                continue
+            next_offset[(msg.topic(), msg.partition())] = msg.offset() + 1
             values[msg.key().decode()] = json.loads(msg.value())
     finally:
         consumer.close()
