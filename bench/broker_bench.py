@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from _common import cpu_seconds, fmt, header, percentile, table
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -54,8 +55,31 @@ class HopReader(threading.Thread):
         self.consumer.close()
 
 
+@dataclass(frozen=True)
+class HopRun:
+    """One setting's run: broker CPU (% of a core) idle and per interval, hop latencies (ms) early and late."""
+
+    linger_ms: int
+    fetch_wait_ms: int
+    value_bytes: int
+    idle_cpu: float
+    cpu: list[float]
+    first: list[float]  # sorted latencies of the messages created in the first interval
+    last: list[float]  # and in the last
+    received: int
+    sent: int
+
+    def row(self) -> list[str]:
+        def p50_p99(values: list[float]) -> str:
+            return f"{fmt(percentile(values, 0.5))} / {fmt(percentile(values, 0.99))}"
+
+        return [str(self.linger_ms), str(self.fetch_wait_ms), str(self.value_bytes), fmt(self.idle_cpu),
+                ", ".join(fmt(c) for c in self.cpu), p50_p99(self.first), p50_p99(self.last),
+                f"{self.received:,} / {self.sent:,}"]
+
+
 def run_one(rate: int, duration_s: float, interval_s: float, linger_ms: int, fetch_wait_ms: int,
-            value_bytes: int, partitions: int) -> dict[str, object]:
+            value_bytes: int, partitions: int) -> HopRun:
     with EmbeddedBroker() as broker:
         assert broker.process is not None
         pid, topic = broker.process.pid, "hop"
@@ -98,10 +122,7 @@ def run_one(rate: int, duration_s: float, interval_s: float, linger_ms: int, fet
     seen = [(arrival, created) for arrival, created in reader.seen if created >= start_ms]
     first = sorted(a - c for a, c in seen if c < start_ms + interval_s * 1000)
     last = sorted(a - c for a, c in seen if c >= start_ms + (duration_s - interval_s) * 1000)
-    return {
-        "linger": linger_ms, "wait": fetch_wait_ms, "bytes": value_bytes, "idle": idle_pct, "cpu": cpu,
-        "first": first, "last": last, "received": len(seen), "sent": total,
-    }
+    return HopRun(linger_ms, fetch_wait_ms, value_bytes, idle_pct, cpu, first, last, len(seen), total)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,19 +146,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"partitions, 500 keys; a fresh broker per setting",
     }))
     step = f"{args.interval_s:g} s"
-    rows = []
-    for r in results:
-        first, last = r["first"], r["last"]
-        rows.append([
-            r["linger"], r["wait"], r["bytes"], fmt(r["idle"]),
-            ", ".join(fmt(c) for c in r["cpu"]),  # type: ignore[attr-defined]
-            f"{fmt(percentile(first, 0.5))} / {fmt(percentile(first, 0.99))}",  # type: ignore[arg-type]
-            f"{fmt(percentile(last, 0.5))} / {fmt(percentile(last, 0.99))}",  # type: ignore[arg-type]
-            f"{r['received']:,} / {r['sent']:,}",
-        ])
     print(table(["linger ms", "fetch wait ms", "value bytes", "broker CPU % idle",
                  f"broker CPU % per {step} under load", f"hop latency p50 / p99 ms, first {step}",
-                 f"p50 / p99 ms, last {step}", "received / sent"], rows))
+                 f"p50 / p99 ms, last {step}", "received / sent"], [r.row() for r in results]))
     print()
     print("- CPU in % of one core (the machine has the cores in the header); latency = consumer arrival "
           "- CreateTime, both on this machine's clock")
