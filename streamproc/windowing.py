@@ -1,4 +1,9 @@
-"""Pure per-user window arithmetic: event-time ordered insert, duplicate ids ignored, eviction by count and age."""
+"""Pure per-user window arithmetic: event-time ordered insert, duplicate ids ignored, eviction by count and age.
+
+A window is ordered by (event time, event id): events with equal times keep one order whatever order
+they arrive in (a click and a transaction of the same second reach the user's state by different
+paths), so a window rebuilt from scratch or after a restart equals the live one.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,12 @@ from typing import Any
 Record = dict[str, Any]
 _ts = itemgetter("ts_ms")
 _event_id = itemgetter("event_id")
+_order = itemgetter("ts_ms", "event_id")
 
 
-def _insert_position(window: list[Record], ts_ms: int) -> int:
-    """Index after every event with ts_ms <= the new one (stable for equal times)."""
-    return bisect.bisect_right(window, ts_ms, key=_ts)
+def _insert_position(window: list[Record], event: Record) -> int:
+    """Index of `event` in the window's (event time, event id) order."""
+    return bisect.bisect_right(window, _order(event), key=_order)
 
 
 def evict(window: list[Record], max_events: int, max_age_ms: int) -> list[Record]:
@@ -29,7 +35,7 @@ def insert_event(window: list[Record], event: Record, max_events: int, max_age_m
     """The window with `event` in event-time order and evictions applied; False when its id is already there."""
     if event["event_id"] in map(_event_id, window):  # `in` over a map runs in C
         return window, False
-    position = _insert_position(window, event["ts_ms"])
+    position = _insert_position(window, event)
     return evict(window[:position] + [event] + window[position:], max_events, max_age_ms), True
 
 
@@ -43,5 +49,5 @@ def window_for_event(window: list[Record], event: Record, max_events: int) -> li
     for index in range(len(window) - 1, -1, -1):  # newest first: the scored event is usually the last
         if window[index]["event_id"] == event_id:
             return window[max(0, index + 1 - max_events) : index + 1]
-    earlier = window[: _insert_position(window, event["ts_ms"])]
+    earlier = window[: _insert_position(window, event)]
     return (earlier + [event])[-max_events:]

@@ -11,13 +11,13 @@ def ev(i: int, ts: int) -> dict:
 
 
 def reference(events: list[dict], max_events: int, max_age_ms: int) -> list[dict]:
-    """From scratch: unique ids (first arrival wins), stable event-time order, then eviction."""
+    """From scratch: unique ids (first arrival wins), (event time, event id) order, then eviction."""
     seen, unique = set(), []
     for e in events:
         if e["event_id"] not in seen:
             seen.add(e["event_id"])
             unique.append(e)
-    ordered = sorted(unique, key=lambda e: e["ts_ms"])  # stable: arrival order among equal times
+    ordered = sorted(unique, key=lambda e: (e["ts_ms"], e["event_id"]))
     if not ordered:
         return []
     newest = ordered[-1]["ts_ms"]
@@ -39,6 +39,22 @@ def test_incremental_window_equals_from_scratch_when_nothing_is_evicted_early(ev
     assert [e["ts_ms"] for e in evict(window, max_events, max_age_ms)] == [
         e["ts_ms"] for e in reference(events, max_events, max_age_ms)
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 5), max_size=30), st.randoms())
+def test_a_window_does_not_depend_on_the_arrival_order_of_its_events(times, rnd):
+    # many equal times: a click and a transaction of the same second arrive by different paths, in either order
+    events = [ev(i, ts) for i, ts in enumerate(times)]
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    windows = []
+    for order in (events, shuffled):
+        window: list[dict] = []
+        for e in order:
+            window, _ = insert_event(window, e, max_events=10_000, max_age_ms=10**12)
+        windows.append([e["event_id"] for e in window])
+    assert windows[0] == windows[1]
 
 
 @settings(max_examples=300, deadline=None)
