@@ -180,9 +180,7 @@ def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) 
     """Read a topic to its end: the last JSON value of each key (a table's final state, from its changelog).
 
     The end is each partition's high watermark from a Fetch response, read before starting; a partition
-    is done once its records up to there are read. Partition-EOF events are not used: an error event
-    must not end a partition early, and on the embedded broker an early EOF once left the last batch of
-    a changelog unread.
+    is done once its records up to there are read. Error events do not end a partition early.
     """
     tps = [(topic, p) for p in range(settings.partitions)]
     ends = fetch_high_watermarks(settings.bootstrap_servers, tps)
