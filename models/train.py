@@ -318,6 +318,8 @@ def multitask_loss(
     elif model.config.n_items > config.full_softmax_max:
         negatives = torch.randint(2, model.config.n_items, (config.sampled_negatives,), device=h.device)
         candidates = torch.unique(torch.cat([tgt["item"][tgt["item"] >= 2], negatives]))  # (C,) sorted
+    else:  # every real item (ids 2..): the softmax of the blocked catalogue, without copying its logits
+        candidates = torch.arange(2, model.config.n_items, device=h.device)
     out = model.heads(h_sel, aggs, candidates)
     item_target = tgt["item"] if use_items else torch.full_like(tgt["item"], IGNORE)
     if candidates is not None and not sampled:  # targets as indices into the candidates
@@ -334,8 +336,10 @@ def multitask_loss(
             if keep.any()
             else h.sum() * 0.0
         )
+    elif (item_target != IGNORE).any():  # ignore_index, not indexing: no copy of the (M, C) logits
+        item_part = F.cross_entropy(out.item_logits, item_target, ignore_index=IGNORE)
     else:
-        item_part = _masked(F.cross_entropy, out.item_logits, item_target, item_target != IGNORE)
+        item_part = out.item_logits.sum() * 0.0
     parts = {
         "item": item_part,
         "action": _masked(F.cross_entropy, out.action_logits, tgt["action"], tgt["action"] != IGNORE),

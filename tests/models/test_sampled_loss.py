@@ -84,3 +84,32 @@ def test_model_trained_with_the_sampled_loss_learns_next_item() -> None:
     accuracy = (out.item_logits.argmax(-1) == target[:, -1]).float().mean().item()
     assert losses[-1] < 0.5 * losses[0]
     assert accuracy > 0.8  # chance is 1/12; scored over the full catalogue, as served
+
+
+def test_full_softmax_loss_equals_cross_entropy_over_the_served_logits() -> None:
+    torch.manual_seed(3)
+    generator = torch.Generator().manual_seed(3)
+    model_config = TemporalConfig(n_items=K + 2, n_actions=3, d_model=16, n_layers=1, n_heads=2, max_len=T, dropout=0.0, use_text=False)  # fmt: skip
+    model = TemporalModel(model_config).eval()
+    inp, target = toy_batch(8, generator)
+    mask = torch.rand(8, T, generator=generator) > 0.2
+    target = torch.where(torch.rand(8, T, generator=generator) > 0.3, target, train.IGNORE)  # some unknown
+    config = replace(train.TrainConfig(), loss_weights={"item": 1.0, "action": 0.0, "risk": 0.0, "time": 0.0})
+    batch = train.Batch(
+        inp=inp,
+        aggregates=torch.zeros(8, T, len(MODEL_AGGREGATES)),
+        mask=mask,
+        targets={
+            "item": target,
+            "action": torch.full((8, T), train.IGNORE),
+            "risk": torch.full((8, T), float("nan")),
+            "time": torch.full((8, T), float("nan")),
+        },
+    )
+    h = model.encode(inp)
+    _, parts = train.multitask_loss(model, h, batch, config)
+    served = model.heads(h, torch.zeros(8, T, len(MODEL_AGGREGATES))).item_logits  # PAD and OOV at -inf
+    keep = mask & (target != train.IGNORE)
+    assert 0 < keep.sum() < mask.sum()
+    expected = F.cross_entropy(served[keep], target[keep])
+    assert abs(parts["item"] - expected.item()) < 1e-5
