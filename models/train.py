@@ -145,6 +145,8 @@ DATASET_DEFAULTS: dict[str, list[str]] = {
               "max_seconds=900", "eval_every=300", "val_windows=6040"],
     "amazon-beauty": [*_NEXT_ITEM_ONLY, "max_len=50", "dropout=0.5", "sampling=user_last", "max_steps=2300",
                       "max_seconds=840", "eval_every=200", "val_windows=5000"],
+    # as chosen on the fraud validation folds (models.evaluate, docs/results.md): no terminal ids, risk trees
+    "fraud-handbook": ["use_item_ids=false", "risk_trees=true", "use_text=false"],
 }
 
 DATASET_LOADERS = {  # --dataset name -> loader in models.datasets taking the data path
@@ -656,7 +658,10 @@ def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainCon
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS),
+        help="synthetic stream and setting (default: demo); with --dataset, a base setting instead of TrainConfig()",
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--kind", choices=["transformer", "gru"])
     parser.add_argument("--no-text", action="store_true", help="train without text embeddings")
@@ -678,8 +683,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def config_for(args: argparse.Namespace) -> TrainConfig:
-    """The preset's configuration, then the data set's defaults, then the flags, then --set."""
-    config = apply_overrides(PRESETS[args.preset][1], DATASET_DEFAULTS.get(args.dataset or "", []))
+    """The base setting, then the data set's defaults, then the flags, then --set.
+
+    The base is the --preset's setting; without one, TrainConfig() for a data set (the demo preset's
+    choices, such as no item ids, belong to the synthetic fraud stream, not to a recommender's data)
+    and the demo preset for the synthetic stream.
+    """
+    base = PRESETS[args.preset][1] if args.preset else TrainConfig() if args.dataset else PRESETS["demo"][1]
+    config = apply_overrides(base, DATASET_DEFAULTS.get(args.dataset or "", []))
     overrides: dict[str, Any] = {"use_text": False} if args.no_text else {}
     overrides |= {"kind": args.kind} if args.kind else {}
     overrides |= {"max_seconds": args.max_seconds} if args.max_seconds else {}
@@ -697,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log = getattr(datasets, DATASET_LOADERS[args.dataset])(args.data)
         summary = fit_event_log(log, config, args.out)
     else:
-        records, labels = synthetic_records(PRESETS[args.preset][0])
+        records, labels = synthetic_records(PRESETS[args.preset or "demo"][0])
         summary = fit(records, labels, None, config, args.out)
     print(json.dumps(summary, indent=1))
 

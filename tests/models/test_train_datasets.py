@@ -78,6 +78,12 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
     # the served checkpoint sees no item or terminal ids (chosen on the fraud validation folds; with them
     # it memorised the training stream's terminals: scripts/demo_holdout_check.py)
     assert not train.PRESETS["demo"][1].use_item_ids and train.PRESETS["demo"][1].risk_trees
-    # synthetic presets and data sets without a default keep the preset's setting
+    # ...which must not leak into a recommender's data set: without item ids ML-1M stays at NDCG@10 0.01
+    assert config.use_item_ids and beauty.use_item_ids and not (config.risk_trees or beauty.risk_trees)
+    assert train.config_for(train.parse_args(["--dataset", "taobao", "--out", "x"])) == train.TrainConfig()
+    fraud = train.config_for(train.parse_args(["--dataset", "fraud-handbook", "--out", "x"]))
+    assert (fraud.use_item_ids, fraud.risk_trees) == (False, True)
+    # the synthetic stream keeps the demo preset; an explicit preset is the base of a data set's setting
     assert train.config_for(train.parse_args(["--out", "x"])) == train.PRESETS["demo"][1]
-    assert train.config_for(train.parse_args(["--dataset", "taobao", "--out", "x"])) == train.PRESETS["demo"][1]
+    tiny_taobao = train.config_for(train.parse_args(["--preset", "tiny", "--dataset", "taobao", "--out", "x"]))
+    assert tiny_taobao == train.PRESETS["tiny"][1]
