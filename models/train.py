@@ -134,6 +134,8 @@ PRESETS: dict[str, tuple[dict[str, int], TrainConfig]] = {
     ),
 }
 
+DEFAULT_PRESET = "demo"  # the synthetic stream trained when neither --preset nor --dataset is given
+
 # Each data set's default configuration (TrainConfig overrides, before the command line's --set): the
 # setting chosen on validation, within about 15 minutes of this machine's two CPU cores (ML-1M 865 s,
 # Beauty 686 s, 2026-11-30). docs/results.md gives its figures.
@@ -688,7 +690,10 @@ def config_for(args: argparse.Namespace) -> TrainConfig:
     choices, such as no item ids, belong to the synthetic fraud stream, not to a recommender's data)
     and the demo preset for the synthetic stream.
     """
-    base = PRESETS[args.preset][1] if args.preset else TrainConfig() if args.dataset else PRESETS["demo"][1]
+    if args.preset or not args.dataset:
+        base = PRESETS[args.preset or DEFAULT_PRESET][1]
+    else:
+        base = TrainConfig()
     config = apply_overrides(base, DATASET_DEFAULTS.get(args.dataset or "", []))
     overrides: dict[str, Any] = {"use_text": False} if args.no_text else {}
     overrides |= {"kind": args.kind} if args.kind else {}
@@ -707,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         log = getattr(datasets, DATASET_LOADERS[args.dataset])(args.data)
         summary = fit_event_log(log, config, args.out)
     else:
-        records, labels = synthetic_records(PRESETS[args.preset or "demo"][0])
+        records, labels = synthetic_records(PRESETS[args.preset or DEFAULT_PRESET][0])
         summary = fit(records, labels, None, config, args.out)
     print(json.dumps(summary, indent=1))
 
