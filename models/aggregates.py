@@ -3,6 +3,9 @@
 Pure Python on plain dicts so that a Faust table can store the state as JSON and training can
 replay it over a data set. Features follow the Fraud Handbook (chapter 3): customer spending over
 1, 7, 30 days; terminal count and fraud risk over 1, 7, 30 days ending at the 7-day label delay.
+Beyond the handbook, the terminal's known fraud history over those same 30 known days (how long ago
+its first and last known fraud, and its fraud rate since the first): a compromised terminal keeps
+being defrauded for weeks, a terminal with one stray fraud does not.
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ TERMINAL_FEATURES = tuple(
     name for w in WINDOWS_DAYS for name in (f"terminal_nb_tx_{w}d", f"terminal_risk_{w}d")
 )
 AGGREGATE_FEATURES = CUSTOMER_FEATURES + TERMINAL_FEATURES
+# read by the risk trees only (models.risk_trees), so the head's inputs stay the 12 above
+TERMINAL_HISTORY_FEATURES = (
+    "terminal_first_fraud_age_days",  # 0: no known fraud in the kept days
+    "terminal_last_fraud_age_days",  # 0: no known fraud in the kept days
+    "terminal_fraud_days",
+    "terminal_frauds_since_first",
+    "terminal_nb_tx_since_first",
+    "terminal_risk_since_first",
+)
 
 
 def new_state() -> VelocityState:
@@ -80,4 +92,31 @@ def terminal_features(state: VelocityState, ts_ms: int) -> dict[str, float]:
         count, _, frauds = _sum_days(state, last_known - w + 1, last_known)
         out[f"terminal_nb_tx_{w}d"] = float(count)
         out[f"terminal_risk_{w}d"] = frauds / count if count else 0.0
-    return out
+    return out | terminal_history(state, ts_ms)
+
+
+def terminal_history(state: VelocityState, ts_ms: int) -> dict[str, float]:
+    """The terminal's known frauds over the days its 30-day risk reads (ending at the label delay).
+
+    Ages are in days before today (at least LABEL_DELAY_DAYS; 0 when no fraud is known); "since first"
+    counts every known day from the first known fraud's day on.
+    """
+    today = day_index(ts_ms)
+    last_known = today - LABEL_DELAY_DAYS
+    first_day = last_known - max(WINDOWS_DAYS) + 1
+    days = sorted(
+        (int(d), c, f) for d, (c, _, f) in state.get("d", {}).items() if first_day <= int(d) <= last_known
+    )
+    fraud_days = [d for d, _, f in days if f]
+    if not fraud_days:
+        return dict.fromkeys(TERMINAL_HISTORY_FEATURES, 0.0)
+    since = [(c, f) for d, c, f in days if d >= fraud_days[0]]
+    count, frauds = sum(c for c, _ in since), sum(f for _, f in since)
+    return {
+        "terminal_first_fraud_age_days": float(today - fraud_days[0]),
+        "terminal_last_fraud_age_days": float(today - fraud_days[-1]),
+        "terminal_fraud_days": float(len(fraud_days)),
+        "terminal_frauds_since_first": float(frauds),
+        "terminal_nb_tx_since_first": float(count),
+        "terminal_risk_since_first": frauds / count,
+    }

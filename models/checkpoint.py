@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightgbm
 import numpy as np
 import torch
 from safetensors.numpy import load_file as load_numpy
@@ -36,15 +35,14 @@ class Checkpoint:
     text_embeddings: np.ndarray  # (len(texts), text_dim) float32
     model_version: str
     extra: dict[str, Any]
-    risk_trees: lightgbm.Booster | None = None  # blended into the risk score when present
+    risk_trees: trees.RiskTrees | None = None  # blended into the risk score when present
 
 
 def model_version(folder: str | Path) -> str:
     """Short sha256 over the weights file, config.json and (when present) the risk trees' bytes."""
     digest = hashlib.sha256()
-    for name in (WEIGHTS, CONFIG, trees.FILE):
-        if name != trees.FILE or (Path(folder) / name).is_file():
-            digest.update((Path(folder) / name).read_bytes())
+    for path in (Path(folder) / WEIGHTS, Path(folder) / CONFIG, *trees.files(folder)):
+        digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -56,12 +54,13 @@ def save(
     texts: list[str] | None = None,
     text_embeddings: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
-    risk_trees: lightgbm.Booster | None = None,
+    risk_trees: trees.RiskTrees | None = None,
 ) -> str:
     """Write the checkpoint folder and return its model_version."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / trees.FILE).unlink(missing_ok=True)  # a folder re-used by a run without trees
+    for stale in trees.files(folder):  # a folder re-used by a run without trees
+        stale.unlink()
     if risk_trees is not None:
         trees.save(risk_trees, folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

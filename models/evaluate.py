@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -22,6 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from models import baselines as bl  # noqa: E402
 from models import datasets as ds  # noqa: E402
 from models import metrics, risk_trees  # noqa: E402
+from models.features import Window  # noqa: E402
 
 NEXT_ITEM_LOADERS: dict[str, Callable[[str], ds.EventLog]] = {
     "ml1m": ds.load_ml1m,
@@ -227,11 +229,8 @@ def run_next_item(args: argparse.Namespace, out: Path) -> str:
 # ---------------------------------------------------------------- fraud
 
 
-def checkpoint_fraud_scores(path: str, log: ds.EventLog, ids: Sequence[str], window: int = 50) -> np.ndarray:
-    """Risk of each transaction from a checkpoint: the customer's last `window` events and its aggregates."""
-    from models.scorer import Scorer, Window
-
-    scorer = Scorer.load(path)
+def customer_windows(log: ds.EventLog, ids: Sequence[str], window: int = 50) -> list[Window]:
+    """Each transaction as the pipeline hands it over: the customer's last `window` events, its aggregates."""
     position = {r["event_id"]: i for i, r in enumerate(log.records)}
     windows = []
     for e in ids:
@@ -240,8 +239,22 @@ def checkpoint_fraud_scores(path: str, log: ds.EventLog, ids: Sequence[str], win
         first = i
         while first > 0 and i - first < window - 1 and log.records[first - 1]["user_id"] == user:
             first -= 1
-        windows.append(Window(events=log.records[first : i + 1], aggregates=log.aggregates[e]))
-    return np.array([s.risk for k in range(0, len(windows), 512) for s in scorer.score(windows[k : k + 512])])
+        windows.append(Window(events=log.records[first : i + 1], aggregates=log.aggregates[e]))  # type: ignore[index]
+    return windows
+
+
+def checkpoint_fraud_scores(path: str, log: ds.EventLog, ids: Sequence[str], window: int = 50) -> np.ndarray:
+    """Risk of each transaction from a checkpoint: the customer's last `window` events and its aggregates."""
+    from models.scorer import Scorer
+
+    return scorer_risks(Scorer.load(path), customer_windows(log, ids, window))
+
+
+def scorer_risks(scorer: Any, windows: Sequence[Window], batch: int = 512) -> np.ndarray:
+    """(N,) risk of each window from a models.scorer.Scorer, in batches."""
+    return np.array(
+        [s.risk for k in range(0, len(windows), batch) for s in scorer.score(windows[k : k + batch])]
+    )
 
 
 def fraud_plots(test: pd.DataFrame, scores: dict[str, np.ndarray], path_stem: Path) -> None:
@@ -329,8 +342,9 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
 
 LIGHTGBM_FEATURES = {  # --model name -> feature columns of models.baselines.fraud_frame
     "lightgbm": bl.FRAUD_FEATURES,  # the handbook's
-    "lightgbm_ratios": risk_trees.TREE_FEATURES,  # + the derived ratios the temporal model also reads
+    "lightgbm_ratios": risk_trees.RATIO_FEATURES,  # + the derived ratios the temporal model also reads
 }
+SERVED_TREES = "risk_trees"  # --model name: the bag a risk_trees checkpoint carries, alone
 
 
 def run_fraud(args: argparse.Namespace, out: Path) -> str:
@@ -351,6 +365,18 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
             return model.predict_proba(frame.loc[test_ids, list(features)])[:, 1]
 
         return score
+
+    def served_trees(train_ids: list[str], test_ids: list[str]) -> np.ndarray:
+        columns = list(risk_trees.TREE_FEATURES)
+        train = frame.loc[train_ids]
+        bag = risk_trees.fit(
+            train[columns].to_numpy(),
+            train["label"].to_numpy(),
+            risk_trees.PARAMS,
+            args.seed,
+            risk_trees.BAGS,
+        )
+        return risk_trees.RiskTrees(bag).log_odds(frame.loc[test_ids, columns].to_numpy())
 
     def checkpoint(path: str) -> FoldScorer:
         return lambda train_ids, test_ids: checkpoint_fraud_scores(path, log, test_ids)
@@ -378,6 +404,11 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
             best = max(search, key=lambda s: s[1]["AP"])[0]
             label, scorer = f"{name} {best} (best validation AP)", lgbm(best, features)
             fold_scores[name] = fold_scores[f"{name} {best}"]
+        elif name == SERVED_TREES:
+            label, scorer = f"{name} (bag of {risk_trees.BAGS}, {risk_trees.PARAMS})", served_trees
+            rows.append(
+                {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
+            )
         elif name.startswith("ensemble"):
             members = name.removeprefix("ensemble:").split("+")
             label, scorer = (
@@ -427,7 +458,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         nargs="+",
-        help="baseline names (pop markov sasrec gru | lightgbm lightgbm_ratios) or checkpoint paths",
+        help="baseline names (pop markov sasrec gru | lightgbm lightgbm_ratios risk_trees) or checkpoint paths",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="markdown report path; plots are written next to it"

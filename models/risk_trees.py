@@ -3,19 +3,24 @@
 One feature function for every path: the LightGBM baseline (`baselines.fraud_frame`), the trees a
 checkpoint carries (fitted by `models.train` when `risk_trees` is set) and `Scorer.score`, which
 blends the trees' log-odds with the temporal head's. Features: the handbook's (amount, weekend,
-night, the 12 aggregates) and the derived ratios of `models.features`.
+night, the 12 aggregates), the derived ratios of `models.features` and the terminal's known fraud
+history (`models.aggregates.TERMINAL_HISTORY_FEATURES`). The trees are a bag: several boosters on
+row and column subsamples with different seeds, whose log-odds are averaged; the served risk is a
+weighted mean of the head's and the bag's log-odds.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightgbm
 import numpy as np
 
-from models.aggregates import AGGREGATE_FEATURES, DAY_MS
+from models.aggregates import AGGREGATE_FEATURES, DAY_MS, TERMINAL_HISTORY_FEATURES
 from models.features import (
     DERIVED_FEATURES,
     EPOCH_WEEKDAY,
@@ -26,8 +31,21 @@ from models.features import (
 )
 
 HANDBOOK_FEATURES = ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT", *AGGREGATE_FEATURES)
-TREE_FEATURES = (*HANDBOOK_FEATURES, *DERIVED_FEATURES)
-FILE = "risk_trees.txt"
+RATIO_FEATURES = (*HANDBOOK_FEATURES, *DERIVED_FEATURES)  # the trees before the terminal history
+TREE_FEATURES = (*RATIO_FEATURES, *TERMINAL_HISTORY_FEATURES)  # appended: older trees read a prefix
+FILE = "risk_trees.json"  # {"boosters": [LightGBM model text, ...], "head_weight": float}
+LEGACY_FILE = "risk_trees.txt"  # one booster, checkpoints before the bag
+# chosen on the fraud validation folds (docs/results.md): the lightgbm_ratios grid's setting, bagged
+PARAMS: dict[str, float | int] = {
+    "n_estimators": 100,
+    "num_leaves": 63,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "subsample_freq": 1,
+    "colsample_bytree": 0.8,
+}
+BAGS = 5
+HEAD_WEIGHT = 0.2  # the head's share of the blended log-odds (checkpoints before the bag: 0.5)
 
 
 def tree_features(
@@ -46,6 +64,10 @@ def tree_features(
             (hour <= 6).astype(np.float64),
             raw,
             derived_aggregates(raw, amount),
+            np.array(
+                [[a.get(name, 0.0) for name in TERMINAL_HISTORY_FEATURES] for a in aggregates],
+                dtype=np.float64,
+            ).reshape(len(amount), len(TERMINAL_HISTORY_FEATURES)),
         ]
     ).reshape(len(amount), len(TREE_FEATURES))
 
@@ -66,23 +88,54 @@ def window_features(windows: Sequence[Window]) -> np.ndarray:
     )
 
 
-def fit(features: np.ndarray, labels: np.ndarray, params: dict[str, Any], seed: int = 0) -> lightgbm.Booster:
-    """LightGBM classifier (one thread) on tree features; returns its booster."""
-    model = lightgbm.LGBMClassifier(**params, random_state=seed, n_jobs=1, verbose=-1)
-    model.fit(features, labels)
-    return model.booster_
+@dataclass
+class RiskTrees:
+    """A bag of boosters and the head's weight in the served blend."""
+
+    boosters: list[lightgbm.Booster]
+    head_weight: float = HEAD_WEIGHT
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        """(N,) mean raw score (log-odds) of the bag; a booster fitted on fewer features reads their prefix."""
+        scores = [
+            b.predict(features[:, : b.num_feature()], raw_score=True, num_threads=1) for b in self.boosters
+        ]
+        return np.mean(np.asarray(scores, dtype=np.float64), axis=0)
+
+    def blend(self, head_log_odds: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """(N,) served log-odds: head_weight * head + (1 - head_weight) * trees."""
+        return self.head_weight * head_log_odds + (1 - self.head_weight) * self.log_odds(features)
 
 
-def save(booster: lightgbm.Booster, folder: str | Path) -> None:
-    booster.save_model(str(Path(folder) / FILE))
+def fit(
+    features: np.ndarray, labels: np.ndarray, params: dict[str, Any], seed: int = 0, bags: int = 1
+) -> list[lightgbm.Booster]:
+    """`bags` LightGBM classifiers (one thread each, seeds seed, seed + 1, ...) on tree features."""
+    return [
+        lightgbm.LGBMClassifier(**params, random_state=seed + i, n_jobs=1, verbose=-1)
+        .fit(features, labels)
+        .booster_
+        for i in range(bags)
+    ]
 
 
-def load(folder: str | Path) -> lightgbm.Booster | None:
+def save(trees: RiskTrees, folder: str | Path) -> None:
+    text = json.dumps(
+        {"boosters": [b.model_to_string() for b in trees.boosters], "head_weight": trees.head_weight}
+    )
+    (Path(folder) / FILE).write_text(text)
+
+
+def files(folder: str | Path) -> list[Path]:
+    """The trees' files in a checkpoint folder (none, the bag, or a legacy single booster)."""
+    return [p for p in (Path(folder) / FILE, Path(folder) / LEGACY_FILE) if p.is_file()]
+
+
+def load(folder: str | Path) -> RiskTrees | None:
     """The checkpoint's trees, None when it has none."""
     path = Path(folder) / FILE
-    return lightgbm.Booster(model_file=str(path)) if path.is_file() else None
-
-
-def log_odds(booster: lightgbm.Booster, features: np.ndarray) -> np.ndarray:
-    """(N,) raw scores (log-odds) of the trees."""
-    return np.asarray(booster.predict(features, raw_score=True, num_threads=1), dtype=np.float64)
+    if path.is_file():
+        raw = json.loads(path.read_text())
+        return RiskTrees([lightgbm.Booster(model_str=m) for m in raw["boosters"]], float(raw["head_weight"]))
+    legacy = Path(folder) / LEGACY_FILE
+    return RiskTrees([lightgbm.Booster(model_file=str(legacy))], 0.5) if legacy.is_file() else None

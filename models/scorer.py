@@ -78,12 +78,10 @@ class Scorer:
         return torch.from_numpy(self.encoder.encode(texts))
 
     def _risk(self, head_log_odds: np.ndarray, windows: Sequence[Window]) -> np.ndarray:
-        """(B,) risk: the head's probability, or with trees the sigmoid of the mean of both log-odds."""
-        log_odds = head_log_odds
-        if self.ckpt.risk_trees is not None:
-            tree_log_odds = risk_trees.log_odds(self.ckpt.risk_trees, risk_trees.window_features(windows))
-            log_odds = (head_log_odds + tree_log_odds) / 2
-        return expit(log_odds)
+        """(B,) risk: the head's probability, or with trees the sigmoid of the weighted mean of both log-odds."""
+        if self.ckpt.risk_trees is None:
+            return expit(head_log_odds)
+        return expit(self.ckpt.risk_trees.blend(head_log_odds, risk_trees.window_features(windows)))
 
     @torch.inference_mode()
     def score(self, windows: Sequence[Window]) -> list[Scores]:

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import lightgbm
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,6 +22,9 @@ from models import checkpoint, risk_trees, synthetic
 from models.encoder import TextEncoder
 from models.features import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
 from models.metrics import hit_rate, ndcg, ranks_from_scores
+from models.risk_trees import BAGS as RISK_TREES_BAGS
+from models.risk_trees import HEAD_WEIGHT as RISK_HEAD_WEIGHT
+from models.risk_trees import PARAMS as RISK_TREES_PARAMS
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel, TemporalOutput
 
 IGNORE = -100
@@ -73,11 +75,11 @@ class TrainConfig:
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
     select_on: Literal["loss", "item_ndcg10"] = "loss"
     # risk: also fit gradient-boosted trees (models.risk_trees) on the labelled training events; the
-    # checkpoint carries them and the Scorer averages their log-odds with the head's
+    # checkpoint carries them and the Scorer blends their log-odds with the head's (head weight below)
     risk_trees: bool = False
-    risk_trees_params: dict[str, float | int] = field(
-        default_factory=lambda: {"n_estimators": 100, "num_leaves": 63, "learning_rate": 0.05}
-    )
+    risk_trees_params: dict[str, float | int] = field(default_factory=lambda: dict(RISK_TREES_PARAMS))
+    risk_trees_bags: int = RISK_TREES_BAGS
+    risk_head_weight: float = RISK_HEAD_WEIGHT
 
 
 @dataclass
@@ -598,14 +600,15 @@ def fit_risk_trees(
     labels: dict[str, int],
     aggregates: dict[str, dict[str, float]],
     config: TrainConfig,
-) -> lightgbm.Booster | None:
-    """Trees on the labelled records' tree features; None without both classes among them."""
+) -> risk_trees.RiskTrees | None:
+    """A bag of trees on the labelled records' tree features; None without both classes among them."""
     labelled = [r for r in records if r["event_id"] in labels]
     y = np.array([labels[r["event_id"]] for r in labelled], dtype=np.int64)
     if len(np.unique(y)) < 2:
         return None
     x = risk_trees.event_features(labelled, [aggregates.get(r["event_id"], {}) for r in labelled])
-    return risk_trees.fit(x, y, config.risk_trees_params, config.seed)
+    bag = risk_trees.fit(x, y, config.risk_trees_params, config.seed, config.risk_trees_bags)
+    return risk_trees.RiskTrees(bag, config.risk_head_weight)
 
 
 def fit_event_log(log: Any, config: TrainConfig, out: str | Path) -> dict[str, Any]:

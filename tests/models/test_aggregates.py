@@ -5,7 +5,14 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.aggregates import DAY_MS, LABEL_DELAY_DAYS, TERMINAL_FEATURES
+from models.aggregates import (
+    DAY_MS,
+    LABEL_DELAY_DAYS,
+    TERMINAL_FEATURES,
+    TERMINAL_HISTORY_FEATURES,
+    terminal_features,
+    terminal_history,
+)
 from models.train import replay_aggregates
 
 T0 = 1_735_689_600_000
@@ -75,4 +82,31 @@ def test_terminal_features_ignore_the_label_delay_period(
     }
     before = replay_aggregates(records, labels)[scored["event_id"]]
     after = replay_aggregates(perturbed, relabelled)[scored["event_id"]]
-    assert {k: before[k] for k in TERMINAL_FEATURES} == {k: after[k] for k in TERMINAL_FEATURES}
+    terminal = TERMINAL_FEATURES + TERMINAL_HISTORY_FEATURES
+    assert {k: before[k] for k in terminal} == {k: after[k] for k in terminal}
+
+
+def test_terminal_history_reads_known_days_only() -> None:
+    today = T0 // DAY_MS + 60
+    state = {
+        "d": {
+            str(today - 40): [5, 50.0, 5],  # older than the 30 known days
+            str(today - 20): [4, 40.0, 1],  # first known fraud
+            str(today - 15): [6, 60.0, 0],
+            str(today - 10): [2, 20.0, 2],  # last known fraud
+            str(today - 3): [3, 30.0, 3],  # inside the label delay
+        }
+    }
+    history = terminal_history(state, today * DAY_MS + 5)
+    assert history == {
+        "terminal_first_fraud_age_days": 20.0,
+        "terminal_last_fraud_age_days": 10.0,
+        "terminal_fraud_days": 2.0,
+        "terminal_frauds_since_first": 3.0,
+        "terminal_nb_tx_since_first": 12.0,
+        "terminal_risk_since_first": 0.25,
+    }
+    assert terminal_features(state, today * DAY_MS)["terminal_risk_since_first"] == 0.25
+    assert terminal_history({"d": {str(today - 3): [3, 30.0, 3]}}, today * DAY_MS) == dict.fromkeys(
+        TERMINAL_HISTORY_FEATURES, 0.0
+    )

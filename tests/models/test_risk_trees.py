@@ -49,12 +49,39 @@ def test_scorer_averages_head_and_tree_log_odds(tmp_path: Path) -> None:
     held_out = [r for r in records if int(r["user_id"][1:]) >= 70]
     windows = [Window(events=[r], aggregates=aggregates[r["event_id"]]) for r in held_out]
     risk = np.array([s.risk for s in Scorer(loaded, torch.device("cpu")).score(windows)])
-    trees = risk_trees.log_odds(loaded.risk_trees, risk_trees.window_features(windows))
+    assert loaded.risk_trees.head_weight == config.risk_head_weight == risk_trees.HEAD_WEIGHT
+    trees = loaded.risk_trees.log_odds(risk_trees.window_features(windows))
     (tmp_path / "both" / risk_trees.FILE).unlink()  # the same checkpoint without its trees: the head alone
     head_only = checkpoint.load(tmp_path / "both")
     head = np.array([s.risk for s in Scorer(head_only, torch.device("cpu")).score(windows)])
     assert head_only.risk_trees is None and head_only.model_version != loaded.model_version
     head_log_odds = np.log(head / (1 - head))
-    np.testing.assert_allclose(risk, 1 / (1 + np.exp(-(head_log_odds + trees) / 2)), rtol=1e-5)
+    w = risk_trees.HEAD_WEIGHT
+    np.testing.assert_allclose(risk, 1 / (1 + np.exp(-(w * head_log_odds + (1 - w) * trees))), rtol=1e-5)
     y = np.array([labels[r["event_id"]] for r in held_out])
     assert roc_auc_score(y, trees) > 0.9  # the label is a threshold on one tree feature
+
+
+def test_bag_round_trips_and_legacy_single_booster_reads_its_feature_prefix(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(risk_trees.TREE_FEATURES)))
+    y = (x[:, 0] + x[:, -1] > 0.5).astype(int)  # the last column is a terminal-history feature
+    params = {"n_estimators": 20, "num_leaves": 7, "subsample": 0.8, "subsample_freq": 1}
+    bag = risk_trees.fit(x, y, params, bags=3)
+    assert len({b.model_to_string() for b in bag}) == 3  # different seeds, different trees
+    risk_trees.save(risk_trees.RiskTrees(bag, head_weight=0.3), tmp_path)
+    loaded = risk_trees.load(tmp_path)
+    assert loaded is not None and len(loaded.boosters) == 3 and loaded.head_weight == 0.3
+    expected = np.mean([b.predict(x, raw_score=True) for b in bag], axis=0)
+    np.testing.assert_allclose(loaded.log_odds(x), expected)
+    np.testing.assert_allclose(loaded.blend(np.ones(len(x)), x), 0.3 + 0.7 * expected)
+
+    legacy_dir = tmp_path / "legacy"
+    legacy_dir.mkdir()
+    n_old = len(risk_trees.RATIO_FEATURES)
+    (old,) = risk_trees.fit(x[:, :n_old], y, {"n_estimators": 20, "num_leaves": 7})
+    old.save_model(str(legacy_dir / risk_trees.LEGACY_FILE))
+    legacy = risk_trees.load(legacy_dir)
+    assert legacy is not None and legacy.head_weight == 0.5  # the plain mean those checkpoints served
+    np.testing.assert_allclose(legacy.log_odds(x), old.predict(x[:, :n_old], raw_score=True))
+    assert risk_trees.files(legacy_dir) == [legacy_dir / risk_trees.LEGACY_FILE]
