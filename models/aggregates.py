@@ -104,14 +104,12 @@ def terminal_history(state: VelocityState, ts_ms: int) -> dict[str, float]:
     today = day_index(ts_ms)
     last_known = today - LABEL_DELAY_DAYS
     first_day = last_known - max(WINDOWS_DAYS) + 1
-    days = sorted(
-        (int(d), c, f) for d, (c, _, f) in state.get("d", {}).items() if first_day <= int(d) <= last_known
+    fraud_days = sorted(
+        int(d) for d, (_, _, f) in state.get("d", {}).items() if f and first_day <= int(d) <= last_known
     )
-    fraud_days = [d for d, _, f in days if f]
     if not fraud_days:
         return dict.fromkeys(TERMINAL_HISTORY_FEATURES, 0.0)
-    since = [(c, f) for d, c, f in days if d >= fraud_days[0]]
-    count, frauds = sum(c for c, _ in since), sum(f for _, f in since)
+    count, _, frauds = _sum_days(state, fraud_days[0], last_known)
     return {
         "terminal_first_fraud_age_days": float(today - fraud_days[0]),
         "terminal_last_fraud_age_days": float(today - fraud_days[-1]),

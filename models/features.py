@@ -221,11 +221,13 @@ def derived_aggregates(raw: np.ndarray, amount: np.ndarray) -> np.ndarray:
     ).reshape(len(raw), len(DERIVED_FEATURES))
 
 
-def raw_aggregates(aggregates: Sequence[dict[str, float]]) -> np.ndarray:
-    """(N, A) float64 values of AGGREGATE_FEATURES, missing names as 0."""
-    return np.array(
-        [[a.get(name, 0.0) for name in AGGREGATE_FEATURES] for a in aggregates], dtype=np.float64
-    ).reshape(len(aggregates), len(AGGREGATE_FEATURES))
+def raw_aggregates(
+    aggregates: Sequence[dict[str, float]], names: Sequence[str] = AGGREGATE_FEATURES
+) -> np.ndarray:
+    """(N, len(names)) float64 values of the named aggregates (AGGREGATE_FEATURES), missing names as 0."""
+    return np.array([[a.get(name, 0.0) for name in names] for a in aggregates], dtype=np.float64).reshape(
+        len(aggregates), len(names)
+    )
 
 
 def aggregate_matrix(aggregates: Sequence[dict[str, float]], amount: np.ndarray) -> np.ndarray:

@@ -64,10 +64,7 @@ def tree_features(
             (hour <= 6).astype(np.float64),
             raw,
             derived_aggregates(raw, amount),
-            np.array(
-                [[a.get(name, 0.0) for name in TERMINAL_HISTORY_FEATURES] for a in aggregates],
-                dtype=np.float64,
-            ).reshape(len(amount), len(TERMINAL_HISTORY_FEATURES)),
+            raw_aggregates(aggregates, TERMINAL_HISTORY_FEATURES),
         ]
     ).reshape(len(amount), len(TREE_FEATURES))
 
