@@ -19,9 +19,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _common import fmt, header, percentile, table
 
-from models import synthetic
+from models import risk_trees, synthetic
 from models.encoder import TextCache, TextEncoder
 from models.features import event_text
 from models.scorer import Scorer, Window
@@ -89,6 +90,33 @@ def bench_batches(scorer: Scorer, windows: list[Window], sizes: list[int], min_s
                      fmt(1000 * total / len(times), 2), fmt(1000 * (percentile(ordered, 0.95) or 0), 2),
                      fmt(1000 * total / len(times) / size, 3)])
         print(f"batch {size}: {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def bench_risk_trees(scorer: Scorer, windows: list[Window], size: int, repeats: int) -> list[list[str]] | None:
+    """Mean ms per `size`-window batch of the risk trees' two steps, next to the whole Scorer.score.
+
+    The trees run inside Scorer.score (features of the scored event, then the bag's log-odds); this
+    times the same calls alone, so the table says what the bag costs of a batch. None without trees.
+    """
+    trees = scorer.ckpt.risk_trees
+    if trees is None:
+        return None
+    batch = [windows[j % len(windows)] for j in range(size)]
+    head = np.zeros(size)
+    steps = {
+        "Scorer.score, whole batch": lambda: scorer.score(batch),
+        "risk_trees.window_features": lambda: risk_trees.window_features(batch),
+        f"RiskTrees.blend, bag of {len(trees.boosters)}": lambda: trees.blend(head, features),
+    }
+    features = risk_trees.window_features(batch)
+    rows = []
+    for name, step in steps.items():
+        step()  # warm
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        rows.append([name, str(size), str(repeats), fmt(1000 * (time.perf_counter() - t0) / repeats, 2)])
     return rows
 
 
@@ -172,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--movielens", type=Path, default=Path("/work/shared/data/movielens-small/ratings.csv"),
                         help="ratings.csv (movies.csv beside it); 'none' skips")
     parser.add_argument("--cache-size", type=int, default=50_000, help="encoder LRU entries (Scorer's default)")
+    parser.add_argument("--trees-batch", type=int, default=256, help="batch size for the risk trees' timing")
+    parser.add_argument("--trees-repeats", type=int, default=50, help="batches timed per step (default 50)")
     parser.add_argument("--skip", default="", help="comma list of: scorer, encoder, movielens")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -184,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     device_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} torch threads"
 
     batch_rows: list[list[str]] = []
+    tree_rows: list[list[str]] | None = None
     built = ""
     cache_note = ""
     if "scorer" not in skip:
@@ -204,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"({misses} texts encoded); timed batches then hit the cache only"
         sizes = [int(s) for s in args.batch_sizes.split(",")]
         batch_rows = bench_batches(scorer, windows, sizes, args.min_seconds, args.min_batches, args.device)
+        tree_rows = bench_risk_trees(scorer, windows, args.trees_batch, args.trees_repeats)
         del scorer
 
     enc = None if "encoder" in skip else bench_encoder(args.device, args.encoder_texts, args.encoder_batch)
@@ -224,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         print(cache_note + "\n")
         print(table(["batch size", "batches timed", "windows/s", "batch mean ms", "batch p95 ms", "ms per window"],
                     batch_rows))
+        print()
+    if tree_rows:
+        print("## Risk trees' share of a batch (the same calls as inside Scorer.score, timed alone)\n")
+        print(table(["step", "batch size", "repeats", "mean ms per batch"], tree_rows))
         print()
     if enc:
         print("## Text encoder (MiniLM, models.encoder.TextEncoder), unique texts, cold cache\n")

@@ -34,7 +34,6 @@ NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")
 GBDT_GRID = {"n_estimators": (100, 300), "num_leaves": (15, 63), "learning_rate": (0.05, 0.1)}
 KS = (5, 10, 20)
 FoldScorer = Callable[[list[str], list[str]], np.ndarray]  # (train event ids, test event ids) -> test scores
-CHECKPOINT_TOP_K = 200  # items asked from a checkpoint; history items are dropped, then ranks up to 20 count
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
@@ -62,14 +61,44 @@ def seqrec_config(args: argparse.Namespace, arch: str, n_items: int) -> bl.SeqRe
     )
 
 
-def checkpoint_next_item(
-    path: str, log: ds.EventLog, data: bl.LooData
-) -> tuple[np.ndarray, np.ndarray, pd.Series]:
-    """Validation and test ranks from a checkpoint's top items (ranks past the list count as K + 1),
-    and its time-to-next prediction (hours) before each user's test event."""
-    from models.scorer import Scorer, Window
+class CheckpointItemScores:
+    """A baselines.ScoreFn over a checkpoint: LooData histories in, (B, n_items + 1) scores out.
 
-    scorer = Scorer.load(path, top_k=CHECKPOINT_TOP_K)
+    The checkpoint scores event records (times, actions, text), not item indices, so it is given each
+    user's records in the order next_item_ranks passes the histories, and checks that each history
+    ends with its window's last item. Catalogue items the checkpoint does not know score -inf.
+    """
+
+    def __init__(self, scorer: Any, windows: list[list[dict]], data: bl.LooData) -> None:
+        self.scorer, self.windows, self.data = scorer, windows, data
+        self.position = 0
+        index = {item: i + 1 for i, item in enumerate(data.items)}
+        pairs = [(j, index[item]) for j, item in enumerate(scorer.item_ids) if item in index]
+        self.source = np.array([j for j, _ in pairs], dtype=np.int64)
+        self.target = np.array([i for _, i in pairs], dtype=np.int64)
+        self.index = index
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        windows = self.windows[self.position : self.position + len(histories)]
+        self.position += len(histories)
+        for history, window in zip(histories, windows, strict=True):
+            if len(history) and self.index[window[-1]["item_id"]] != history[-1]:
+                raise ValueError("checkpoint windows out of step with the histories")
+        logits = self.scorer.item_scores([Window(events=w[-200:]) for w in windows])
+        scores = np.full((len(histories), self.data.n_items + 1), -np.inf)
+        scores[:, self.target] = logits[:, self.source]
+        return scores
+
+
+def checkpoint_next_item(
+    path: str, log: ds.EventLog, data: bl.LooData, n_negatives: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Series]:
+    """Validation, test and sampled-test ranks of a checkpoint, by the same full ranking as the
+    baselines (its whole catalogue scored, history masked), and its time-to-next prediction (hours)
+    before each user's test event."""
+    from models.scorer import Scorer
+
+    scorer = Scorer.load(path)
     train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
     val_recs: dict[str, dict] = {}
     for r in log.records:
@@ -78,24 +107,20 @@ def checkpoint_next_item(
             train_recs[r["user_id"]].append(r)
         elif split == "val":
             val_recs[r["user_id"]] = r
-    out, hours = [], []
-    for windows, targets in (
-        ([train_recs[u] for u in data.users], data.val_target),
-        ([train_recs[u] + [val_recs[u]] for u in data.users], data.test_target),
-    ):
-        ranks = np.full(len(windows), max(KS) + 1)
-        for start in range(0, len(windows), 256):
-            batch = windows[start : start + 256]
-            scores = scorer.score([Window(events=w[-200:]) for w in batch])
-            for j, (w, s) in enumerate(zip(batch, scores, strict=True)):
-                seen = {r["item_id"] for r in w}
-                ranked = [item for item, _ in s.top_items if item not in seen][: max(KS)]
-                target = data.items[targets[start + j] - 1]
-                hours.append(s.time_to_next_s / 3600)
-                if target in ranked:
-                    ranks[start + j] = ranked.index(target) + 1
-        out.append(ranks)
-    return out[0], out[1], pd.Series(hours[len(data.users) :], index=data.users)
+    val_windows = [train_recs[u] for u in data.users]
+    test_windows = [train_recs[u] + [val_recs[u]] for u in data.users]
+    val = bl.next_item_ranks(CheckpointItemScores(scorer, val_windows, data), data.val_input, data.val_target,
+                             data.n_items)
+    test = bl.next_item_ranks(CheckpointItemScores(scorer, test_windows, data), data.test_input,
+                              data.test_target, data.n_items)
+    sampled = bl.next_item_ranks(CheckpointItemScores(scorer, test_windows, data), data.test_input,
+                                 data.test_target, data.n_items, n_negatives, seed)
+    hours = [
+        s.time_to_next_s / 3600
+        for start in range(0, len(test_windows), 256)
+        for s in scorer.score([Window(events=w[-200:]) for w in test_windows[start : start + 256]])
+    ]
+    return val, test, sampled, pd.Series(hours, index=data.users)
 
 
 def history_plot(lengths: np.ndarray, ranks_by_model: dict[str, np.ndarray], path: Path) -> None:
@@ -162,8 +187,8 @@ def next_item_ranks(
     data: bl.LooData,
     histories: dict[str, bl.TrainHistory],
     time_to_next: dict[str, pd.Series],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Validation, test and sampled-test ranks of one baseline or checkpoint (sampled: None for checkpoints);
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation, test and sampled-test ranks of one baseline or checkpoint;
     training curves go to `histories`, a checkpoint's time-to-next predictions to `time_to_next`."""
     if name in ("pop", "markov"):
         score_fn: bl.ScoreFn = (bl.MostPopular() if name == "pop" else bl.Markov()).fit(data)
@@ -172,8 +197,8 @@ def next_item_ranks(
         model, histories[name] = bl.train_seqrec(data, config, log=lambda m: print(m, flush=True))
         score_fn = bl.seqrec_scorer(model)
     else:
-        val, test, time_to_next[name] = checkpoint_next_item(name, log, data)
-        return val, test, None
+        val, test, sampled, time_to_next[name] = checkpoint_next_item(name, log, data, args.negatives, args.seed)
+        return val, test, sampled
     val = bl.next_item_ranks(score_fn, data.val_input, data.val_target, data.n_items)
     test = bl.next_item_ranks(score_fn, data.test_input, data.test_target, data.n_items)
     sampled = bl.next_item_ranks(
@@ -194,9 +219,7 @@ def run_next_item(args: argparse.Namespace, out: Path) -> str:
         test_ranks[name] = test
         for split, ranks in (("val", val), ("test", test)):
             row: dict[str, object] = {"model": name, "split": split} | metrics.ranking_report(ranks, KS)
-            if sampled is None:
-                row["MRR"] = "n/a (top-k only)"
-            use_sampled = split == "test" and sampled is not None
+            use_sampled = split == "test"
             row[f"HR@10 ({args.negatives} neg)"] = metrics.hit_rate(sampled, 10) if use_sampled else "-"
             row[f"NDCG@10 ({args.negatives} neg)"] = metrics.ndcg(sampled, 10) if use_sampled else "-"
             rows.append(row)

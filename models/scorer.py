@@ -13,7 +13,7 @@ from scipy.special import expit
 from models import checkpoint, risk_trees
 from models.encoder import TextEncoder
 from models.features import Window, featurize
-from models.temporal import TemporalInput
+from models.temporal import TemporalInput, TemporalOutput
 
 __all__ = ["Scorer", "Scores", "Window"]
 
@@ -83,14 +83,31 @@ class Scorer:
             return expit(head_log_odds)
         return expit(self.ckpt.risk_trees.blend(head_log_odds, risk_trees.window_features(windows)))
 
+    @property
+    def item_ids(self) -> list[str]:
+        """The catalogue in the column order of `item_scores`."""
+        return self._items.tolist()
+
+    def _forward(self, windows: Sequence[Window]) -> TemporalOutput:
+        batch = featurize(windows, self.ckpt.vocab, self.ckpt.config.max_len)
+        inp = TemporalInput.from_features(batch, self._text_table(batch.texts), self.device)
+        return self.ckpt.model(inp, torch.from_numpy(batch.aggregates).to(self.device))
+
+    @torch.inference_mode()
+    def item_scores(self, windows: Sequence[Window]) -> np.ndarray:
+        """(B, len(item_ids)) next-item logits over the whole catalogue, -inf where the checkpoint does
+        not recommend an item: what full-ranking evaluation needs (score() returns the top k only)."""
+        if not windows:
+            return np.zeros((0, len(self._items)), dtype=np.float32)
+        out = self._forward(windows)
+        return (out.item_logits + self._item_bias)[:, 2:].float().cpu().numpy()
+
     @torch.inference_mode()
     def score(self, windows: Sequence[Window]) -> list[Scores]:
         """One Scores per window, in order."""
         if not windows:
             return []
-        batch = featurize(windows, self.ckpt.vocab, self.ckpt.config.max_len)
-        inp = TemporalInput.from_features(batch, self._text_table(batch.texts), self.device)
-        out = self.ckpt.model(inp, torch.from_numpy(batch.aggregates).to(self.device))
+        out = self._forward(windows)
         risk = self._risk(out.risk_logit.double().cpu().numpy(), windows).tolist()
         top = torch.softmax(out.item_logits + self._item_bias, dim=-1).topk(self.top_k, dim=-1)
         top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids

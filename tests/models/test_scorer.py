@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.features import Window, event_text
@@ -56,3 +57,13 @@ def test_known_texts_are_served_from_the_checkpoint_cache(
     misses = cache.misses
     scorer.score(tiny_windows)
     assert cache.misses == misses  # nothing is encoded twice
+
+
+def test_item_scores_order_the_catalogue_as_the_top_items(scorer: Scorer, tiny_windows: list[Window]) -> None:
+    logits = scorer.item_scores(tiny_windows[:16])
+    assert logits.shape == (16, len(scorer.item_ids))
+    ids = scorer.item_ids
+    for row, scores in zip(logits, scorer.score(tiny_windows[:16]), strict=True):
+        best = [ids[j] for j in np.argsort(-row, kind="stable")[: len(scores.top_items)]]
+        assert best == [item for item, _ in scores.top_items]
+    assert scorer.item_scores([]).shape == (0, len(ids))
