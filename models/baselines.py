@@ -16,6 +16,7 @@ from torch import nn
 
 from models import metrics
 from models.datasets import EventLog
+from models.device import resolve_device
 from models.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, event_features
 
 # a scorer maps a batch of histories (item indices, oldest first) to scores over 0..n_items (0 = padding)
@@ -148,6 +149,7 @@ class SeqRecConfig:
     eval_every: int = 5
     patience: int = 4  # evaluations without validation NDCG@10 gain before stopping
     seed: int = 0
+    device: str = "auto"  # "auto": cuda when available, else cpu
 
 
 class SASRecBlock(nn.Module):
@@ -238,8 +240,8 @@ def seqrec_scorer(model: SeqRec) -> ScoreFn:
     def score(histories: list[np.ndarray]) -> np.ndarray:
         model.eval()
         with torch.no_grad():
-            seq = torch.from_numpy(pad_left(histories, model.config.max_len))
-            return (model.hidden(seq)[:, -1] @ model.item_emb.weight.T).numpy()
+            seq = torch.from_numpy(pad_left(histories, model.config.max_len)).to(model.item_emb.weight.device)
+            return (model.hidden(seq)[:, -1] @ model.item_emb.weight.T).float().cpu().numpy()
 
     return score
 
@@ -251,10 +253,11 @@ def train_seqrec(
     weights with the best validation NDCG@10, stopping on patience, max_epochs or the time budget."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = SeqRec(config)
+    device = resolve_device(config.device)
+    model = SeqRec(config).to(device)
     optim = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.98))
     usable = [s for s in data.train if len(s) > 1]
-    windows = torch.from_numpy(pad_left(usable, config.max_len + 1))  # (U, T + 1)
+    windows = torch.from_numpy(pad_left(usable, config.max_len + 1)).to(device)  # (U, T + 1)
     history, best, best_state, stale = TrainHistory(), -1.0, None, 0
     started = time.monotonic()
     for epoch in range(1, config.max_epochs + 1):
@@ -263,7 +266,7 @@ def train_seqrec(
         for batch_idx in np.array_split(
             rng.permutation(len(windows)), max(1, len(windows) // config.batch_size)
         ):
-            batch = windows[torch.from_numpy(batch_idx)]
+            batch = windows[torch.from_numpy(batch_idx).to(device)]
             inputs, targets = batch[:, :-1], batch[:, 1:]  # (B, T)
             mask = (inputs > 0) & (targets > 0)
             logits = model(inputs, mask)  # (N, n_items + 1)
@@ -288,6 +291,7 @@ def train_seqrec(
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.cpu()
     history.seconds = time.monotonic() - started
     return model, history
 

@@ -58,6 +58,7 @@ def seqrec_config(args: argparse.Namespace, arch: str, n_items: int) -> bl.SeqRe
         max_epochs=args.epochs,
         time_budget_s=args.time_budget_s,
         seed=args.seed,
+        device=args.device,
     )
 
 
@@ -91,14 +92,14 @@ class CheckpointItemScores:
 
 
 def checkpoint_next_item(
-    path: str, log: ds.EventLog, data: bl.LooData, n_negatives: int, seed: int
+    path: str, log: ds.EventLog, data: bl.LooData, n_negatives: int, seed: int, device: str = "auto"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Series]:
     """Validation, test and sampled-test ranks of a checkpoint, by the same full ranking as the
     baselines (its whole catalogue scored, history masked), and its time-to-next prediction (hours)
     before each user's test event."""
     from models.scorer import Scorer
 
-    scorer = Scorer.load(path)
+    scorer = Scorer.load(path, device=device)
     train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
     val_recs: dict[str, dict] = {}
     for r in log.records:
@@ -197,7 +198,9 @@ def next_item_ranks(
         model, histories[name] = bl.train_seqrec(data, config, log=lambda m: print(m, flush=True))
         score_fn = bl.seqrec_scorer(model)
     else:
-        val, test, sampled, time_to_next[name] = checkpoint_next_item(name, log, data, args.negatives, args.seed)
+        val, test, sampled, time_to_next[name] = checkpoint_next_item(
+            name, log, data, args.negatives, args.seed, args.device
+        )
         return val, test, sampled
     val = bl.next_item_ranks(score_fn, data.val_input, data.val_target, data.n_items)
     test = bl.next_item_ranks(score_fn, data.test_input, data.test_target, data.n_items)
@@ -266,11 +269,13 @@ def customer_windows(log: ds.EventLog, ids: Sequence[str], window: int = 50) -> 
     return windows
 
 
-def checkpoint_fraud_scores(path: str, log: ds.EventLog, ids: Sequence[str], window: int = 50) -> np.ndarray:
+def checkpoint_fraud_scores(
+    path: str, log: ds.EventLog, ids: Sequence[str], window: int = 50, device: str = "auto"
+) -> np.ndarray:
     """Risk of each transaction from a checkpoint: the customer's last `window` events and its aggregates."""
     from models.scorer import Scorer
 
-    return scorer_risks(Scorer.load(path), customer_windows(log, ids, window))
+    return scorer_risks(Scorer.load(path, device=device), customer_windows(log, ids, window))
 
 
 def scorer_risks(scorer: Any, windows: Sequence[Window], batch: int = 512) -> np.ndarray:
@@ -339,6 +344,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
         use_text=False,
         val_windows=20_000,
         loss_weights={"item": 0.0, "action": 0.0, "risk": 1.0, "time": 0.0},
+        device=args.device,
     )
     config = tr.apply_overrides(base, assignments)
     root = Path("checkpoints") / ("fraud_" + hashlib.sha1(spec.encode()).hexdigest()[:8])
@@ -357,7 +363,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
         out = root / str(dt.datetime.fromtimestamp(first / 1000, dt.UTC).date())
         summary = tr.fit(keep, labels, log.aggregates, config, out, fit_ids, val_ids)
         print(json.dumps({"fold": str(out), "best": summary["best"]}), flush=True)
-        return checkpoint_fraud_scores(str(out), log, test_ids)
+        return checkpoint_fraud_scores(str(out), log, test_ids, device=args.device)
 
     ts_of = dict(zip((r["event_id"] for r in log.records), ts.tolist(), strict=True))
     return score
@@ -402,7 +408,7 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
         return risk_trees.RiskTrees(bag).log_odds(frame.loc[test_ids, columns].to_numpy())
 
     def checkpoint(path: str) -> FoldScorer:
-        return lambda train_ids, test_ids: checkpoint_fraud_scores(path, log, test_ids)
+        return lambda train_ids, test_ids: checkpoint_fraud_scores(path, log, test_ids, device=args.device)
 
     fold_scores: dict[str, dict[ds.Fold, np.ndarray]] = {}  # model label -> fold -> assessment scores
 
@@ -498,6 +504,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-start", type=dt.date.fromisoformat, default=dt.date(2018, 7, 25))
     p.add_argument("--test-folds", type=int, default=1, help="fraud: 0 scores the validation folds only")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu or cuda[:N]")
     p.add_argument(
         "--lightgbm-params",
         nargs="*",

@@ -11,6 +11,7 @@ import torch
 from scipy.special import expit
 
 from models import checkpoint, risk_trees
+from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.features import Window, featurize
 from models.temporal import TemporalInput, TemporalOutput
@@ -53,7 +54,7 @@ class Scorer:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None, top_k: int = 10) -> Scorer:
         """Load a checkpoint folder; device None picks cuda when available, else cpu."""
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = resolve_device(device)
         return cls(checkpoint.load(path, dev), dev, top_k=top_k)
 
     @staticmethod

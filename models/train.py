@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from models import aggregates as agg
 from models import checkpoint, risk_trees, synthetic
+from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.features import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
 from models.metrics import hit_rate, ndcg, ranks_from_scores
@@ -40,6 +41,7 @@ class TrainConfig:
     max_len: int = 50
     dropout: float = 0.1
     kind: Literal["transformer", "gru"] = "transformer"
+    device: str = "auto"  # "auto": cuda when available, else cpu; the checkpoint loads on either
     use_text: bool = True
     use_item_ids: bool = True  # False: the model never sees item ids (the item head still scores them)
     encoder: str | None = None  # None: the default all-MiniLM-L6-v2
@@ -373,7 +375,7 @@ def evaluate(
         outs.append(model(batch.inp, batch.aggregates[torch.arange(len(chunk)), batch.inp.lengths - 1]))
     model.train()
     cat = {
-        f: torch.cat([getattr(o, f) for o in outs])
+        f: torch.cat([getattr(o, f) for o in outs]).float().cpu()
         for f in ("item_logits", "action_logits", "risk_logit", "log_time_to_next")
     }
     metrics: dict[str, float] = {}
@@ -477,7 +479,7 @@ def train(
         text_input_scale=config.text_input_scale,
         **input_scale(train_data),
     )
-    model = TemporalModel(model_config)
+    model = TemporalModel(model_config).to(text_table.device)
     init_risk_bias(model, train_data.risk)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
@@ -525,7 +527,7 @@ def train(
             if bad >= config.patience or out_of_time:
                 break
     model.load_state_dict(best[2])
-    return model.eval(), {"best": best[1], "history": history, "seconds": time.monotonic() - t0}
+    return model.eval().cpu(), {"best": best[1], "history": history, "seconds": time.monotonic() - t0}
 
 
 def fit(
@@ -554,10 +556,11 @@ def fit(
     train_records = [r for r in records if r["event_id"] in train_ids]
     vocab = Vocab.build(train_records)
 
-    encoder = TextEncoder(config.encoder) if config.use_text else None
+    device = resolve_device(config.device)
+    encoder = TextEncoder(config.encoder, device=device) if config.use_text else None
     texts = sorted({t for t in event_columns(records, vocab).texts if t is not None}) if encoder else []
     embeddings = encoder.encode(texts) if encoder else np.zeros((0, 384), np.float32)
-    text_table = torch.from_numpy(embeddings)
+    text_table = torch.from_numpy(embeddings).to(device)
     text_ids = {t: i for i, t in enumerate(texts)}
 
     train_data = build_sequences(train_records, labels, aggregates, vocab, text_ids)
@@ -671,6 +674,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-text", action="store_true", help="train without text embeddings")
     parser.add_argument("--max-seconds", type=float)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", help="auto (default: cuda when available, else cpu), cpu or cuda[:N]")
     parser.add_argument(
         "--dataset", choices=sorted(DATASET_LOADERS),
         help="train on a data set, not synthetic (with its DATASET_DEFAULTS setting, about 15 minutes)",
@@ -701,6 +705,7 @@ def config_for(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = {"use_text": False} if args.no_text else {}
     overrides |= {"kind": args.kind} if args.kind else {}
     overrides |= {"max_seconds": args.max_seconds} if args.max_seconds else {}
+    overrides |= {"device": args.device} if args.device else {}
     return apply_overrides(replace(config, **overrides), args.set)
 
 
