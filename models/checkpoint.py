@@ -1,10 +1,11 @@
 """Checkpoint folder: safetensors weights, config.json, cached catalogue text embeddings, optional risk
-trees (LightGBM text model), model_version."""
+trees (LightGBM text model), an optional tuned text encoder (a Hugging Face folder), model_version."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,13 @@ from models.temporal import TemporalConfig, TemporalModel
 
 WEIGHTS, CONFIG, TEXTS = "model.safetensors", "config.json", "texts.safetensors"
 FORMAT = 1
+# config.json's "encoder" when training tuned the encoder (models.text_finetune): a Hugging Face model
+# folder inside the checkpoint, part of model_version
+TUNED_ENCODER = "<checkpoint>/encoder"
+
+
+def tuned_encoder_folder(folder: str | Path) -> Path:
+    return Path(folder) / "encoder"
 
 
 @dataclass
@@ -39,9 +47,11 @@ class Checkpoint:
 
 
 def model_version(folder: str | Path) -> str:
-    """Short sha256 over the weights file, config.json and (when present) the risk trees' bytes."""
+    """Short sha256 over the weights file, config.json and (when present) the risk trees' and the tuned
+    encoder's bytes."""
     digest = hashlib.sha256()
-    for path in (Path(folder) / WEIGHTS, Path(folder) / CONFIG, *trees.files(folder)):
+    tuned = sorted(tuned_encoder_folder(folder).glob("*.safetensors"))
+    for path in (Path(folder) / WEIGHTS, Path(folder) / CONFIG, *trees.files(folder), *tuned):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -61,6 +71,8 @@ def save(
     folder.mkdir(parents=True, exist_ok=True)
     for stale in trees.files(folder):  # a folder re-used by a run without trees
         stale.unlink()
+    if encoder != TUNED_ENCODER and tuned_encoder_folder(folder).exists():  # ... or without a tuned encoder
+        shutil.rmtree(tuned_encoder_folder(folder))
     if risk_trees is not None:
         trees.save(risk_trees, folder)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -101,7 +113,7 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
         model=model.to(device).eval(),
         config=config,
         vocab=Vocab.from_dict(raw["vocab"]),
-        encoder=raw["encoder"],
+        encoder=str(tuned_encoder_folder(folder)) if raw["encoder"] == TUNED_ENCODER else raw["encoder"],
         texts=list(raw["texts"]),
         text_embeddings=load_numpy(str(folder / TEXTS))["embeddings"],
         model_version=model_version(folder),

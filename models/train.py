@@ -27,6 +27,7 @@ from models.risk_trees import BAGS as RISK_TREES_BAGS
 from models.risk_trees import HEAD_WEIGHT as RISK_HEAD_WEIGHT
 from models.risk_trees import PARAMS as RISK_TREES_PARAMS
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel, TemporalOutput
+from models.text_finetune import TopLayerTuner
 
 IGNORE = -100
 
@@ -82,6 +83,10 @@ class TrainConfig:
     risk_trees_params: dict[str, float | int] = field(default_factory=lambda: dict(RISK_TREES_PARAMS))
     risk_trees_bags: int = RISK_TREES_BAGS
     risk_head_weight: float = RISK_HEAD_WEIGHT
+    # text encoder: 0 keeps it frozen; N trains its top N layers with the head (models.text_finetune) at
+    # encoder_lr, and the checkpoint then carries the tuned encoder for the scorer
+    finetune_layers: int = 0
+    encoder_lr: float = 5e-5
 
 
 @dataclass
@@ -450,6 +455,15 @@ def lr_factor(step: int, config: TrainConfig) -> float:
     return warmup
 
 
+def with_tuned_texts(inp: TemporalInput, tuner: TopLayerTuner) -> TemporalInput:
+    """The batch's distinct texts embedded by the tuner (with gradients), text_index remapped to them."""
+    has_text = inp.text_index >= 0
+    ids, local = torch.unique(inp.text_index[has_text], return_inverse=True)
+    index = inp.text_index.clone()
+    index[has_text] = local
+    return replace(inp, text_index=index, text_table=tuner(ids))
+
+
 def train(
     config: TrainConfig,
     train_data: SequenceData,
@@ -457,8 +471,11 @@ def train(
     val_ends: np.ndarray,
     vocab: Vocab,
     text_table: torch.Tensor,
+    tuner: TopLayerTuner | None = None,
 ) -> tuple[TemporalModel, dict[str, Any]]:
-    """Data-set agnostic training loop with early stopping on the validation loss; returns the best model."""
+    """Data-set agnostic training loop with early stopping on the validation loss; returns the best model.
+
+    With a tuner the encoder's top layers train too (their best weights are kept with the model's)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model_config = TemporalConfig(
@@ -481,7 +498,11 @@ def train(
     )
     model = TemporalModel(model_config).to(text_table.device)
     init_risk_bias(model, train_data.risk)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": config.lr}]
+    if tuner is not None:
+        tuner.train()
+        groups.append({"params": list(tuner.top.parameters()), "lr": config.encoder_lr})
+    opt = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, config))
     negative_probs = (
         negative_sampling_probs(train_data.next_item, vocab.n_items).to(text_table.device)
@@ -490,11 +511,10 @@ def train(
     )
     user_last = np.flatnonzero(np.append(train_data.user_start[1:] != train_data.user_start[:-1], True))
     labelled = np.flatnonzero(~np.isnan(train_data.risk))
-    best: tuple[float, dict[str, Any], dict[str, torch.Tensor]] = (
-        float("inf"),
-        {},
-        copy.deepcopy(model.state_dict()),
-    )
+    def snapshot() -> dict[str, Any]:
+        return copy.deepcopy({"model": model.state_dict(), "tuner": tuner.top.state_dict() if tuner else None})
+
+    best: tuple[float, dict[str, Any], dict[str, Any]] = (float("inf"), {}, snapshot())
     history, bad, t0 = [], 0, time.monotonic()
     bar = tqdm(range(1, config.max_steps + 1), desc="train", mininterval=2.0)
     for step in bar:
@@ -505,28 +525,32 @@ def train(
         else:
             ends = rng.integers(0, len(train_data.item), config.batch_size)
         batch = make_batch(train_data, ends, config.max_len, text_table, text_table.device)
+        if tuner is not None:
+            batch = replace(batch, inp=with_tuned_texts(batch.inp, tuner))
         loss, parts = multitask_loss(model, model.encode(batch.inp), batch, config, negative_probs)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([q for g in groups for q in g["params"]], 1.0)
         opt.step()
         sched.step()
         bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
         out_of_time = time.monotonic() - t0 > config.max_seconds
         if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
-            metrics = {"step": step, "train_loss": loss.item()} | evaluate(
-                model, val_data, val_ends, config, text_table
-            )
+            table = tuner.embed_all() if tuner is not None else text_table
+            metrics = {"step": step, "train_loss": loss.item()} | evaluate(model, val_data, val_ends, config, table)
             history.append(metrics)
             tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
             score = metrics["loss"] if config.select_on == "loss" else -metrics.get(config.select_on, 0.0)
             if score < best[0]:
-                best, bad = (score, metrics, copy.deepcopy(model.state_dict())), 0
+                best, bad = (score, metrics, snapshot()), 0
             else:
                 bad += 1
             if bad >= config.patience or out_of_time:
                 break
-    model.load_state_dict(best[2])
+    model.load_state_dict(best[2]["model"])
+    if tuner is not None:
+        tuner.top.load_state_dict(best[2]["tuner"])
+        tuner.eval()
     return model.eval().cpu(), {"best": best[1], "history": history, "seconds": time.monotonic() - t0}
 
 
@@ -559,7 +583,12 @@ def fit(
     device = resolve_device(config.device)
     encoder = TextEncoder(config.encoder, device=device) if config.use_text else None
     texts = sorted({t for t in event_columns(records, vocab).texts if t is not None}) if encoder else []
-    embeddings = encoder.encode(texts) if encoder else np.zeros((0, 384), np.float32)
+    tuner = None
+    if encoder is not None and config.finetune_layers > 0:
+        tuner = TopLayerTuner(encoder.path, texts, config.finetune_layers, device, encoder.max_tokens)
+        embeddings = tuner.embed_all().cpu().numpy()
+    else:
+        embeddings = encoder.encode(texts) if encoder else np.zeros((0, 384), np.float32)
     text_table = torch.from_numpy(embeddings).to(device)
     text_ids = {t: i for i, t in enumerate(texts)}
 
@@ -571,13 +600,18 @@ def fit(
     rng = np.random.default_rng(config.seed)
     val_ends = np.sort(rng.choice(candidates, min(config.val_windows, len(candidates)), replace=False))
 
-    model, report = train(config, train_data, val_data, val_ends, vocab, text_table)
+    model, report = train(config, train_data, val_data, val_ends, vocab, text_table, tuner)
     trees = fit_risk_trees(train_records, labels, aggregates, config) if config.risk_trees else None
+    encoder_name = encoder.name_or_path if encoder else None
+    if tuner is not None:  # the scorer loads the tuned encoder; the catalogue is re-embedded by it
+        tuner.save(checkpoint.tuned_encoder_folder(out))
+        embeddings = TextEncoder(str(checkpoint.tuned_encoder_folder(out)), device=device).encode(texts)
+        encoder_name = checkpoint.TUNED_ENCODER
     version = checkpoint.save(
         out,
         model,
         vocab,
-        encoder.name_or_path if encoder else None,
+        encoder_name,
         texts,
         embeddings,
         extra={
