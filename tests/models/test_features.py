@@ -191,3 +191,34 @@ def test_served_derived_ratios_use_the_scored_events_amount() -> None:
     batch = featurize([Window(events=events, aggregates={"customer_avg_amount_30d": 20.0})], VOCAB, MAX_LEN)
     column = len(AGGREGATE_FEATURES) + DERIVED_FEATURES.index("amount_to_customer_avg_30d")
     assert batch.aggregates[0, column] == np.float32(np.log(4.0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(users=st.lists(windows(), min_size=1, max_size=3), max_len=st.integers(1, MAX_LEN), data=st.data())
+def test_training_batches_equal_serving_featurization_on_random_windows(
+    users: list[Window], max_len: int, data: st.DataObject
+) -> None:
+    """Training (build_sequences + make_batch) and serving (featurize) give the same model inputs for any
+    window ending at any event: random users, items (some unknown), texts, amounts, aggregates."""
+    records, aggregates = [], {}
+    for u, window in enumerate(users):
+        for event in window.events:
+            record = {**event, "user_id": f"u{u}", "event_id": f"u{u}-{event['event_id']}"}
+            records.append(record)
+            aggregates[record["event_id"]] = window.aggregates if len(records) % 2 else {}
+    texts = sorted({event_text(r) for r in records} - {None})
+    sequences = train.build_sequences(records, {}, aggregates, VOCAB, {t: i for i, t in enumerate(texts)})
+    ends = np.array(data.draw(st.lists(st.integers(0, len(records) - 1), min_size=1, max_size=6)))
+    batch = train.make_batch(sequences, ends, max_len, torch.zeros((len(texts), 4)), torch.device("cpu"))
+    for b, end in enumerate(ends):
+        start = int(end) - int(batch.inp.lengths[b]) + 1
+        assert records[start]["user_id"] == records[end]["user_id"]
+        assert start == 0 or records[start - 1]["user_id"] != records[end]["user_id"] or end - start + 1 == max_len
+        window = Window(events=records[start : end + 1], aggregates=aggregates[records[end]["event_id"]])
+        served = featurize([window], VOCAB, max_len)
+        np.testing.assert_array_equal(batch.inp.item[b].numpy(), served.item[0])
+        np.testing.assert_array_equal(batch.inp.action[b].numpy(), served.action[0])
+        np.testing.assert_allclose(batch.inp.numeric[b].numpy(), served.numeric[0], atol=1e-5)
+        np.testing.assert_allclose(batch.aggregates[b, end - start].numpy(), served.aggregates[0], atol=1e-5)
+        train_texts = [texts[i] if i >= 0 else None for i in batch.inp.text_index[b].tolist()]
+        assert train_texts == [served.texts[i] if i >= 0 else None for i in served.text_index[0]]
