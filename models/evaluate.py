@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import itertools
 import json
 import shlex
@@ -156,6 +157,39 @@ def curves_plot(histories: dict[str, bl.TrainHistory], path: Path) -> None:
     plt.close(fig)
 
 
+def checkpoint_curves_plot(folders: dict[str, Path], path: Path) -> bool:
+    """Training loss and the validation-sample metric by step from each checkpoint's metrics.json history:
+    risk AP for a risk-only model, else item NDCG@10 (else the validation loss). False (no file) when
+    no checkpoint has a history."""
+    runs = {}
+    for name, folder in folders.items():
+        metrics_file, config_file = Path(folder) / "metrics.json", Path(folder) / "config.json"
+        history = json.loads(metrics_file.read_text()).get("history") if metrics_file.is_file() else None
+        if not history:
+            continue
+        weights = json.loads(config_file.read_text())["extra"].get("train_config", {}).get("loss_weights", {})
+        last = history[-1]
+        if "risk_ap" in last and weights.get("item", 1.0) == 0:
+            metric = "risk_ap"
+        else:
+            metric = next((m for m in ("item_ndcg10", "risk_ap") if m in last), "loss")
+        runs[name] = (history, metric)
+    if not runs:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4 + 0.12 * len(runs)))
+    for name, (history, metric) in runs.items():
+        steps = [h["step"] for h in history]
+        left.plot(steps, [h["train_loss"] for h in history])
+        right.plot(steps, [h.get(metric, np.nan) for h in history], marker="o", label=f"{name}: {metric}")
+    left.set(xlabel="step", ylabel="training loss (last batch)")
+    right.set(xlabel="step", ylabel="validation sample")
+    fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(runs) + 1) // 2), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def time_to_next_rows(log: ds.EventLog, predicted: dict[str, pd.Series]) -> list[dict[str, object]]:
     """MAE / RMSE (hours) of the gap before each user's test event: global and per-user median training
     gap, and each checkpoint's prediction (hours, indexed by user)."""
@@ -229,6 +263,8 @@ def run_next_item(args: argparse.Namespace, out: Path) -> str:
     history_plot(
         np.array([len(s) for s in data.test_input]), test_ranks, out.with_name(out.stem + "_by_history.png")
     )
+    checkpoints = {name: Path(name) for name in args.model if name not in NEXT_ITEM_BASELINES}
+    checkpoint_curves_plot(checkpoints, out.with_name(out.stem + "_checkpoint_training.png"))
     parts = [markdown_table(rows)]
     if histories:
         curves_plot(histories, out.with_name(out.stem + "_training.png"))
@@ -317,6 +353,11 @@ def rank_mean(members: list[dict[ds.Fold, np.ndarray]], splits: dict) -> FoldSco
     return score
 
 
+def temporal_root(spec: str) -> Path:
+    """Folder of a temporal spec's per-fold checkpoints (one subfolder per training-week start)."""
+    return Path("checkpoints") / ("fraud_" + hashlib.sha1(spec.encode()).hexdigest()[:8])
+
+
 def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) -> FoldScorer:
     """Train our temporal model on each fold's training week and score its assessment events.
 
@@ -325,7 +366,6 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
     only training-week transactions carry risk labels; the last training day is the early-stopping
     validation set. Checkpoints go to checkpoints/fraud_<spec hash>/<train_start>.
     """
-    import hashlib
 
     from models import train as tr
 
@@ -347,7 +387,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
         device=args.device,
     )
     config = tr.apply_overrides(base, assignments)
-    root = Path("checkpoints") / ("fraud_" + hashlib.sha1(spec.encode()).hexdigest()[:8])
+    root = temporal_root(spec)
     ts = np.fromiter((r["ts_ms"] for r in log.records), dtype=np.int64, count=len(log.records))
     history_ms = 21 * 86_400_000
 
@@ -462,6 +502,13 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
     test_ids = [e for f in test_folds for e in splits[f][1]]
     if test_ids:
         fraud_plots(frame.loc[test_ids], test_scores, out)
+    folds = {
+        f"{name} {fold.train_start}": temporal_root(name) / str(fold.train_start)
+        for name in args.model
+        if name.startswith("temporal")
+        for fold in valid_folds + test_folds
+    }
+    checkpoint_curves_plot(folds, out.with_name(out.stem + "_training.png"))
     fold_text = (
         "; ".join(
             f"train {f.train_start}..{f.train_end} test {f.test_start}..{f.test_end}" for f in test_folds

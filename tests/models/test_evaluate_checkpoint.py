@@ -59,3 +59,10 @@ def test_full_ranking_matches_the_scorers_top_items(tiny_checkpoint: Path, tiny_
     assert len(test) == len(sampled) == len(hours) == len(data.users)
     assert (sampled >= 1).all() and (sampled <= 6).all() and (sampled <= test).all()
     assert (hours >= 0).all()
+
+
+def test_training_curves_are_drawn_from_the_checkpoint_history(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    assert evaluate.checkpoint_curves_plot({"tiny": tiny_checkpoint}, tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not evaluate.checkpoint_curves_plot({"none": tmp_path / "missing"}, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
