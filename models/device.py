@@ -6,7 +6,8 @@ import torch
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
-    """ "auto" (or None, ""): cuda when torch sees a GPU, else cpu; an explicit CUDA device must exist."""
+    """The device a name asks for: "auto", None or "" give cuda when torch sees a GPU, else cpu; an
+    explicit CUDA device must exist."""
     if name is None or str(name) in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

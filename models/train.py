@@ -381,7 +381,8 @@ def evaluate(
     outs: list[TemporalOutput] = []
     for chunk in np.array_split(ends, max(1, len(ends) // 512)):
         batch = make_batch(data, chunk, config.max_len, text_table, text_table.device)
-        outs.append(model(batch.inp, batch.aggregates[torch.arange(len(chunk)), batch.inp.lengths - 1]))
+        rows = torch.arange(len(chunk), device=batch.aggregates.device)
+        outs.append(model(batch.inp, batch.aggregates[rows, batch.inp.lengths - 1]))
     model.train()
     cat = {
         f: torch.cat([getattr(o, f) for o in outs]).float().cpu()
@@ -515,6 +516,7 @@ def train(
     )
     user_last = np.flatnonzero(np.append(train_data.user_start[1:] != train_data.user_start[:-1], True))
     labelled = np.flatnonzero(~np.isnan(train_data.risk))
+
     def snapshot() -> dict[str, Any]:
         return copy.deepcopy({"model": model.state_dict(), "tuner": tuner.top.state_dict() if tuner else None})
 
@@ -620,6 +622,7 @@ def fit(
         embeddings,
         extra={
             "train_config": asdict(config),
+            **({"tuned_from": encoder.name_or_path} if tuner is not None and encoder is not None else {}),
             # next-item recommendations list shop items only, never a payment terminal
             "recommendable_items": sorted({str(r["item_id"]) for r in train_records if r["kind"] == "click"}),
         },
