@@ -130,6 +130,25 @@ def create_topics(bootstrap_servers: str, topics: list[str] | tuple[str, ...], p
                 raise BrokerError(f"could not create topic {topic}: {exc}") from exc
 
 
+def check_partitions(bootstrap_servers: str, topics: list[str] | tuple[str, ...], partitions: int,
+                     timeout_s: float = 30.0) -> None:
+    """Refuse to run over existing topics whose partition count is not `partitions`.
+
+    The Faust worker's input topics, its re-keyed topics and its table changelogs must be
+    co-partitioned: a record read from partition p writes its table change to changelog partition p.
+    create_topics leaves an existing topic as it is, so a topic made elsewhere with another count
+    (a cluster default, an init job) would break that silently.
+    """
+    metadata = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=timeout_s).topics
+    wrong = {t: len(metadata[t].partitions) for t in topics if t in metadata and len(metadata[t].partitions) != partitions}
+    if wrong:
+        found = ", ".join(f"{t}: {n}" for t, n in sorted(wrong.items()))
+        raise BrokerError(
+            f"partition counts differ from STREAMPROC_PARTITIONS={partitions} ({found}); set "
+            "STREAMPROC_PARTITIONS to the topics' count, or recreate the topics"
+        )
+
+
 def wipe(path: Path) -> None:
     """Remove a state directory (a Faust data dir from before an embedded-broker restart)."""
     shutil.rmtree(path, ignore_errors=True)

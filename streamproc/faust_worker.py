@@ -9,7 +9,7 @@ import uvloop
 
 from streamproc.agents import register_agents
 from streamproc.app import create_app, quiet_faust_logging
-from streamproc.broker import create_topics
+from streamproc.broker import check_partitions, create_topics
 from streamproc.config import Settings
 from streamproc.faust_seek_fix import install_seek_guard
 from streamproc.metrics import create_metrics, serve
@@ -46,6 +46,7 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
 
         install_faust_highwater_probe(settings.bootstrap_servers)
     create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions, settings.replication_factor)
+    check_partitions(settings.bootstrap_servers, settings.worker_input_topics(), settings.partitions)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)

@@ -54,6 +54,7 @@ STANDARD_METRIC = re.compile(r"^(up|scrape_[a-z_]+|process_[a-z_]+|python_[a-z_]
 STREAMPROC_ENV = {
     "STREAMPROC_BOOTSTRAP_SERVERS",
     "STREAMPROC_DATA_DIR",
+    "STREAMPROC_PARTITIONS",
     "STREAMPROC_CHECKPOINT",
     "STREAMPROC_WORKER_METRICS_PORT",
     "STREAMPROC_SCORER_METRICS_PORT",
@@ -250,6 +251,16 @@ def test_compose_workers_and_gpu_scorer(compose: dict[str, Any]) -> None:
     assert environment(scorer)["STREAMPROC_CHECKPOINT"]
     for service in (worker, scorer):
         assert service["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_topics_and_workers_agree_on_partitions(compose: dict[str, Any]) -> None:
+    # Faust's tables need their changelogs co-partitioned with the input topics; the worker checks
+    # this at start (streamproc.broker.check_partitions) and refuses to run otherwise.
+    init = "\n".join(compose["services"]["kafka-init"]["command"])
+    created = set(re.findall(r"--partitions (\d+)", init))
+    assert len(created) == 1
+    for name in ("worker", "scorer"):
+        assert {environment(compose["services"][name])["STREAMPROC_PARTITIONS"]} == created, name
 
 
 def test_compose_metrics_ports_match_the_scrape_config(compose: dict[str, Any]) -> None:

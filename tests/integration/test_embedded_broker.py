@@ -8,7 +8,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamproc.broker import create_topics
+from streamproc.broker import BrokerError, check_partitions, create_topics
 from streamproc.config import Settings
 from streamproc.consumers import _consumer
 from streamproc.tansu_compat import fetch_high_watermarks
@@ -81,3 +81,11 @@ def test_consumers_subscribed_just_before_their_topics_exist_see_them_soon(broke
     finally:
         for consumer in consumers:
             consumer.close()
+
+
+def test_topics_with_another_partition_count_stop_the_worker_before_it_starts(broker):
+    create_topics(broker.bootstrap_servers, ["copart-a"], partitions=2)
+    create_topics(broker.bootstrap_servers, ["copart-b"], partitions=4)
+    check_partitions(broker.bootstrap_servers, ["copart-b", "copart-missing"], 4)  # agrees, or absent: fine
+    with pytest.raises(BrokerError, match=r"STREAMPROC_PARTITIONS=4 \(copart-a: 2\)"):
+        check_partitions(broker.bootstrap_servers, ["copart-a", "copart-b"], 4)
