@@ -28,9 +28,20 @@ test: $(BIN)/.installed system-deps
 lint: $(BIN)/.installed
 	$(BIN)/ruff check streamproc models tests bench scripts
 
-bench: $(BIN)/.installed
-	$(BIN)/python bench/pipeline_bench.py
-	$(BIN)/python bench/scorer_bench.py
+# Quix Streams, the peer in the pipeline bench, pins another confluent-kafka: its own venv.
+QUIX_VENV := var/quix-venv
+
+$(QUIX_VENV)/bin/python:
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/pip install -q quixstreams
+
+checkpoints/demo/config.json: $(BIN)/.installed
+	$(BIN)/python -m models.train --preset demo --out checkpoints/demo
+
+bench: $(BIN)/.installed checkpoints/demo/config.json $(QUIX_VENV)/bin/python
+	$(BIN)/python bench/pipeline_bench.py --quix-python $(QUIX_VENV)/bin/python
+	$(BIN)/python bench/scorer_bench.py --checkpoint checkpoints/demo --threads 1
+	$(BIN)/python bench/latency_bench.py --checkpoint checkpoints/demo --rates 250,1000,1500 --keep-going --duration-s 25
 
 clean:
 	rm -rf $(VENV) var checkpoints
