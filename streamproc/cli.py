@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -86,9 +87,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_REAL_KAFKA = (
+    "streamproc demo always runs its own embedded broker, so --bootstrap-servers does not apply to it. "
+    "Against a real Kafka run the parts yourself: streamproc worker, streamproc score and streamproc "
+    "replay PATH with --bootstrap-servers or STREAMPROC_BOOTSTRAP_SERVERS (README, 'Running against a real Kafka')."
+)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamproc.demo import run_demo
 
+    if args.bootstrap_servers:
+        print(f"error: {DEMO_REAL_KAFKA}", file=sys.stderr)
+        return 2
+    if os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS"):
+        print("note: STREAMPROC_BOOTSTRAP_SERVERS is set but not used; " + DEMO_REAL_KAFKA, file=sys.stderr)
     return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
                     broker_max_rss_mib=args.broker_max_rss_mib)
 

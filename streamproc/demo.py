@@ -132,8 +132,8 @@ def wait_for_pipeline(settings: Settings, children: dict[str, subprocess.Popen],
 def broker_full_message(produced: int, rss: int, budget: int) -> str:
     return (f"stopped the replay after {produced} events: the embedded broker keeps every record in memory "
             f"(no retention) and holds {rss / MIB:,.0f} MiB, over its budget of {budget / MIB:,.0f} MiB "
-            f"(--broker-max-rss-mib); replay less (--limit) or point streamproc at a real Kafka "
-            f"(--bootstrap-servers, README)")
+            f"(--broker-max-rss-mib); replay less (--limit), or run the worker, scoring worker and replay "
+            f"against a real Kafka (README, 'Running against a real Kafka')")
 
 
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
