@@ -1,0 +1,90 @@
+"""The scoring worker stores an input offset only after every score derived from it is acknowledged.
+
+The ordering is pure logic; here the producer and consumer are recording fakes (the integration tests
+restart a real scoring worker against the real broker)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from models.scorer import Scores
+from streamproc.config import Settings
+from streamproc.metrics import create_metrics
+from streamproc.scoring.worker import Pending, ScoringWorker
+
+
+class RecordingProducer:
+    """Acknowledges (or fails) every produced message when flushed, as librdkafka's callbacks do."""
+
+    def __init__(self, fail_topic: str | None = None) -> None:
+        self.fail_topic = fail_topic
+        self.in_flight: list[tuple[str, Any]] = []
+        self.acked: list[str] = []
+
+    def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None, on_delivery: Any = None) -> None:
+        self.in_flight.append((topic, on_delivery))
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        for topic, callback in self.in_flight:
+            error = "MSG_TIMED_OUT" if topic == self.fail_topic else None
+            if error is None:
+                self.acked.append(topic)
+            if callback is not None:
+                callback(error, None)
+        self.in_flight = []
+        return 0
+
+
+class RecordingConsumer:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def store_offsets(self, message: Any) -> None:
+        self.log.append(f"store {message}")
+
+
+class ConstantScorer:
+    def score(self, windows: list[Any]) -> list[Scores]:
+        return [Scores(0.95, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test") for _ in windows]
+
+
+def update(n: int) -> dict[str, Any]:
+    event = {"event_id": f"e{n}", "kind": "transaction", "user_id": "u1", "ts_ms": 1_700_000_000_000 + n,
+             "item_id": "t1", "action": "transaction", "amount": 10.0}
+    return {"user_id": "u1", "event_id": f"e{n}", "event_ts_ms": event["ts_ms"], "window": [event],
+            "lineage": {"topic": "transactions", "partition": 0, "offset": n, "ingest_ts_ms": event["ts_ms"]}}
+
+
+@pytest.fixture
+def worker() -> ScoringWorker:
+    w = ScoringWorker(Settings(alert_threshold=0.5), ConstantScorer(), create_metrics())  # type: ignore[arg-type]
+    w.consumer.close()
+    return w
+
+
+def test_offsets_are_stored_after_every_score_is_acknowledged(worker: ScoringWorker) -> None:
+    log: list[str] = []
+    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
+    for n in range(3):
+        worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
+    worker.flush_batch()
+    # three outputs per update (risk, next action, alert at 0.95 >= 0.5), all acknowledged, then the offsets
+    assert sorted(worker.producer.acked) == sorted(["risk-scores", "next-action-scores", "fraud-alerts"] * 3)
+    assert log == ["store m0", "store m1", "store m2"]
+
+
+def test_a_failed_delivery_stores_no_offset_and_stops_the_worker(worker: ScoringWorker) -> None:
+    log: list[str] = []
+    worker.producer = RecordingProducer(fail_topic="fraud-alerts")  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
+    for n in range(2):
+        worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="scores not acknowledged.*fraud-alerts: MSG_TIMED_OUT"):
+        worker.flush_batch()
+    assert log == []  # the batch is consumed again after the restart: at-least-once
