@@ -74,6 +74,7 @@ TOPICS = [
 ALERTS = {
     "StreamprocConsumerLagGrowing",
     "StreamprocDeadLetterRateHigh",
+    "StreamprocScorerDeadLetters",
     "StreamprocScoreLatencyHigh",
     "StreamprocWorkerDown",
     "StreamprocScorerDown",
