@@ -40,6 +40,42 @@ def test_fetch_high_watermark_counts_every_record_where_list_offsets_falls_short
     assert listed[0] < produced[0] and listed[1] < produced[1]
 
 
+def test_faust_takes_its_high_watermarks_from_the_fetch_probe(broker, monkeypatch):
+    """install_faust_highwater_probe replaces the lookup Faust's consumer thread makes (ListOffsets,
+    low on this broker) by the Fetch probe: what a table's changelog recovery reads its end from."""
+    import asyncio
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    from streamproc import tansu_compat
+
+    topic, produced = "highwater-faust", [0, 0]
+    create_topics(broker.bootstrap_servers, [topic], partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20, "batch.num.messages": 500})
+    for n in range(10_000):
+        producer.produce(topic, value=b"x" * 40, partition=n % 2)
+        produced[n % 2] += 1
+    assert producer.flush(60) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "listed-faust"})
+    try:
+        listed = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in (0, 1)}
+    finally:
+        consumer.close()
+    assert listed[0] < produced[0] and listed[1] < produced[1]  # what Faust's own lookup answers here
+
+    async def listed_offsets(self, partitions):  # the thread's ListOffsets lookup, as this broker answers it
+        return {tp: listed[tp.partition] for tp in partitions}
+
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    monkeypatch.setattr(thread, "_highwaters", listed_offsets)  # restored, unwrapped, after the test
+    monkeypatch.setattr(tansu_compat, "_INSTALLED", {})
+    partitions = [TP(topic, 0), TP(topic, 1)]
+    assert asyncio.run(thread._highwaters(None, partitions)) == {tp: listed[tp.partition] for tp in partitions}
+    tansu_compat.install_faust_highwater_probe(broker.bootstrap_servers)
+    assert asyncio.run(thread._highwaters(None, partitions)) == {TP(topic, 0): produced[0], TP(topic, 1): produced[1]}
+
+
 def test_empty_partition_has_high_watermark_zero(broker):
     create_topics(broker.bootstrap_servers, ["highwater-empty"], partitions=1)
     assert fetch_high_watermarks(broker.bootstrap_servers, [("highwater-empty", 0)]) == {("highwater-empty", 0): 0}
