@@ -167,3 +167,25 @@ def test_scoring_worker_restart_leaves_no_sequence_update_unscored(
         deadline_s=600, watch=[worker, scorer],
     )
     assert set(ids(r.messages[s.risk_scores_topic])) == {m["event_id"] for _, m in events}
+
+
+def test_scoring_worker_sigterm_drains_its_batch_and_commits_so_nothing_is_scored_twice(
+    broker, tiny_checkpoint, tmp_path, processes, reader
+):
+    # A graceful stop scores the batch in hand, waits for the broker's acks and commits; the next scoring
+    # worker starts after the last scored update (SIGKILL, above, may re-score: at-least-once).
+    s = make_settings(broker, tmp_path, tiny_checkpoint, batch_max_size=64)
+    events = synthetic_events(3000, seed=10)
+    worker, scorer = processes("worker", s), processes("score", s)
+    produce(s, events)
+    r = reader(s, [s.sequence_updates_topic, s.risk_scores_topic])
+    r.poll_until(lambda: len(r.messages[s.risk_scores_topic]) >= 500, deadline_s=400, watch=[worker, scorer])
+    assert scorer.stop(timeout_s=60) == 0, scorer.log()
+    scorer = processes("score", s)
+    r.poll_until(
+        lambda: len(r.messages[s.sequence_updates_topic]) >= len(events)
+        and set(ids(r.messages[s.risk_scores_topic])) >= set(ids(r.messages[s.sequence_updates_topic])),
+        deadline_s=600, watch=[worker, scorer],
+    )
+    scored = [m["event_id"] for m in r.messages[s.risk_scores_topic]]
+    assert sorted(scored) == sorted(m["event_id"] for _, m in events)  # each exactly once
