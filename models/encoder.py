@@ -7,9 +7,12 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from models.device import resolve_device
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 
@@ -27,6 +30,23 @@ def resolve_model_path(name_or_path: str | None) -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"text encoder model not found: no config.json in {path!s}")
     return path
+
+
+def load_model(path: Path, device: torch.device, dtype: torch.dtype) -> tuple[Any, torch.nn.Module]:
+    """(tokenizer, model in eval mode on device) of a local Hugging Face folder, never the network."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    return tokenizer, model.to(device).eval()
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(b, dim) L2-normalised mean of the token states (b, L, dim) over the attended tokens (b, L)."""
+    weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return torch.nn.functional.normalize(pooled, dim=-1)
 
 
 class TextCache:
@@ -81,7 +101,7 @@ class TextEncoder:
     ) -> None:
         self.name_or_path = name_or_path or DEFAULT_ENCODER
         self.path = resolve_model_path(name_or_path)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.cache = TextCache(cache_size)
@@ -95,13 +115,9 @@ class TextEncoder:
         return self._model is not None
 
     def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(self.path), local_files_only=True, dtype=dtype)
-        self._model = model.to(self.device).eval().requires_grad_(False)
+        self._tokenizer, model = load_model(self.path, self.device, dtype)
+        self._model = model.requires_grad_(False)
 
     @torch.inference_mode()
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -119,9 +135,7 @@ class TextEncoder:
                 return_tensors="pt",
             ).to(self.device)
             hidden = self._model(**tokens).last_hidden_state.float()  # (b, L, dim)
-            mask = tokens["attention_mask"].unsqueeze(-1).float()  # (b, L, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (b, dim)
-            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+            chunks.append(mean_pool(hidden, tokens["attention_mask"]).cpu().numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -9,12 +9,12 @@ same weights through the same TextEncoder code as a frozen model.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from models.encoder import load_model, mean_pool
 
 
 class TopLayerTuner(nn.Module):
@@ -30,20 +30,14 @@ class TopLayerTuner(nn.Module):
         chunk: int = 256,
     ) -> None:
         super().__init__()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True, dtype=torch.float32).to(
-            device
-        )
+        self.tokenizer, self.model = load_model(Path(path), device, torch.float32)
         layers = getattr(getattr(self.model, "encoder", None), "layer", None)
         if not isinstance(layers, nn.ModuleList) or not 0 < n_layers <= len(layers):
             raise ValueError(
                 f"fine-tuning {n_layers} top layers needs a BERT-family encoder with that many layers "
                 f"(model.encoder.layer); {path!s} is {type(self.model).__name__}"
             )
-        self.model.eval().requires_grad_(False)
+        self.model.requires_grad_(False)
         self.top = layers[len(layers) - n_layers :]
         self.top.requires_grad_(True)
         self.chunk = chunk
@@ -75,9 +69,7 @@ class TopLayerTuner(nn.Module):
         for layer in self.top:
             out = layer(hidden, attention_mask=attention)
             hidden = out[0] if isinstance(out, tuple) else out
-        weights = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        return F.normalize(pooled, dim=-1)
+        return mean_pool(hidden, mask)
 
     @torch.no_grad()
     def embed_all(self) -> torch.Tensor:
