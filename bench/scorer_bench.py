@@ -103,13 +103,12 @@ def bench_risk_trees(scorer: Scorer, windows: list[Window], size: int, repeats: 
     if trees is None:
         return None
     batch = [windows[j % len(windows)] for j in range(size)]
-    head = np.zeros(size)
+    head, features = np.zeros(size), risk_trees.window_features(batch)
     steps = {
         "Scorer.score, whole batch": lambda: scorer.score(batch),
         "risk_trees.window_features": lambda: risk_trees.window_features(batch),
         f"RiskTrees.blend, bag of {len(trees.boosters)}": lambda: trees.blend(head, features),
     }
-    features = risk_trees.window_features(batch)
     rows = []
     for name, step in steps.items():
         step()  # warm
@@ -138,16 +137,16 @@ def bench_encoder(device: str, n_texts: int, batch: int) -> dict[str, Any]:
             "misses": encoder.cache.misses}
 
 
-def movielens_hit_rate(path: Path, cache_size: int) -> list[dict[str, Any]]:
-    """Cache lookups per event: over the events the validator accepts, and over all events.
+def movielens_texts(path: Path) -> tuple[list[str | None], list[bool], Counter[str]]:
+    """Per event of a MovieLens replay, in event-time order: its text, whether streamproc.events.validate
+    accepts it, and the rejections by reason.
 
-    MovieLens-small has ratings from 1996 on, which the validator refuses (bad_timestamp: before
-    2000-01-01); for the "all events" row such a record is made with the timestamp check aside
-    (the text does not depend on the time).
+    MovieLens-small has ratings from 1996 on, which older validators refused (bad_timestamp: before
+    2000-01-01); such a record is made with the timestamp check aside (the text does not depend on
+    the time) and counted as not accepted.
     """
-    rows = []
-    accepted_cache, all_cache = TextCache(cache_size), TextCache(cache_size)
-    counts = {"accepted": [0, 0, set()], "all": [0, 0, set()]}  # events, events with text, distinct
+    texts: list[str | None] = []
+    accepted: list[bool] = []
     rejected: Counter[str] = Counter()
     for topic, msg in read_events(path):
         kind = "click" if topic == "clicks" else "transaction"
@@ -161,22 +160,25 @@ def movielens_hit_rate(path: Path, cache_size: int) -> list[dict[str, Any]]:
                 record = validate(kind, json.dumps({**msg, "ts": MIN_TS_MS}).encode()).record
             except InvalidEvent:
                 continue
-        text = event_text(record)
-        for name, cache, take in (("accepted", accepted_cache, ok), ("all", all_cache, True)):
-            if not take:
-                continue
-            c = counts[name]
-            c[0] += 1
-            if text is not None:
-                c[1] += 1
-                c[2].add(text)
-                if cache.get(text) is None:
-                    cache.put(text, _DUMMY)
-    for name, cache in (("accepted by streamproc.events.validate", accepted_cache),
-                        ("all events (timestamp check aside)", all_cache)):
-        c = counts["accepted" if name.startswith("accepted") else "all"]
-        rows.append({"name": name, "events": c[0], "with_text": c[1], "distinct": len(c[2]), "hits": cache.hits,
-                     "misses": cache.misses, "hit_rate": cache.hit_rate})
+        texts.append(event_text(record))
+        accepted.append(ok)
+    return texts, accepted, rejected
+
+
+def movielens_hit_rate(texts: list[str | None], accepted: list[bool], rejected: Counter[str],
+                       cache_size: int) -> list[dict[str, Any]]:
+    """Cache lookups per event: over the events the validator accepts, and over all events."""
+    rows = []
+    for name, keep in (("accepted by streamproc.events.validate", accepted), ("all events (timestamp check aside)",
+                                                                             [True] * len(texts))):
+        cache = TextCache(cache_size)
+        kept = [t for t, k in zip(texts, keep, strict=True) if k]
+        with_text = [t for t in kept if t is not None]
+        for text in with_text:
+            if cache.get(text) is None:
+                cache.put(text, _DUMMY)
+        rows.append({"name": name, "events": len(kept), "with_text": len(with_text), "distinct": len(set(with_text)),
+                     "hits": cache.hits, "misses": cache.misses, "hit_rate": cache.hit_rate})
     rows[0]["rejected"] = dict(rejected)
     return rows
 
@@ -184,22 +186,12 @@ def movielens_hit_rate(path: Path, cache_size: int) -> list[dict[str, Any]]:
 _DUMMY: Any = object()
 
 
-def movielens_replay_encode(path: Path, device: str, cache_size: int, batch_events: int) -> dict[str, Any]:
-    """Replay MovieLens-small through a real TextEncoder, as the scoring worker meets it: batches of
-    `batch_events` events in event-time order, each batch's texts encoded (distinct misses only) or
-    served from the LRU cache. Times the whole replay, weights loading excluded."""
-    texts: list[str] = []
-    events = 0
-    for topic, msg in read_events(path):
-        kind = "click" if topic == "clicks" else "transaction"
-        try:
-            record = validate(kind, json.dumps({**msg, "ts": MIN_TS_MS}).encode()).record
-        except InvalidEvent:
-            continue
-        events += 1
-        text = event_text(record)
-        if text is not None:
-            texts.append(text)
+def movielens_replay_encode(events: list[str | None], device: str, cache_size: int,
+                            batch_events: int) -> dict[str, Any]:
+    """Replay MovieLens-small's event texts through a real TextEncoder, as the scoring worker meets them:
+    batches of `batch_events` events in event-time order, each batch's texts encoded (distinct misses
+    only) or served from the LRU cache. Times the whole replay, weights loading excluded."""
+    texts = [t for t in events if t is not None]
     encoder = TextEncoder(device=device, cache_size=cache_size)
     encoder.encode(["view | warm-up | Home"])  # loads the weights
     encoder.cache = TextCache(cache_size)
@@ -209,7 +201,7 @@ def movielens_replay_encode(path: Path, device: str, cache_size: int, batch_even
         encoder.encode(texts[start : start + batch_events])
     sync(device)
     seconds = time.perf_counter() - t0
-    return {"events": events, "with_text": len(texts), "encoded": len(set(texts)), "seconds": seconds,
+    return {"events": len(events), "with_text": len(texts), "encoded": len(set(texts)), "seconds": seconds,
             "hit_rate": encoder.cache.hit_rate, "batch": batch_events}
 
 
@@ -271,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     enc = None if "encoder" in skip else bench_encoder(args.device, args.encoder_texts, args.encoder_batch)
     ml = None
     replay = None
-    if "replay" not in skip and str(args.movielens) != "none" and args.movielens.exists():
-        replay = movielens_replay_encode(args.movielens, args.device, args.cache_size, args.replay_batch)
-    if "movielens" not in skip and str(args.movielens) != "none":
+    if {"movielens", "replay"} - skip and str(args.movielens) != "none":
         if args.movielens.exists():
-            ml = movielens_hit_rate(args.movielens, args.cache_size)
+            texts, accepted, rejected = movielens_texts(args.movielens)
+            if "movielens" not in skip:
+                ml = movielens_hit_rate(texts, accepted, rejected, args.cache_size)
+            if "replay" not in skip:
+                replay = movielens_replay_encode(texts, args.device, args.cache_size, args.replay_batch)
         else:
             ml = {"missing": str(args.movielens)}
 
