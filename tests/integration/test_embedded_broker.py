@@ -16,16 +16,24 @@ from streamproc.tansu_compat import fetch_high_watermarks
 pytestmark = pytest.mark.integration
 
 
-def test_fetch_high_watermark_counts_every_record_where_list_offsets_falls_short(broker):
-    topic, produced = "highwater-check", [0, 0]
-    create_topics(broker.bootstrap_servers, [topic], partitions=2)
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20, "batch.num.messages": 500})
-    for n in range(20_000):
-        producer.produce(topic, value=b"x" * 40, partition=n % 2)
-        produced[n % 2] += 1
-        if n % 5000 == 0:
+def produce_in_batches(bootstrap_servers: str, topic: str, n: int) -> list[int]:
+    """n small records alternately to the 2 partitions of a new topic, in many record batches (the
+    broker's ListOffsets answer is the start of the last batch + 1); the count per partition."""
+    produced = [0, 0]
+    create_topics(bootstrap_servers, [topic], partitions=2)
+    producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 20, "batch.num.messages": 500})
+    for i in range(n):
+        producer.produce(topic, value=b"x" * 40, partition=i % 2)
+        produced[i % 2] += 1
+        if i % 5000 == 0:
             producer.poll(0)
     assert producer.flush(60) == 0
+    return produced
+
+
+def test_fetch_high_watermark_counts_every_record_where_list_offsets_falls_short(broker):
+    topic = "highwater-check"
+    produced = produce_in_batches(broker.bootstrap_servers, topic, 20_000)
 
     probed = fetch_high_watermarks(broker.bootstrap_servers, [(topic, 0), (topic, 1)])
     assert probed == {(topic, 0): produced[0], (topic, 1): produced[1]}
@@ -50,13 +58,8 @@ def test_faust_takes_its_high_watermarks_from_the_fetch_probe(broker, monkeypatc
 
     from streamproc import tansu_compat
 
-    topic, produced = "highwater-faust", [0, 0]
-    create_topics(broker.bootstrap_servers, [topic], partitions=2)
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20, "batch.num.messages": 500})
-    for n in range(10_000):
-        producer.produce(topic, value=b"x" * 40, partition=n % 2)
-        produced[n % 2] += 1
-    assert producer.flush(60) == 0
+    topic = "highwater-faust"
+    produced = produce_in_batches(broker.bootstrap_servers, topic, 10_000)
     consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "listed-faust"})
     try:
         listed = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in (0, 1)}

@@ -150,21 +150,30 @@ def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_fr
     _assert_windows_match_from_scratch(s, events, r.messages[s.sequence_updates_topic])
 
 
-def test_scoring_worker_restart_leaves_no_sequence_update_unscored(
-    broker, tiny_checkpoint, tmp_path, processes, reader
-):
+def _restart_scorer_mid_stream(broker, tiny_checkpoint, tmp_path, processes, reader, seed, stop):
+    """Replay 3,000 events, stop the scoring worker with `stop(process)` once 500 are scored, start another
+    and read until every sequence update is scored; returns (settings, events, reader)."""
     s = make_settings(broker, tmp_path, tiny_checkpoint, batch_max_size=64)
-    events = synthetic_events(3000, seed=9)
+    events = synthetic_events(3000, seed=seed)
     worker, scorer = processes("worker", s), processes("score", s)
     produce(s, events)
     r = reader(s, [s.sequence_updates_topic, s.risk_scores_topic])
     r.poll_until(lambda: len(r.messages[s.risk_scores_topic]) >= 500, deadline_s=400, watch=[worker, scorer])
-    scorer.kill()
+    stop(scorer)
     scorer = processes("score", s)
     r.poll_until(
         lambda: len(r.messages[s.sequence_updates_topic]) >= len(events)
         and set(ids(r.messages[s.risk_scores_topic])) >= set(ids(r.messages[s.sequence_updates_topic])),
         deadline_s=600, watch=[worker, scorer],
+    )
+    return s, events, r
+
+
+def test_scoring_worker_restart_leaves_no_sequence_update_unscored(
+    broker, tiny_checkpoint, tmp_path, processes, reader
+):
+    s, events, r = _restart_scorer_mid_stream(
+        broker, tiny_checkpoint, tmp_path, processes, reader, seed=9, stop=lambda scorer: scorer.kill()
     )
     assert set(ids(r.messages[s.risk_scores_topic])) == {m["event_id"] for _, m in events}
 
@@ -174,18 +183,11 @@ def test_scoring_worker_sigterm_drains_its_batch_and_commits_so_nothing_is_score
 ):
     # A graceful stop scores the batch in hand, waits for the broker's acks and commits; the next scoring
     # worker starts after the last scored update (SIGKILL, above, may re-score: at-least-once).
-    s = make_settings(broker, tmp_path, tiny_checkpoint, batch_max_size=64)
-    events = synthetic_events(3000, seed=10)
-    worker, scorer = processes("worker", s), processes("score", s)
-    produce(s, events)
-    r = reader(s, [s.sequence_updates_topic, s.risk_scores_topic])
-    r.poll_until(lambda: len(r.messages[s.risk_scores_topic]) >= 500, deadline_s=400, watch=[worker, scorer])
-    assert scorer.stop(timeout_s=60) == 0, scorer.log()
-    scorer = processes("score", s)
-    r.poll_until(
-        lambda: len(r.messages[s.sequence_updates_topic]) >= len(events)
-        and set(ids(r.messages[s.risk_scores_topic])) >= set(ids(r.messages[s.sequence_updates_topic])),
-        deadline_s=600, watch=[worker, scorer],
+    def graceful(scorer):
+        assert scorer.stop(timeout_s=60) == 0, scorer.log()
+
+    s, events, r = _restart_scorer_mid_stream(
+        broker, tiny_checkpoint, tmp_path, processes, reader, seed=10, stop=graceful
     )
     scored = [m["event_id"] for m in r.messages[s.risk_scores_topic]]
     assert sorted(scored) == sorted(m["event_id"] for _, m in events)  # each exactly once
