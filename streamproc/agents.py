@@ -2,8 +2,8 @@
 
 Three stages, each keyed so that a table key always lives in the partition of the events that
 change it:
-  transactions (any key)      -> validate -> streamproc.transactions-by-terminal (key terminal)
-  by-terminal                 -> terminal velocity table -> streamproc.user-events (key user)
+  transactions, fraud-labels (any key) -> validate -> streamproc.transactions-by-terminal (key terminal)
+  by-terminal                 -> terminal velocity table -> streamproc.user-events (key user; transactions only)
   clicks + user-events        -> user window + velocity table -> sequence-updates (key user)
 Events are taken in batches and their states updated in memory (streamproc.write_behind); each
 changed key is written to RocksDB and its changelog once per batch (state_flush="batch") or once
@@ -22,12 +22,21 @@ import faust
 
 from streamproc.app import Topology
 from streamproc.config import Settings
-from streamproc.events import InvalidEvent, dead_letter, decode, encode, validate
+from streamproc.events import (
+    FraudLabel,
+    InvalidEvent,
+    dead_letter,
+    decode,
+    encode,
+    validate,
+    validate_fraud_label,
+)
 from streamproc.metrics import Metrics
 from streamproc.output_producer import OutputProducer
 from streamproc.processing import (
     Lineage,
     State,
+    apply_fraud_label,
     apply_terminal_event,
     apply_user_event,
     new_terminal_state,
@@ -91,29 +100,47 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                     dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()))
 
     def route_batch(out: OutputProducer, events: list[faust.EventT]) -> None:
-        """Validate transactions and re-key the valid ones by terminal; dead-letter the rest."""
-        events_in = metrics.events_in.labels(settings.transactions_topic)
+        """Validate transactions and fraud labels and re-key the valid ones by terminal; dead-letter the rest."""
         for event in events:
-            events_in.inc()
+            msg = event.message
+            metrics.events_in.labels(msg.topic).inc()
             try:
-                valid = validate("transaction", event.message.value)
+                if msg.topic == settings.fraud_labels_topic:
+                    label = validate_fraud_label(msg.value)
+                    terminal, payload = label.terminal_id, {"fraud_label": label.as_dict()}
+                else:
+                    valid = validate("transaction", msg.value)
+                    terminal, payload = valid.record["item_id"], {"record": valid.record, "label": valid.label}
             except InvalidEvent as error:
                 send_dead_letter(out, event, error)
                 continue
-            payload = {"record": valid.record, "label": valid.label, "lineage": _lineage(event).as_dict()}
-            out.produce(settings.tx_by_terminal_topic, valid.record["item_id"].encode(), encode(payload))
+            payload["lineage"] = _lineage(event).as_dict()
+            out.produce(settings.tx_by_terminal_topic, terminal.encode(), encode(payload))
 
     def terminal_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
-        """Fold transactions into their terminal's velocity state and pass them on keyed by user."""
+        """Fold transactions into their terminal's velocity state and pass them on keyed by user; count fraud labels."""
         for event in events:
             msg = event.message
             payload = decode(msg.value)
-            record = payload["record"]
+            if "fraud_label" in payload:
+                metrics.events_accepted.labels(settings.fraud_labels_topic).inc()
+                metrics.fraud_labels.labels(label_terminal(states, event, FraudLabel.from_dict(payload["fraud_label"]))).inc()
+                continue
             state = states.get_for_update(msg.key, event)
+            record = payload["record"]
             origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
             source = f"{origin['topic']}:{origin['partition']}"
             payload["terminal"] = apply_terminal_event(state, record, payload.pop("label"), source, origin["offset"])
             out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
+
+    def label_terminal(states: StateCache, event: faust.EventT, label: FraudLabel) -> str:
+        """Apply a fraud label to its terminal's state; a terminal without transactions gets no state."""
+        key = event.message.key
+        state = states.peek(key, event)
+        outcome = "unmatched" if state is None else apply_fraud_label(state, label)
+        if outcome in ("counted", "retracted"):
+            states.mark_dirty(key, state, event)
+        return outcome
 
     def user_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
         """Fold clicks and routed transactions into the user's window and emit one sequence update each."""
@@ -157,7 +184,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         if states is not None and states.dirty_keys > settings.state_cache_keys:
             states.write_dirty()
 
-    @app.agent(topo.transactions, name="streamproc.route-transactions")
+    @app.agent(topo.tx_inputs, name="streamproc.route-transactions")
     async def route_transactions(stream: faust.StreamT) -> None:
         out = route_out
         async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):

@@ -18,6 +18,7 @@ class Topology:
     app: faust.App
     clicks: faust.TopicT
     transactions: faust.TopicT
+    tx_inputs: faust.TopicT  # transactions + fraud labels, both routed by terminal
     tx_by_terminal: faust.TopicT
     user_events: faust.TopicT  # validated events re-keyed by user_id (transactions with terminal aggregates)
     user_inputs: faust.TopicT  # clicks + user events, both keyed by user_id
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> Topology:
         app=app,
         clicks=raw_topic(settings.clicks_topic),
         transactions=raw_topic(settings.transactions_topic),
+        tx_inputs=raw_topic(settings.transactions_topic, settings.fraud_labels_topic),
         tx_by_terminal=raw_topic(settings.tx_by_terminal_topic),
         user_events=raw_topic(settings.user_events_topic),
         user_inputs=raw_topic(settings.clicks_topic, settings.user_events_topic),

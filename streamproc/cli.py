@@ -1,4 +1,4 @@
-"""The command line: broker, worker, score, replay, demo, alerts, recs, train."""
+"""The command line: broker, worker, score, replay, demo, alerts, recs, label, train."""
 
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     settings = _settings(args)
     create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
     events = read_events(args.path, args.format, seed=args.seed)
-    n = replay(settings, events, rate=args.rate, limit=args.limit)
+    n = replay(settings, events, rate=args.rate, limit=args.limit, labels=args.labels,
+               label_delay_ms=int(args.label_delay_hours * 3_600_000))
     print(f"replayed {n} events", flush=True)
     return 0
 
@@ -103,7 +104,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS"):
         print("note: STREAMPROC_BOOTSTRAP_SERVERS is set but not used; " + DEMO_REAL_KAFKA, file=sys.stderr)
     return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
-                    broker_max_rss_mib=args.broker_max_rss_mib)
+                    broker_max_rss_mib=args.broker_max_rss_mib, labels=args.labels,
+                    label_delay_ms=int(args.label_delay_hours * 3_600_000))
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from streamproc.broker import create_topics
+    from streamproc.fraud_labels import label_message, send_label
+
+    settings = _settings(args)
+    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    ts = int(args.ts) if args.ts.isdigit() else args.ts  # epoch milliseconds, or ISO-8601 as given
+    message = label_message(args.transaction_id, args.terminal, ts, fraud=not args.genuine, source=args.source)
+    send_label(settings, message)
+    print(f"sent {message}", flush=True)
+    return 0
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
@@ -122,6 +137,14 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from models.train import main as train_main
 
     return int(train_main(rest) or 0)
+
+
+def add_label_flags(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--labels", choices=["inline", "topic"], default=default,
+                   help="transactions' fraud labels: inline as recorded, or taken out and sent to fraud-labels "
+                        f"--label-delay-hours after each transaction, as a live system gets them (default {default})")
+    p.add_argument("--label-delay-hours", type=float, default=24.0,
+                   help="event time from a transaction to its fraud label (--labels topic; default 24)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--partitions", type=int)
+    add_label_flags(p, default="inline")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("demo", help="broker + worker + scoring worker + replay, with a live summary")
@@ -170,7 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--partitions", type=int)
     p.add_argument("--alert-threshold", type=float)
+    add_label_flags(p, default="topic")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("label", help="send a verdict on a past transaction (from an alert) to fraud-labels")
+    p.add_argument("transaction_id", help="the transaction's event_id (an alert's event_id)")
+    p.add_argument("--terminal", required=True, help="its terminal or merchant id (an alert's item_id)")
+    p.add_argument("--ts", required=True, help="its time, epoch ms or ISO-8601 (an alert's event_ts_ms)")
+    p.add_argument("--genuine", action="store_true", help="not fraud: retracts an earlier fraud label")
+    p.add_argument("--source", help="where the verdict comes from, e.g. chargeback, analyst")
+    p.add_argument("--partitions", type=int)
+    p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("alerts", help="follow fraud-alerts as an analyst would")
     p.add_argument("--from-beginning", action="store_true")

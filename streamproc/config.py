@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     app_id: str = "streamproc"
     clicks_topic: str = "clicks"
     transactions_topic: str = "transactions"
+    # verdicts on past transactions (chargebacks, confirmed or cleared cases) that feed the terminals' known frauds
+    fraud_labels_topic: str = "fraud-labels"
     sequence_updates_topic: str = "sequence-updates"
     risk_scores_topic: str = "risk-scores"
     next_action_topic: str = "next-action-scores"
@@ -100,22 +102,24 @@ class Settings(BaseSettings):
         return self.with_overrides(**names, **overrides)
 
     _TOPIC_FIELDS = (
-        "clicks_topic", "transactions_topic", "sequence_updates_topic", "risk_scores_topic", "next_action_topic",
+        "clicks_topic", "transactions_topic", "fraud_labels_topic", "sequence_updates_topic", "risk_scores_topic", "next_action_topic",
         "fraud_alerts_topic", "dead_letter_topic", "tx_by_terminal_topic", "user_events_topic",
     )
 
     def input_topics(self) -> tuple[str, ...]:
-        return (self.clicks_topic, self.transactions_topic)
+        """The topics producers write: events that are scored, and fraud labels that are not."""
+        return (self.clicks_topic, self.transactions_topic, self.fraud_labels_topic)
 
     def worker_input_topics(self) -> tuple[str, ...]:
         """What the Faust worker consumes: the input topics and its two internal re-keyed topics."""
-        return (self.clicks_topic, self.transactions_topic, self.tx_by_terminal_topic, self.user_events_topic)
+        return (*self.input_topics(), self.tx_by_terminal_topic, self.user_events_topic)
 
     def all_topics(self) -> tuple[str, ...]:
         """Every topic the pipeline reads or writes, created up front with `partitions` partitions."""
         return (
             self.clicks_topic,
             self.transactions_topic,
+            self.fraud_labels_topic,
             self.tx_by_terminal_topic,
             self.user_events_topic,
             self.sequence_updates_topic,

@@ -33,8 +33,13 @@ def format_alert(alert: dict[str, Any]) -> str:
     amount = alert.get("amount")
     amount_text = f"{amount:>10.2f}" if isinstance(amount, int | float) else " " * 10
     lag_ms = alert["scored_ts_ms"] - (alert.get("lineage") or {}).get("ingest_ts_ms", alert["scored_ts_ms"])
+    velocity = alert.get("velocity") or {}
+    velocity_text = "".join(
+        f"  {who} 1h: {velocity[f'{prefix}nb_tx_1h']:.0f} tx {velocity[f'{prefix}amount_1h']:.2f}"
+        for who, prefix in (("user", "customer_"), ("terminal", "terminal_recent_"))
+        if f"{prefix}nb_tx_1h" in velocity and f"{prefix}amount_1h" in velocity)
     return (f"{when}  risk {alert['risk']:.3f}  user {alert['user_id']:<10} {alert.get('kind') or '':<11} "
-            f"at {alert.get('item_id') or '-':<10} amount {amount_text}  event {alert['event_id']}  "
+            f"at {alert.get('item_id') or '-':<10} amount {amount_text}{velocity_text}  event {alert['event_id']}  "
             f"(scored {lag_ms} ms after ingest, model {alert['model_version']})")
 
 

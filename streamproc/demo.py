@@ -69,7 +69,8 @@ class Summary:
             self.alerts.append(value)
         elif topic == settings.next_action_topic:
             self.last_recs = value
-        elif topic == settings.dead_letter_topic and value.get("source_topic") in settings.input_topics():
+        elif topic == settings.dead_letter_topic and value.get("source_topic") in (
+                settings.clicks_topic, settings.transactions_topic):  # fraud labels are not scored
             self.dead_lettered.add((value["source_topic"], value["partition"], value["offset"]))
 
     def done(self) -> int:
@@ -137,7 +138,8 @@ def broker_full_message(produced: int, rss: int, budget: int) -> str:
 
 
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
-             limit: int | None = None, broker_max_rss_mib: int | None = None) -> int:
+             limit: int | None = None, broker_max_rss_mib: int | None = None, labels: str = "topic",
+             label_delay_ms: int = 86_400_000) -> int:
     """Run the pipeline on the embedded broker and replay `data` into it; 0 when done or stopped by Ctrl-C,
     1 on failure, BROKER_FULL when the replay stopped at the broker's memory budget (everything sent
     is still scored before the demo exits)."""
@@ -172,7 +174,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
         nonlocal produced
         try:
             produced = replay(settings, until_set(read_events(data, fmt), stop_replay), rate=rate, limit=limit,
-                              progress=False, on_delivered=count_delivered)
+                              progress=False, on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms)
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
 

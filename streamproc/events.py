@@ -1,4 +1,4 @@
-"""Wire types (clicks, transactions, sequence updates, scores, dead letters) and their strict validation."""
+"""Wire types (clicks, transactions, fraud labels, sequence updates, scores, dead letters) and their strict validation."""
 
 from __future__ import annotations
 
@@ -176,12 +176,8 @@ def validate_transaction(msg: dict[str, Any]) -> ValidEvent:
     currency = _require(msg, "currency")
     if not isinstance(currency, str) or not _CURRENCY.match(currency):
         raise InvalidEvent("bad_currency", f"'currency' must be an ISO-4217 code such as EUR, got {currency!r}")
-    terminal = _id(msg, "terminal_id", required=False) or _id(msg, "merchant_id", required=False)
-    if terminal is None:
-        raise InvalidEvent("missing_field", "'terminal_id' or 'merchant_id' is required")
-    label = msg.get("label")
-    if label is not None and (isinstance(label, bool) or label not in (0, 1)):
-        raise InvalidEvent("bad_label", f"'label' must be 0 or 1, got {label!r}")
+    terminal = _terminal(msg)
+    label = _label(msg, required=False)
     record = {
         "event_id": _id(msg, "event_id"),
         "kind": "transaction",
@@ -194,7 +190,57 @@ def validate_transaction(msg: dict[str, Any]) -> ValidEvent:
         "title": _text(msg, "merchant"),
         "category": _text(msg, "category"),
     }
-    return ValidEvent(record, label=None if label is None else int(label))
+    return ValidEvent(record, label=label)
+
+
+@dataclass(frozen=True, slots=True)
+class FraudLabel:
+    """A verdict on a past transaction that arrives after it (a chargeback, a confirmed or cleared case).
+
+    label 1: the transaction was fraud; label 0: it was not, which retracts an earlier label 1.
+    `ts_ms` is the transaction's own time: the verdict counts on that day at that terminal.
+    """
+
+    event_id: str
+    transaction_id: str
+    terminal_id: str
+    ts_ms: int
+    label: int
+    source: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "transaction_id": self.transaction_id, "terminal_id": self.terminal_id,
+                "ts_ms": self.ts_ms, "label": self.label, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FraudLabel:
+        return cls(str(d["event_id"]), str(d["transaction_id"]), str(d["terminal_id"]), int(d["ts_ms"]),
+                   int(d["label"]), d.get("source"))
+
+
+def _label(msg: dict[str, Any], required: bool) -> int | None:
+    label = _require(msg, "label") if required else msg.get("label")
+    if label is not None and (isinstance(label, bool) or label not in (0, 1)):
+        raise InvalidEvent("bad_label", f"'label' must be 0 or 1, got {label!r}")
+    return None if label is None else int(label)
+
+
+def _terminal(msg: dict[str, Any]) -> str:
+    terminal = _id(msg, "terminal_id", required=False) or _id(msg, "merchant_id", required=False)
+    if terminal is None:
+        raise InvalidEvent("missing_field", "'terminal_id' or 'merchant_id' is required")
+    return terminal
+
+
+def validate_fraud_label(raw: bytes | None) -> FraudLabel:
+    """Decode and validate one `fraud-labels` message; raises InvalidEvent."""
+    msg = decode_json(raw)
+    event_id, transaction_id = _id(msg, "event_id"), _id(msg, "transaction_id")
+    assert event_id is not None and transaction_id is not None
+    terminal = _terminal(msg)
+    label = _label(msg, required=True)
+    assert label is not None
+    return FraudLabel(event_id, transaction_id, terminal, parse_ts_ms(_require(msg, "ts")), label, _text(msg, "source"))
 
 
 def validate(kind: str, raw: bytes | None) -> ValidEvent:

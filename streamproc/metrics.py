@@ -17,6 +17,7 @@ class Metrics:
     events_in: Counter
     events_accepted: Counter
     dead_letters: Counter
+    fraud_labels: Counter
     sequence_updates: Counter
     table_keys: Gauge
     scores_published: Counter
@@ -45,6 +46,7 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         events_in=Counter("streamproc_events_in", "Raw messages read from the input topics", ["topic"], registry=registry),
         events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation", ["topic"], registry=registry),
         dead_letters=Counter("streamproc_dead_letters", "Input messages sent to the dead-letter topic", ["topic", "reason"], registry=registry),
+        fraud_labels=Counter("streamproc_fraud_labels", "Fraud labels applied to terminal states, by what they did (processing.LABEL_OUTCOMES)", ["outcome"], registry=registry),
         sequence_updates=Counter("streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry),
         table_keys=Gauge("streamproc_table_keys", "Keys held in each table on this worker", ["table"], registry=registry),
         scores_published=Counter("streamproc_scores_published", "Score messages acknowledged by the broker", ["topic"], registry=registry),

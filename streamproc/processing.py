@@ -1,8 +1,9 @@
-"""Pure per-key state transitions of the Faust agents: user windows and velocity, terminal velocity.
+"""Pure per-key state transitions of the Faust agents: user windows and velocity, terminal velocity and labels.
 
 Each state remembers the last source offset it applied per input partition, so an event that
 Kafka redelivers after a crash (at-least-once) changes nothing twice; windows also ignore a
-duplicate event_id sent twice by a producer.
+duplicate event_id sent twice by a producer, and a terminal remembers which of its transactions
+it counts as fraud, so a fraud label counts once however often it arrives.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import aggregates
+from streamproc.events import FraudLabel
 from streamproc.windowing import insert_event, window_for_event
 
 State = dict[str, Any]
@@ -40,7 +42,8 @@ def new_user_state() -> State:
 
 
 def new_terminal_state() -> State:
-    return {"o": {}, "v": aggregates.new_state()}
+    # f: the transactions counted as fraud, {transaction event_id: day index}, for the days velocity keeps
+    return {"o": {}, "v": aggregates.new_state(), "f": {}}
 
 
 def already_applied(state: State, source: str, offset: int) -> bool:
@@ -70,7 +73,8 @@ def apply_user_event(
         del recent[: max(0, len(recent) - RECENT_IDS_PER_MAX_EVENTS * max_events)]
     state["o"][source] = max(offset, state["o"].get(source, -1))
     window = window_for_event(state["w"], record, max_events)
-    return window, aggregates.customer_features(state["v"], record["ts_ms"])
+    at = record["ts_ms"]
+    return window, aggregates.customer_features(state["v"], at) | aggregates.customer_recent_features(state["v"], at)
 
 
 def apply_terminal_event(
@@ -85,8 +89,46 @@ def apply_terminal_event(
     """
     if not already_applied(state, source, offset):
         aggregates.update(state["v"], record["ts_ms"], record["amount"], label)
+        if label:
+            _known_frauds(state)[record["event_id"]] = aggregates.day_index(record["ts_ms"])
         state["o"][source] = offset
-    return aggregates.terminal_features(state["v"], record["ts_ms"])
+    at = record["ts_ms"]
+    return aggregates.terminal_features(state["v"], at) | aggregates.terminal_recent_features(state["v"], at)
+
+
+# what a fraud label did to its terminal's state (the label metric's `outcome`)
+LABEL_OUTCOMES = ("counted", "retracted", "duplicate", "not_counted", "unmatched")
+
+
+def apply_fraud_label(state: State, label: FraudLabel) -> str:
+    """Apply a verdict on a past transaction to its terminal's state (mutated); return one of LABEL_OUTCOMES.
+
+    label 1 counts the transaction as a known fraud on its day ("duplicate" when it already is);
+    label 0 retracts it ("not_counted" when it was not counted). "unmatched": the terminal holds no
+    transaction on that day left to count (never seen here, or older than the days velocity keeps).
+    """
+    frauds = _known_frauds(state)
+    counted = label.transaction_id in frauds
+    if label.label == 1 and counted:
+        return "duplicate"
+    if label.label == 0 and not counted:
+        return "not_counted"
+    if label.label == 1:
+        if not aggregates.add_known_fraud(state["v"], label.ts_ms, 1):
+            return "unmatched"
+        frauds[label.transaction_id] = aggregates.day_index(label.ts_ms)
+        return "counted"
+    aggregates.add_known_fraud(state["v"], frauds.pop(label.transaction_id) * aggregates.DAY_MS, -1)
+    return "retracted"
+
+
+def _known_frauds(state: State) -> dict[str, int]:
+    """The state's fraud transaction ids, less those of days its velocity no longer keeps."""
+    frauds: dict[str, int] = state.setdefault("f", {})  # states written before labels had no "f"
+    kept = state["v"].get("d", {})
+    for transaction_id in [t for t, day in frauds.items() if str(day) not in kept]:
+        del frauds[transaction_id]
+    return frauds
 
 
 def sequence_update(

@@ -4,11 +4,16 @@ Formats: the Fraud Handbook transactions (parquet), MovieLens ratings (ratings.c
 beside it), YooChoose clicks (tsv), Taobao UserBehavior (csv), and JSON lines of wire messages
 ({"topic": ..., "message": {...}}). Every message is keyed by its user id with the Java-compatible
 murmur2 partitioner, the same one Faust uses, so clicks and re-keyed transactions co-partition.
+
+Transaction labels go inline (as recorded in the data set) or, as they reach a live system, later
+and apart: `labels="topic"` strips them and sends each fraud's label to `fraud-labels` once the
+replay's event time has passed the transaction's time plus a delay (a chargeback's).
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,8 +24,12 @@ from typing import Any
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
+from streamproc.events import InvalidEvent, parse_ts_ms
+from streamproc.fraud_labels import label_message
 
-Message = tuple[str, dict[str, Any]]  # (logical topic: "clicks" | "transactions", wire message)
+Message = tuple[str, dict[str, Any]]  # (logical topic: "clicks" | "transactions" | "fraud_labels", wire message)
+SCORED_TOPICS = ("clicks", "transactions")  # each of their events gets scores; a fraud label does not
+LABEL_MODES = ("inline", "topic")
 TAOBAO_ACTIONS = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}
 FORMATS = ("auto", "fraud", "movielens", "yoochoose", "taobao", "jsonl", "generator")
 
@@ -121,45 +130,86 @@ def read_events(path: Path | None, fmt: str = "auto", seed: int = 7) -> Iterator
     return readers[fmt](path)
 
 
+def labels_as_topic(events: Iterable[Message], delay_ms: int) -> Iterator[Message]:
+    """The events with their transactions' labels taken out; each fraud's label follows as a `fraud_labels`
+    message once the events' time passes the transaction's time + `delay_ms` (those still due, at the end).
+
+    Messages whose time cannot be read pass through unchanged (the pipeline dead-letters them).
+    """
+    due: list[tuple[int, int, dict[str, Any]]] = []  # (due time, sequence, label message)
+    for n, (topic, message) in enumerate(events):
+        try:
+            now = parse_ts_ms(message.get("ts")) if isinstance(message, dict) else None
+        except InvalidEvent:
+            now = None
+        if topic == "transactions" and now is not None and "label" in message:
+            message = dict(message)
+            if message.pop("label") == 1:
+                terminal = message.get("terminal_id") or message.get("merchant_id")
+                label = label_message(message.get("event_id"), terminal, message["ts"], source="replay")
+                heapq.heappush(due, (now + delay_ms, n, label))
+        while due and now is not None and due[0][0] <= now:
+            yield "fraud_labels", heapq.heappop(due)[2]
+        yield topic, message
+    while due:
+        yield "fraud_labels", heapq.heappop(due)[2]
+
+
+def message_key(topic: str, message: Any) -> bytes | None:
+    """Events by user (murmur2, as Faust, so a user's events co-partition), fraud labels by terminal."""
+    if not isinstance(message, dict):
+        return None
+    if topic == "fraud_labels":
+        return str(message.get("terminal_id") or message.get("merchant_id") or "").encode()
+    return str(message.get("user_id", "")).encode()
+
+
 def producer_for(settings: Settings) -> Producer:
     return Producer({**settings.kafka_common(), "partitioner": "murmur2_random", "linger.ms": 5,
                      "enable.idempotence": True, "acks": "all", "queue.buffering.max.messages": 500_000})
 
 
 def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, limit: int | None = None,
-           progress: bool = True, on_delivered: Callable[[int], None] | None = None) -> int:
-    """Produce events at `rate` per second (0: as fast as possible); return how many were acknowledged.
+           progress: bool = True, on_delivered: Callable[[int], None] | None = None,
+           labels: str = "inline", label_delay_ms: int = 86_400_000) -> int:
+    """Produce events at `rate` per second (0: as fast as possible); return how many events to be scored
+    (clicks and transactions) were acknowledged. `limit` counts those events too; `labels="topic"` sends
+    the transactions' fraud labels apart (labels_as_topic), which `rate` also paces.
 
     `on_delivered(n)` is called with the running count of acknowledged events (the demo's live summary).
     """
     from tqdm import tqdm
 
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
     producer = producer_for(settings)
-    topics = {"clicks": settings.clicks_topic, "transactions": settings.transactions_topic}
+    topics = {"clicks": settings.clicks_topic, "transactions": settings.transactions_topic,
+              "fraud_labels": settings.fraud_labels_topic}
     errors: list[str] = []
     delivered = 0
 
-    def on_delivery(error: Any, _msg: Any) -> None:
+    def on_delivery(error: Any, msg: Any) -> None:
         nonlocal delivered
         if error is not None:
             errors.append(str(error))
-        else:
+        elif msg.topic() != settings.fraud_labels_topic:
             delivered += 1
             if on_delivered is not None:
                 on_delivered(delivered)
 
     started = time.monotonic()
-    stream = islice(events, limit) if limit is not None else events
+    stream: Iterable[Message] = islice(events, limit) if limit is not None else events
+    if labels == "topic":
+        stream = labels_as_topic(stream, label_delay_ms)
     for n, (topic, message) in enumerate(tqdm(stream, total=limit, unit="ev", disable=not progress, mininterval=0.5)):
         if rate > 0:
             ahead = started + n / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)  # pacing the producer, not waiting for a result
         raw = message if isinstance(message, bytes | bytearray) else json.dumps(message).encode()
-        key = str(message.get("user_id", "")).encode() if isinstance(message, dict) else None
         while True:
             try:
-                producer.produce(topics[topic], key=key, value=raw, on_delivery=on_delivery)
+                producer.produce(topics[topic], key=message_key(topic, message), value=raw, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -171,5 +221,5 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
             started = time.monotonic()
     producer.flush(120)
     if errors:
-        raise RuntimeError(f"{len(errors)} events were not acknowledged, e.g. {errors[:3]}")
+        raise RuntimeError(f"{len(errors)} messages were not acknowledged, e.g. {errors[:3]}")
     return delivered

@@ -89,6 +89,26 @@ class StateCache:
         self._dirty[key] = (state, event)
         return state
 
+    def peek(self, key: bytes, event: faust.EventT) -> State | None:
+        """The key's state, or None if it has none; not marked dirty (a change must be `mark_dirty`-ed)."""
+        entry = self._dirty.get(key)
+        if entry is not None:
+            return entry[0]
+        state = self._clean.get(key)
+        if state is None:
+            with in_context_of(event):
+                raw = self.table.get(key)
+            if not raw:
+                return None
+            state = self._clean[key] = decode(raw)
+        self._clean.move_to_end(key)
+        return state
+
+    def mark_dirty(self, key: bytes, state: State, event: faust.EventT) -> None:
+        """Have a state that `peek` returned and the caller changed written, in the context of `event`."""
+        self._clean.pop(key, None)
+        self._dirty[key] = (state, event)
+
     def write_dirty(self) -> int:
         """Write each dirty key once: to RocksDB, and to the changelog partition of its events; return how many."""
         changelog = self.table.changelog_topic.get_topic_name()

@@ -16,6 +16,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from models import aggregates
 from models.scorer import Scorer, Scores, Window
 from streamproc.config import Settings
 from streamproc.events import InvalidEvent, dead_letter, decode, encode
@@ -51,6 +52,12 @@ def decode_update(message: Message) -> Pending:
         return Pending(message, None, InvalidEvent("bad_sequence_update", str(exc)))
 
 
+# what an analyst reads beside an alert: the customer's and the terminal's velocity now, and the terminal's
+# known fraud rate
+ALERT_VELOCITY = frozenset(
+    (*aggregates.CUSTOMER_RECENT_FEATURES, "customer_nb_tx_1d", *aggregates.TERMINAL_RECENT_FEATURES, "terminal_risk_30d"))
+
+
 def score_messages(
     update: dict[str, Any], scores: Scores, scored_ts_ms: int, alert_threshold: float
 ) -> dict[str, dict[str, Any]]:
@@ -84,6 +91,8 @@ def score_messages(
             "kind": last.get("kind"),
             "item_id": last.get("item_id"),
             "amount": last.get("amount"),
+            "velocity": {name: value for name, value in (update.get("aggregates") or {}).items()
+                         if name in ALERT_VELOCITY},
         }
     return out
 

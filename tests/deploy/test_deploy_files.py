@@ -14,6 +14,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streamproc.config import Settings
 from tests.prometheus_server import PrometheusServer, dashboard_exprs, find_binary, start_prometheus
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -62,15 +63,8 @@ STREAMPROC_ENV = {
 }
 # Variables read by the third-party images, by service.
 IMAGE_ENV = {"kafka": re.compile(r"^(KAFKA_\w+|CLUSTER_ID)$"), "grafana": re.compile(r"^GF_\w+$")}
-TOPICS = [
-    "clicks",
-    "transactions",
-    "sequence-updates",
-    "risk-scores",
-    "next-action-scores",
-    "fraud-alerts",
-    "streamproc.dead-letters",
-]
+# every topic but the worker's two internal re-keyed ones (it creates those at start)
+TOPICS = [t for t in Settings().all_topics() if t not in (Settings().tx_by_terminal_topic, Settings().user_events_topic)]
 ALERTS = {
     "StreamprocConsumerLagGrowing",
     "StreamprocDeadLetterRateHigh",

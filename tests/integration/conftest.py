@@ -153,9 +153,7 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
     not a moment while re-delivered events are still being processed. At the deadline it warns and
     returns: the checks that follow then run as they did before this wait.
     """
-    topics = [settings.clicks_topic, settings.transactions_topic, settings.tx_by_terminal_topic,
-              settings.user_events_topic]
-    tps = [(t, p) for t in topics for p in range(settings.partitions)]
+    tps = [(t, p) for t in settings.worker_input_topics() for p in range(settings.partitions)]
     group = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id,
                       "enable.auto.commit": False})
     deadline = time.monotonic() + deadline_s

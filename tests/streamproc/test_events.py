@@ -7,7 +7,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamproc.events import InvalidEvent, dead_letter, parse_ts_ms, validate
+from streamproc.events import (
+    FraudLabel,
+    InvalidEvent,
+    dead_letter,
+    parse_ts_ms,
+    validate,
+    validate_fraud_label,
+)
 
 CLICK = {"event_id": "e1", "user_id": "u1", "item_id": "i9", "action": "View", "ts": 1_700_000_000_000,
          "title": "Trail shoes", "category": "Sports", "value": 4.5}
@@ -87,3 +94,33 @@ def test_iso_and_epoch_ms_agree(ts_ms):
 
     iso = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).isoformat()
     assert abs(parse_ts_ms(iso) - ts_ms) <= 1
+
+
+LABEL = {"event_id": "l1", "transaction_id": "t1", "merchant_id": "M3", "ts": "2018-04-01T00:00:31Z", "label": 1,
+         "source": "chargeback"}
+
+
+def test_valid_fraud_label_names_its_transaction_terminal_and_day():
+    label = validate_fraud_label(raw(LABEL))
+    assert label == FraudLabel("l1", "t1", "M3", 1_522_540_831_000, 1, "chargeback")
+    assert FraudLabel.from_dict(label.as_dict()) == label
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (raw({**LABEL, "label": None}), "missing_field"),  # a verdict must say which
+        (raw({**LABEL, "label": True}), "bad_label"),
+        (raw({**LABEL, "label": "fraud"}), "bad_label"),
+        (raw({k: v for k, v in LABEL.items() if k != "transaction_id"}), "missing_field"),
+        (raw({k: v for k, v in LABEL.items() if k != "merchant_id"}), "missing_field"),
+        (raw({k: v for k, v in LABEL.items() if k != "ts"}), "missing_field"),
+        (raw({**LABEL, "ts": 1_522_540_831}), "bad_timestamp"),
+        (raw({**LABEL, "source": 7}), "bad_type"),
+        (b"[]", "not_an_object"),
+    ],
+)
+def test_invalid_fraud_label_has_a_clear_reason(payload, reason):
+    with pytest.raises(InvalidEvent) as info:
+        validate_fraud_label(payload)
+    assert info.value.reason == reason

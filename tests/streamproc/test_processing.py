@@ -1,8 +1,19 @@
-"""Per-key state transitions: every event counts once, however often it arrives."""
+"""Per-key state transitions: every event and every fraud label counts once, however often it arrives."""
 
 from __future__ import annotations
 
-from streamproc.processing import apply_terminal_event, apply_user_event, new_terminal_state, new_user_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models import aggregates
+from streamproc.events import FraudLabel
+from streamproc.processing import (
+    apply_fraud_label,
+    apply_terminal_event,
+    apply_user_event,
+    new_terminal_state,
+    new_user_state,
+)
 
 DAY_MS = 86_400_000
 
@@ -37,3 +48,74 @@ def test_user_window_ignores_a_redelivered_offset_and_a_duplicate_event_id():
     apply_user_event(state, transaction(1), "user-events:1", 3, 50, 30 * DAY_MS)  # re-sent under a new offset
     window, _ = apply_user_event(state, transaction(2), "clicks:0", 8, 50, 30 * DAY_MS)
     assert [e["event_id"] for e in window] == ["tx1", "tx2"]
+
+
+def fraud_label(n: int, label: int = 1, terminal: str = "t1") -> FraudLabel:
+    return FraudLabel(f"label-{n}-{label}", f"tx{n}", terminal, transaction(n)["ts_ms"], label, "chargeback")
+
+
+def known_frauds(state: dict) -> int:
+    return sum(bucket[2] for bucket in state["v"]["d"].values())
+
+
+def test_a_late_fraud_label_counts_once_on_its_transactions_day_and_a_genuine_verdict_retracts_it():
+    state = new_terminal_state()
+    for n in range(4):
+        apply_terminal_event(state, transaction(n), None, "transactions:0", n)
+    outcomes = [apply_fraud_label(state, fraud_label(n)) for n in (1, 2, 1)]
+    assert outcomes == ["counted", "counted", "duplicate"]
+    assert known_frauds(state) == 2 and state["f"] == {"tx1": 17708, "tx2": 17708}
+    assert apply_fraud_label(state, fraud_label(2, label=0)) == "retracted"
+    assert apply_fraud_label(state, fraud_label(2, label=0)) == "not_counted"
+    assert apply_fraud_label(state, fraud_label(3, label=0)) == "not_counted"
+    assert known_frauds(state) == 1 and state["f"] == {"tx1": 17708}
+
+
+def test_a_label_for_a_transaction_labelled_inline_is_a_duplicate_and_can_be_retracted():
+    state = new_terminal_state()
+    apply_terminal_event(state, transaction(0), 1, "transactions:0", 0)
+    apply_terminal_event(state, transaction(0), 1, "transactions:0", 0)  # redelivered: not counted again
+    assert apply_fraud_label(state, fraud_label(0)) == "duplicate"
+    assert known_frauds(state) == 1
+    assert apply_fraud_label(state, fraud_label(0, label=0)) == "retracted"
+    assert known_frauds(state) == 0
+
+
+def test_a_label_without_a_transaction_left_to_count_on_its_day_changes_nothing():
+    state = new_terminal_state()
+    apply_terminal_event(state, transaction(0), None, "transactions:0", 0)
+    far_day = FraudLabel("l", "tx-other-day", "t1", transaction(0)["ts_ms"] - 3 * DAY_MS, 1)
+    assert apply_fraud_label(state, far_day) == "unmatched"
+    assert apply_fraud_label(state, fraud_label(0)) == "counted"
+    second = FraudLabel("l2", "tx-unseen-same-day", "t1", transaction(0)["ts_ms"], 1)
+    assert apply_fraud_label(state, second) == "unmatched"  # one transaction that day, already a fraud
+    assert known_frauds(state) == 1 and list(state["f"]) == ["tx0"]
+
+
+def test_fraud_ids_are_forgotten_with_the_days_velocity_drops():
+    state = new_terminal_state()
+    apply_terminal_event(state, transaction(0), 1, "transactions:0", 0)
+    later = transaction(1) | {"event_id": "tx-late", "ts_ms": transaction(0)["ts_ms"] + aggregates.KEEP_DAYS * DAY_MS}
+    apply_terminal_event(state, later, 1, "transactions:0", 1)
+    assert state["f"] == {"tx-late": later["ts_ms"] // DAY_MS}
+
+
+def test_a_state_written_before_labels_existed_takes_labels():
+    state = {"o": {}, "v": aggregates.new_state()}  # no "f"
+    apply_terminal_event(state, transaction(0), None, "transactions:0", 0)
+    assert apply_fraud_label(state, fraud_label(0)) == "counted"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([0, 1])), max_size=30))
+def test_known_frauds_are_the_transactions_whose_last_verdict_is_fraud(verdicts):
+    """However labels repeat and flip, the count is that of transactions whose latest verdict is 1."""
+    state = new_terminal_state()
+    for n in range(6):
+        apply_terminal_event(state, transaction(n), None, "transactions:0", n)
+    last: dict[int, int] = {}
+    for n, label in verdicts:
+        apply_fraud_label(state, fraud_label(n, label))
+        last[n] = label
+    fraud = {f"tx{n}" for n, label in last.items() if label == 1}
+    assert set(state["f"]) == fraud and known_frauds(state) == len(fraud)

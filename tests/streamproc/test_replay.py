@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from streamproc.events import validate
-from streamproc.replay import detect_format, read_events
+from streamproc.events import validate, validate_fraud_label
+from streamproc.replay import detect_format, labels_as_topic, message_key, read_events
 
 
 def _valid(messages):
@@ -73,3 +73,23 @@ def test_shared_taobao_sample_is_all_valid():
 def test_unknown_format_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ValueError, match="--format"):
         detect_format(tmp_path / "events.bin")
+
+
+def _tx(n: int, day: float, label: int) -> tuple[str, dict]:
+    return "transactions", {"event_id": f"tx-{n}", "user_id": "c1", "amount": 5.0, "currency": "EUR",
+                            "terminal_id": f"t{n % 2}", "ts": int(1_522_540_800_000 + day * 86_400_000), "label": label}
+
+
+def test_labels_as_topic_strips_labels_and_sends_each_fraud_after_its_delay():
+    events = [_tx(0, 0.0, 1), _tx(1, 0.5, 0), ("clicks", {"event_id": "c", "user_id": "c1", "item_id": "i",
+              "action": "view", "ts": 1_522_540_800_000 + 86_400_000}), _tx(2, 1.5, 1), _tx(3, 1.6, 0)]
+    out = list(labels_as_topic(events, delay_ms=86_400_000))
+    assert [(t, m["event_id"]) for t, m in out] == [
+        ("transactions", "tx-0"), ("transactions", "tx-1"), ("fraud_labels", "label-tx-0-1"), ("clicks", "c"),
+        ("transactions", "tx-2"), ("transactions", "tx-3"), ("fraud_labels", "label-tx-2-1")]
+    assert all("label" not in m for t, m in out if t == "transactions")
+    assert all("label" in m for t, m in events if t == "transactions")  # the input messages are left as they were
+    labels = [validate_fraud_label(json.dumps(m).encode()) for t, m in out if t == "fraud_labels"]
+    assert [(f.transaction_id, f.terminal_id, f.ts_ms, f.label) for f in labels] == [
+        ("tx-0", "t0", 1_522_540_800_000, 1), ("tx-2", "t0", 1_522_540_800_000 + 129_600_000, 1)]
+    assert message_key("fraud_labels", out[2][1]) == b"t0" and message_key("clicks", out[3][1]) == b"c1"

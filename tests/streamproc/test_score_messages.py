@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models.scorer import Scores
+from streamproc.consumers import format_alert
 from streamproc.scoring.worker import score_messages
 
 UPDATE = {
@@ -10,6 +11,8 @@ UPDATE = {
     "lineage": {"topic": "transactions", "partition": 2, "offset": 41, "ingest_ts_ms": 1_530_000_000_005},
     "emitted_ts_ms": 1_530_000_000_050,
     "window": [{"event_id": "tx9", "kind": "transaction", "item_id": "t7", "amount": 912.5}],
+    "aggregates": {"customer_nb_tx_1h": 3.0, "customer_amount_1h": 1200.0, "customer_avg_amount_7d": 40.0,
+                   "terminal_recent_nb_tx_1h": 55.0, "terminal_risk_30d": 0.25, "terminal_risk_1d": 0.0},
 }
 
 
@@ -31,3 +34,15 @@ def test_at_the_threshold_the_alert_names_the_transaction():
     alert = out["alert"]
     assert (alert["event_id"], alert["risk"], alert["threshold"]) == ("tx9", 0.5, 0.5)
     assert (alert["kind"], alert["item_id"], alert["amount"]) == ("transaction", "t7", 912.5)
+    assert alert["velocity"] == {"customer_nb_tx_1h": 3.0, "customer_amount_1h": 1200.0,
+                                 "terminal_recent_nb_tx_1h": 55.0, "terminal_risk_30d": 0.25}
+    assert "velocity" not in out["risk"]
+
+
+def test_an_analyst_reads_the_alert_with_the_velocity_it_carries():
+    alert = score_messages(UPDATE, scores(0.9), scored_ts_ms=1_530_000_000_100, alert_threshold=0.5)["alert"]
+    line = format_alert(alert)
+    assert "risk 0.900" in line and "at t7" in line and "event tx9" in line and "95 ms after ingest" in line
+    assert "user 1h: 3 tx 1200.00" in line
+    assert "terminal 1h" not in line  # its amount is missing: nothing half-said
+    assert format_alert({k: v for k, v in alert.items() if k != "velocity"}).count(" 1h: ") == 0

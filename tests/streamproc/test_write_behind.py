@@ -123,6 +123,20 @@ def test_forgotten_states_are_read_again_from_the_table(app: faust.App) -> None:
     assert cache.get_for_update(b"u", event(app, b"u", 0)) == {"n": 3}
 
 
+def test_a_peek_creates_no_state_and_writes_only_what_is_marked_dirty(app: faust.App) -> None:
+    table, out = FakeTable(), FakeProducer()
+    dict.__setitem__(table.data, b"t1", b'{"n": 2}')
+    cache = StateCache(table, new_state, out, max_clean_keys=10)
+    assert cache.peek(b"t-unknown", event(app, b"t-unknown", 0)) is None
+    assert cache.peek(b"t1", event(app, b"t1", 1)) == {"n": 2}
+    assert cache.write_dirty() == 0 and len(cache) == 1 and table.reads == [b"t-unknown", b"t1"]
+    state = cache.peek(b"t1", event(app, b"t1", 1))  # held in memory now: not read again
+    state["n"] += 1
+    cache.mark_dirty(b"t1", state, event(app, b"t1", 1, offset=9))
+    assert table.reads == [b"t-unknown", b"t1"] and cache.write_dirty() == 1
+    assert out.records == [(CHANGELOG, b"t1", encode({"n": 3}), 1, True)] and b"t-unknown" not in table.data
+
+
 def test_only_the_changelogs_acknowledged_offsets_are_persisted(app: faust.App) -> None:
     table, out = FakeTable(), FakeProducer()
     cache = StateCache(table, new_state, out, max_clean_keys=10)
