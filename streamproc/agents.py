@@ -39,6 +39,7 @@ from streamproc.processing import (
     apply_fraud_label,
     apply_terminal_event,
     apply_user_event,
+    is_new_user_event,
     new_terminal_state,
     new_user_state,
     sequence_update,
@@ -122,8 +123,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         for event in events:
             msg = event.message
             payload = decode(msg.value)
-            if "fraud_label" in payload:
-                metrics.events_accepted.labels(settings.fraud_labels_topic).inc()
+            if "fraud_label" in payload:  # counted by outcome, not as an accepted event (events get scores)
                 metrics.fraud_labels.labels(label_terminal(states, event, FraudLabel.from_dict(payload["fraud_label"]))).inc()
                 continue
             state = states.get_for_update(msg.key, event)
@@ -164,11 +164,12 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 payload = decode(msg.value)
                 record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
             state = states.get_for_update(msg.key, event)
+            source = f"{msg.topic}:{msg.partition}"
+            if is_new_user_event(state, record, source, msg.offset):  # a redelivery is scored again, not counted
+                metrics.events_accepted.labels(lineage.topic).inc()
             window, customer = apply_user_event(
-                state, record, f"{msg.topic}:{msg.partition}", msg.offset,
-                settings.window_max_events, settings.window_max_age_ms,
+                state, record, source, msg.offset, settings.window_max_events, settings.window_max_age_ms,
             )
-            metrics.events_accepted.labels(lineage.topic).inc()
             update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
             out.produce(settings.sequence_updates_topic, msg.key, encode(update))
             metrics.sequence_updates.inc()

@@ -11,9 +11,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError
+from aiokafka.partitioner import murmur2
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamproc.config import Settings
+from streamproc.tansu_compat import fetch_high_watermarks
 
 
 def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
@@ -62,34 +64,65 @@ def follow_alerts(settings: Settings, from_beginning: bool = False, max_alerts: 
     return 0
 
 
-def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0) -> dict[str, Any] | None:
-    """The newest next-action scores of `user_id`, read from the start of the topic up to its end."""
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition a murmur2 partitioner (Java's, Faust's, the scoring worker's) gives `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0,
+                      chunk: int = 5_000) -> dict[str, Any] | None:
+    """The last next-action scores published for `user_id`, read from the end of its partition back.
+
+    Last published, as a table built from the topic (last value per key) holds it: the scores of the
+    user's most recently scored event. The scoring worker keys scores by user with the murmur2
+    partitioner, so only that partition holds them; it is read in ranges going back from its end
+    (`chunk` records, then twice as many each time) until a range holds any of the user's scores.
+    """
+    topic, key = settings.next_action_topic, user_id.encode()
     consumer = _consumer(settings, f"streamproc-recs-{uuid.uuid4().hex[:8]}", True)
-    consumer.subscribe([settings.next_action_topic])
-    latest: dict[str, Any] | None = None
-    at_end: set[int] = set()
     deadline = time.monotonic() + timeout_s
-    key = user_id.encode()
     try:
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
-                    assignment = consumer.assignment()
-                    if assignment and at_end >= {tp.partition for tp in assignment}:
-                        break
-                continue
-            at_end.discard(msg.partition())
-            if msg.key() == key:
-                value = json.loads(msg.value())
-                if latest is None or value["event_ts_ms"] >= latest["event_ts_ms"]:
-                    latest = value
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise RuntimeError(f"cannot read {topic}: {metadata.error}")
+        partition = partition_of(key, len(metadata.partitions))
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        if settings.broker_flavour == "tansu":  # its ListOffsets reports a short end (tansu_compat)
+            high = fetch_high_watermarks(settings.bootstrap_servers, [(topic, partition)], {(topic, partition): high},
+                                         timeout_s=timeout_s)[(topic, partition)]
+        end, size = high, chunk
+        while end > low:
+            start = max(low, end - size)
+            found = _read_range(consumer, topic, partition, start, end, key, deadline)
+            if found:
+                return json.loads(found[-1])
+            end, size = start, size * 2
+        return None
     finally:
         consumer.close()
-    return latest
+
+
+def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end: int, key: bytes,
+                deadline: float) -> list[bytes]:
+    """The values with `key` among the partition's records at offsets [start, end)."""
+    consumer.assign([TopicPartition(topic, partition, start)])
+    values: list[bytes] = []
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}[{partition}] not read from {start} to {end} in time")
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                return values
+            raise RuntimeError(f"reading {topic}[{partition}]: {msg.error()}")
+        if msg.offset() >= end:
+            return values
+        if msg.key() == key:
+            values.append(msg.value())
+        if msg.offset() >= end - 1:
+            return values
 
 
 def show_recommendations(settings: Settings, user_id: str) -> int:

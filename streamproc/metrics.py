@@ -44,7 +44,7 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
     return Metrics(
         registry=registry,
         events_in=Counter("streamproc_events_in", "Raw messages read from the input topics", ["topic"], registry=registry),
-        events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation", ["topic"], registry=registry),
+        events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation, each once (a redelivered or re-sent event is scored again, not counted again)", ["topic"], registry=registry),
         dead_letters=Counter("streamproc_dead_letters", "Input messages sent to the dead-letter topic", ["topic", "reason"], registry=registry),
         fraud_labels=Counter("streamproc_fraud_labels", "Fraud labels applied to terminal states, by what they did (processing.LABEL_OUTCOMES)", ["outcome"], registry=registry),
         sequence_updates=Counter("streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry),

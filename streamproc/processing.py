@@ -50,6 +50,11 @@ def already_applied(state: State, source: str, offset: int) -> bool:
     return offset <= state["o"].get(source, -1)
 
 
+def is_new_user_event(state: State, record: dict[str, Any], source: str, offset: int) -> bool:
+    """Whether `apply_user_event` would change the state: neither a redelivered offset nor a re-sent event id."""
+    return not already_applied(state, source, offset) and record["event_id"] not in state.get("s", [])
+
+
 def apply_user_event(
     state: State,
     record: dict[str, Any],
@@ -65,7 +70,7 @@ def apply_user_event(
     the recent event ids catch.
     """
     recent = state.setdefault("s", [])
-    if not already_applied(state, source, offset) and record["event_id"] not in recent:
+    if is_new_user_event(state, record, source, offset):
         state["w"], _inserted = insert_event(state["w"], record, max_events, max_age_ms)
         if record["kind"] == "transaction":
             aggregates.update(state["v"], record["ts_ms"], record["amount"])

@@ -33,6 +33,7 @@ CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("counter", "streamproc_events_in_total", ("topic",)),
     ("counter", "streamproc_events_accepted_total", ("topic",)),
     ("counter", "streamproc_dead_letters_total", ("topic", "reason")),
+    ("counter", "streamproc_fraud_labels_total", ("outcome",)),
     ("counter", "streamproc_sequence_updates_total", ()),
     ("gauge", "streamproc_table_keys", ("table",)),
     ("counter", "streamproc_scores_published_total", ("topic",)),
@@ -69,6 +70,7 @@ ALERTS = {
     "StreamprocConsumerLagGrowing",
     "StreamprocDeadLetterRateHigh",
     "StreamprocScorerDeadLetters",
+    "StreamprocFraudLabelsUnmatched",
     "StreamprocScoreLatencyHigh",
     "StreamprocWorkerDown",
     "StreamprocScorerDown",
@@ -364,6 +366,7 @@ def catalog_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         "reason": "invalid_json",
         "table": "user_windows",
         "partition": "0",
+        "outcome": "counted",
     }
     for kind, name, labels in CATALOG:
         base = name.removesuffix("_total")

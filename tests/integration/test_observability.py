@@ -32,7 +32,9 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
     # a steady stream, with invalid messages among the valid ones, while the queries run
     invalid = [("clicks" if kind == "clicks" else "transactions", raw) for kind, raw, _ in INVALID]
     mixed = [e for n, e in enumerate(events) for e in ([e] + ([invalid[n % len(invalid)]] if n % 40 == 0 else []))]
-    feeder = threading.Thread(target=replay, args=(s, iter(mixed)), kwargs={"rate": 150, "progress": False}, daemon=True)
+    # the transactions' fraud labels arrive apart, an hour of event time after each (5 frauds, 2 in the first 30)
+    feeder = threading.Thread(target=replay, args=(s, iter(mixed)), daemon=True, kwargs={
+        "rate": 150, "progress": False, "labels": "topic", "label_delay_ms": 3_600_000})
     feeder.start()
     try:
         prom.wait_for('up{job="streamproc-worker"} == 1', deadline_s=180)

@@ -69,10 +69,11 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     assert all(d["detail"] for d in dead)
 
     # the small consumers the teams build on: an analyst's alert feed and a user's latest recommendations
-    user = events[-1][1]["user_id"]
-    latest = latest_scores_for(s, user)
-    newest = max((m for m in r.messages[s.next_action_topic] if m["user_id"] == user), key=lambda m: m["event_ts_ms"])
-    assert latest is not None and latest["event_id"] == newest["event_id"]
+    for user, chunk in ((events[-1][1]["user_id"], 5000), (events[0][1]["user_id"], 16)):  # 16: many steps back
+        latest = latest_scores_for(s, user, chunk=chunk)
+        last_published = [m for m in r.messages[s.next_action_topic] if m["user_id"] == user][-1]  # one partition
+        assert latest == last_published, (user, chunk)
+    assert latest_scores_for(s, "no-such-user", chunk=64) is None
     assert follow_alerts(s, from_beginning=True, max_alerts=3) == 0
     assert show_recommendations(s, user) == 0
 

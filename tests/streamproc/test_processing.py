@@ -11,6 +11,7 @@ from streamproc.processing import (
     apply_fraud_label,
     apply_terminal_event,
     apply_user_event,
+    is_new_user_event,
     new_terminal_state,
     new_user_state,
 )
@@ -43,7 +44,11 @@ def test_terminal_counts_a_transaction_once_when_the_routing_stage_resends_it():
 
 def test_user_window_ignores_a_redelivered_offset_and_a_duplicate_event_id():
     state = new_user_state()
+    assert is_new_user_event(state, transaction(1), "clicks:0", 7)
     apply_user_event(state, transaction(1), "clicks:0", 7, 50, 30 * DAY_MS)
+    assert not is_new_user_event(state, transaction(1), "clicks:0", 7)  # what the accepted count skips
+    assert not is_new_user_event(state, transaction(1), "user-events:1", 3)
+    assert is_new_user_event(state, transaction(2), "clicks:0", 8)
     apply_user_event(state, transaction(1), "clicks:0", 7, 50, 30 * DAY_MS)  # Kafka redelivery
     apply_user_event(state, transaction(1), "user-events:1", 3, 50, 30 * DAY_MS)  # re-sent under a new offset
     window, _ = apply_user_event(state, transaction(2), "clicks:0", 8, 50, 30 * DAY_MS)
