@@ -28,7 +28,6 @@ from streamproc.events import InvalidEvent, parse_ts_ms
 from streamproc.fraud_labels import label_message
 
 Message = tuple[str, dict[str, Any]]  # (logical topic: "clicks" | "transactions" | "fraud_labels", wire message)
-SCORED_TOPICS = ("clicks", "transactions")  # each of their events gets scores; a fraud label does not
 LABEL_MODES = ("inline", "topic")
 TAOBAO_ACTIONS = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}
 FORMATS = ("auto", "fraud", "movielens", "yoochoose", "taobao", "jsonl", "generator")
