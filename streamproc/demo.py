@@ -76,7 +76,7 @@ class Summary:
     def done(self) -> int:
         return len(self.scored) + len(self.dead_lettered)
 
-    def render(self, produced: int, settings: Settings, broker_rss: int = 0) -> str:
+    def render(self, produced: int, settings: Settings, broker_rss: int = 0, labels_sent: int = 0) -> str:
         lat = sorted(self.latencies_ms)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0)  # noqa: E731
         elapsed = time.monotonic() - self.first_score_at if self.first_score_at else 0.0
@@ -84,6 +84,7 @@ class Summary:
         lines = [
             f"--- produced {produced}  scored {len(self.scored)}  dead-lettered {len(self.dead_lettered)}  "
             f"({rate:.0f} scored/s)  latency ms p50 {pct(0.5)} p95 {pct(0.95)} p99 {pct(0.99)}"
+            + (f"  fraud labels sent {labels_sent}" if labels_sent else "")
             + (f"  broker memory {broker_rss / MIB:,.0f} MiB" if broker_rss else ""),
         ]
         for alert in self.alerts:
@@ -162,7 +163,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
                                stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
         for name in ("worker", "score")
     }
-    produced = 0
+    produced = labels_sent = 0
     replay_error: list[BaseException] = []
     stop_replay = threading.Event()
 
@@ -170,11 +171,16 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
         nonlocal produced
         produced = n
 
+    def count_labels(n: int) -> None:
+        nonlocal labels_sent
+        labels_sent = n
+
     def produce() -> None:
         nonlocal produced
         try:
             produced = replay(settings, until_set(read_events(data, fmt), stop_replay), rate=rate, limit=limit,
-                              progress=False, on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms)
+                              progress=False, on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms,
+                              on_labels_delivered=count_labels)
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
 
@@ -196,14 +202,14 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
             check_children(children, logs)
             if time.monotonic() >= next_summary:
                 rss = rss_bytes(broker.process.pid) if broker.process else 0
-                print(summary.render(produced, settings, rss), flush=True)
+                print(summary.render(produced, settings, rss, labels_sent), flush=True)
                 next_summary += SUMMARY_EVERY_S
                 if rss > budget and not stop_replay.is_set():
                     stop_replay.set()
                     print(broker_full_message(produced, rss, budget) + "; scoring what was sent", flush=True)
             ending = limit is not None or stop_replay.is_set()
             if ending and not producer_thread.is_alive() and summary.done() >= produced:
-                print(summary.render(produced, settings), flush=True)
+                print(summary.render(produced, settings, labels_sent=labels_sent), flush=True)
                 if stop_replay.is_set():
                     print(broker_full_message(produced, rss, budget), file=sys.stderr, flush=True)
                     status = BROKER_FULL

@@ -170,12 +170,14 @@ def producer_for(settings: Settings) -> Producer:
 
 def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, limit: int | None = None,
            progress: bool = True, on_delivered: Callable[[int], None] | None = None,
-           labels: str = "inline", label_delay_ms: int = 86_400_000) -> int:
+           labels: str = "inline", label_delay_ms: int = 86_400_000,
+           on_labels_delivered: Callable[[int], None] | None = None) -> int:
     """Produce events at `rate` per second (0: as fast as possible); return how many events to be scored
     (clicks and transactions) were acknowledged. `limit` counts those events too; `labels="topic"` sends
     the transactions' fraud labels apart (labels_as_topic), which `rate` also paces.
 
-    `on_delivered(n)` is called with the running count of acknowledged events (the demo's live summary).
+    `on_delivered(n)` is called with the running count of acknowledged events (the demo's live summary),
+    `on_labels_delivered(n)` with that of acknowledged fraud labels.
     """
     from tqdm import tqdm
 
@@ -185,13 +187,17 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
     topics = {"clicks": settings.clicks_topic, "transactions": settings.transactions_topic,
               "fraud_labels": settings.fraud_labels_topic}
     errors: list[str] = []
-    delivered = 0
+    delivered = labels_delivered = 0
 
     def on_delivery(error: Any, msg: Any) -> None:
-        nonlocal delivered
+        nonlocal delivered, labels_delivered
         if error is not None:
             errors.append(str(error))
-        elif msg.topic() != settings.fraud_labels_topic:
+        elif msg.topic() == settings.fraud_labels_topic:
+            labels_delivered += 1
+            if on_labels_delivered is not None:
+                on_labels_delivered(labels_delivered)
+        else:
             delivered += 1
             if on_delivered is not None:
                 on_delivered(delivered)
