@@ -17,7 +17,7 @@ from streamproc.config import Settings
 
 def label_message(transaction_id: str, terminal_id: str, ts: int | str, fraud: bool = True,
                   source: str | None = None) -> dict[str, Any]:
-    """The wire message (docs/contracts.md, `fraud-labels`); its event_id is the same for the same verdict,
+    """The wire message (README, "Input messages", `fraud-labels`); its event_id is the same for the same verdict,
     so a label sent twice is recognisably one."""
     label = 1 if fraud else 0
     return {"event_id": f"label-{transaction_id}-{label}", "transaction_id": transaction_id,
