@@ -73,39 +73,33 @@ class StateCache:
 
     def get_for_update(self, key: bytes, event: faust.EventT) -> State:
         """The key's state, to be mutated by the caller on behalf of `event` (a message of the key's partition)."""
-        entry = self._dirty.get(key)
-        if entry is not None:
-            self.lookups["dirty"] += 1
-            state = entry[0]
-        else:
-            state = self._clean.pop(key, None)
-            if state is not None:
-                self.lookups["clean"] += 1
-            else:
-                self.lookups["table"] += 1
-                with in_context_of(event):
-                    raw = self.table.get(key)
-                state = decode(raw) if raw else self.new_state()
-        self._dirty[key] = (state, event)
+        state = self.peek(key, event)
+        if state is None:
+            state = self.new_state()
+        self.mark_dirty(key, state, event)
         return state
 
     def peek(self, key: bytes, event: faust.EventT) -> State | None:
         """The key's state, or None if it has none; not marked dirty (a change must be `mark_dirty`-ed)."""
         entry = self._dirty.get(key)
         if entry is not None:
+            self.lookups["dirty"] += 1
             return entry[0]
         state = self._clean.get(key)
-        if state is None:
-            with in_context_of(event):
-                raw = self.table.get(key)
-            if not raw:
-                return None
-            state = self._clean[key] = decode(raw)
-        self._clean.move_to_end(key)
+        if state is not None:
+            self.lookups["clean"] += 1
+            self._clean.move_to_end(key)
+            return state
+        self.lookups["table"] += 1
+        with in_context_of(event):
+            raw = self.table.get(key)
+        if not raw:
+            return None
+        state = self._clean[key] = decode(raw)
         return state
 
     def mark_dirty(self, key: bytes, state: State, event: faust.EventT) -> None:
-        """Have a state that `peek` returned and the caller changed written, in the context of `event`."""
+        """Have the key's state (changed by the caller) written, in the context of `event`."""
         self._clean.pop(key, None)
         self._dirty[key] = (state, event)
 

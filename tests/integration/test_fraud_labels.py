@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -20,6 +19,7 @@ from streamproc.app import TERMINAL_TABLE
 from streamproc.demo import settings_env
 from streamproc.events import FraudLabel, validate_fraud_label
 from streamproc.fraud_labels import label_message
+from streamproc.readiness import read_metrics
 from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import produce, reference_terminal_states, synthetic_events
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 def _label_outcomes(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    text = read_metrics(f"http://127.0.0.1:{port}/metrics", timeout_s=10) or ""
     return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
             if family.name == "streamproc_fraud_labels" for sample in family.samples
             if sample.name == "streamproc_fraud_labels_total"}
