@@ -1,9 +1,15 @@
-"""The main job: embedded broker + Faust worker + scoring worker + replay, with a live terminal summary."""
+"""The main job: Faust worker + scoring worker + replay, with a live terminal summary.
+
+On the embedded broker by default (started, and its topics and the worker's state wiped, per run);
+on a Kafka the caller names (`external`), whose topics keep earlier runs' records: the summary then
+counts only outputs derived from this run's input, by their lineage offsets.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.broker import EmbeddedBroker, create_topics, wipe
 from streamproc.config import Settings
 from streamproc.memory_guard import MIB, default_budget_bytes, rss_bytes, until_set
 from streamproc.readiness import wait_until_ready
 from streamproc.replay import read_events, replay
+from streamproc.tansu_compat import fetch_high_watermarks
 
 SUMMARY_EVERY_S = 2.0
 READY_TIMEOUT_S = 300.0
@@ -45,10 +52,15 @@ def ensure_checkpoint(path: Path) -> None:
     subprocess.run([sys.executable, "-m", "models.train", "--preset", "demo", "--out", str(path)], check=True)
 
 
+Partition = tuple[str, int]
+
+
 @dataclass
 class Summary:
-    """What the output topics have shown so far."""
+    """What the output topics have shown so far of this run's input: the outputs of input offsets
+    before `since` (per input topic and partition; absent: 0) belong to earlier runs and are ignored."""
 
+    since: dict[Partition, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     scored: set[str] = field(default_factory=set)
     dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
@@ -57,7 +69,14 @@ class Summary:
     last_recs: dict[str, Any] | None = None
     first_score_at: float | None = None
 
+    def is_this_runs(self, topic: str, partition: int, offset: int) -> bool:
+        return offset >= self.since.get((topic, partition), 0)
+
     def add(self, topic: str, value: dict[str, Any], settings: Settings) -> None:
+        origin = value.get("lineage") if topic != settings.dead_letter_topic else {
+            "topic": value.get("source_topic"), "partition": value.get("partition"), "offset": value.get("offset")}
+        if origin and not self.is_this_runs(origin["topic"], origin["partition"], origin["offset"]):
+            return
         self.counts[topic] += 1
         if topic == settings.risk_scores_topic:
             self.scored.add(value["event_id"])
@@ -97,17 +116,33 @@ class Summary:
         return "\n".join(lines)
 
 
-def output_consumer(settings: Settings) -> Consumer:
+def output_topics(settings: Settings) -> tuple[str, ...]:
+    return (settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
+            settings.dead_letter_topic)
+
+
+def end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[Partition, int]:
+    """The end offset of every partition of `topics` now (on the embedded broker, from a Fetch response:
+    its ListOffsets answers short, see tansu_compat)."""
+    consumer = Consumer({**settings.kafka_common(), "group.id": "streamproc-demo-offsets", "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(timeout=30)
+        partitions = [(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
+        if settings.broker_flavour == "tansu":
+            return fetch_high_watermarks(settings.bootstrap_servers, partitions)
+        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1] for t, p in partitions}
+    finally:
+        consumer.close()
+
+
+def output_consumer(settings: Settings, start: dict[Partition, int]) -> Consumer:
+    """A consumer of the output topics from `start` (every partition of the output topics); no group join."""
     consumer = Consumer({
         **settings.kafka_common(),
         "group.id": f"streamproc-demo-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
     })
-    consumer.subscribe([settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
-                        settings.dead_letter_topic])
+    consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
     return consumer
 
 
@@ -134,28 +169,46 @@ def wait_for_pipeline(settings: Settings, children: dict[str, subprocess.Popen],
 def broker_full_message(produced: int, rss: int, budget: int) -> str:
     return (f"stopped the replay after {produced} events: the embedded broker keeps every record in memory "
             f"(no retention) and holds {rss / MIB:,.0f} MiB, over its budget of {budget / MIB:,.0f} MiB "
-            f"(--broker-max-rss-mib); replay less (--limit), or run the worker, scoring worker and replay "
-            f"against a real Kafka (README, 'Running against a real Kafka')")
+            f"(--broker-max-rss-mib); replay less (--limit), or run the demo against a real Kafka "
+            f"(--bootstrap-servers; README, 'Running against a real Kafka')")
+
+
+def state_dir_for(data_dir: Path, bootstrap_servers: str) -> Path:
+    """The worker's state directory for a Kafka cluster: tables recovered from one cluster's changelogs
+    must not meet another cluster's offsets."""
+    return data_dir / ("faust-" + re.sub(r"[^A-Za-z0-9.-]+", "_", bootstrap_servers))
 
 
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
              limit: int | None = None, broker_max_rss_mib: int | None = None, labels: str = "topic",
-             label_delay_ms: int = 86_400_000) -> int:
-    """Run the pipeline on the embedded broker and replay `data` into it; 0 when done or stopped by Ctrl-C,
-    1 on failure, BROKER_FULL when the replay stopped at the broker's memory budget (everything sent
-    is still scored before the demo exits)."""
+             label_delay_ms: int = 86_400_000, external: bool = False) -> int:
+    """Run the pipeline and replay `data` into it, on the embedded broker or (`external`) on the Kafka at
+    settings.bootstrap_servers; 0 when done or stopped by Ctrl-C, 1 on failure, BROKER_FULL when the
+    replay stopped at the embedded broker's memory budget (everything sent is still scored before the
+    demo exits)."""
     budget = broker_max_rss_mib * MIB if broker_max_rss_mib else default_budget_bytes()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_checkpoint(settings.checkpoint)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    broker = EmbeddedBroker(log_path=logs / "broker.log").start()
-    # The embedded broker keeps nothing across restarts, so neither may the worker's tables.
-    settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu",
-                                       data_dir=settings.data_dir / "faust")
-    wipe(settings.data_dir)
+    broker = None
+    if external:  # its topics, committed offsets and the worker's state carry over from earlier runs
+        settings = settings.with_overrides(data_dir=state_dir_for(settings.data_dir, settings.bootstrap_servers))
+    else:
+        broker = EmbeddedBroker(log_path=logs / "broker.log").start()
+        # The embedded broker keeps nothing across restarts, so neither may the worker's tables.
+        settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu",
+                                           data_dir=settings.data_dir / "faust")
+        wipe(settings.data_dir)
     create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
-    print(f"broker on {settings.bootstrap_servers}; worker metrics :{settings.worker_metrics_port}/metrics, "
+    if external:
+        since = end_offsets(settings, (settings.clicks_topic, settings.transactions_topic))
+        outputs_from = end_offsets(settings, output_topics(settings))
+    else:
+        since = {}
+        outputs_from = {(t, p): 0 for t in output_topics(settings) for p in range(settings.partitions)}
+    where = f"Kafka at {settings.bootstrap_servers}" if external else f"embedded broker on {settings.bootstrap_servers}"
+    print(f"{where}; worker metrics :{settings.worker_metrics_port}/metrics, "
           f"scorer metrics :{settings.scorer_metrics_port}/metrics; logs in {logs}", flush=True)
     env = settings_env(settings)
     children = {
@@ -184,8 +237,8 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
 
-    summary = Summary()
-    consumer = output_consumer(settings)
+    summary = Summary(since=since)
+    consumer = output_consumer(settings, outputs_from)
     producer_thread = threading.Thread(target=produce, name="replay", daemon=True)
     status = 0
     try:
@@ -201,7 +254,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
                 raise RuntimeError(f"replay failed: {replay_error[0]}")
             check_children(children, logs)
             if time.monotonic() >= next_summary:
-                rss = rss_bytes(broker.process.pid) if broker.process else 0
+                rss = rss_bytes(broker.process.pid) if broker and broker.process else 0
                 print(summary.render(produced, settings, rss, labels_sent), flush=True)
                 next_summary += SUMMARY_EVERY_S
                 if rss > budget and not stop_replay.is_set():
@@ -229,9 +282,8 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
                 child.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 child.kill()
-        broker.stop()
+        if broker:
+            broker.stop()
     if status in (0, BROKER_FULL):
-        topics = (settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
-                  settings.dead_letter_topic)
-        print(" ".join(f"{t}={summary.counts[t]}" for t in topics), flush=True)
+        print(" ".join(f"{t}={summary.counts[t]}" for t in output_topics(settings)), flush=True)
     return status

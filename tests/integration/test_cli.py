@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-from streamproc.broker import free_port
+from streamproc.broker import create_topics, free_port
+from streamproc.demo import settings_env
+from streamproc.replay import read_events, replay
+from streamproc.tansu_compat import fetch_high_watermarks
+from tests.integration.conftest import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -49,3 +53,30 @@ def test_demo_stops_its_replay_at_the_broker_memory_budget_and_scores_what_was_s
     assert "broker memory" in result.stdout
     counts = dict(re.findall(r"(\S+)=(\d+)", result.stdout.strip().splitlines()[-1]))
     assert int(counts["risk-scores"]) >= scored
+
+
+def test_demo_on_a_kafka_with_earlier_input_counts_only_its_own_events(broker, tiny_checkpoint, tmp_path, reader):
+    # The Kafka the demo is pointed at already holds the same 300 events, replayed before and never scored:
+    # the demo's worker scores them too, and the demo must count only the outputs of its own replay.
+    settings = make_settings(broker, tmp_path, tiny_checkpoint)
+    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    assert replay(settings, read_events(None), limit=300, progress=False) == 300
+    inputs = [(t, p) for t in (settings.clicks_topic, settings.transactions_topic) for p in range(settings.partitions)]
+    since = fetch_high_watermarks(settings.bootstrap_servers, inputs)
+    assert sum(since.values()) == 300
+
+    result = subprocess.run(
+        [sys.executable, "-m", "streamproc.cli", "demo", "--limit", "300", "--rate", "0", "--data-dir", str(tmp_path / "var")],
+        capture_output=True, text=True, timeout=400, env=settings_env(settings),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"Kafka at {settings.bootstrap_servers}" in result.stdout and "embedded broker" not in result.stdout
+    assert (tmp_path / "var" / ("faust-" + settings.bootstrap_servers.replace(":", "_"))).is_dir()
+    counts = dict(re.findall(r"(\S+)=(\d+)", result.stdout.strip().splitlines()[-1]))
+    risk = reader(settings, [settings.risk_scores_topic])
+    risk.read_to_end(settings.risk_scores_topic, deadline_s=60)
+    scores = risk.messages[settings.risk_scores_topic]
+    own = [s for s in scores if s["lineage"]["offset"] >= since[(s["lineage"]["topic"], s["lineage"]["partition"])]]
+    # every event of the demo's replay was scored before the demo exited, and its count is of those alone
+    assert len({s["event_id"] for s in own}) == 300, (len(own), len(scores))
+    assert int(counts[settings.risk_scores_topic]) == len(own) < len(scores)

@@ -1,18 +1,55 @@
-"""The demo runs its own embedded broker: it refuses --bootstrap-servers instead of ignoring it. Label modes."""
+"""The demo's choice of broker, its count of this run's outputs, and label modes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from streamproc import cli
+from streamproc import cli, demo
 from streamproc.config import Settings
-from streamproc.demo import Summary
+from streamproc.demo import Summary, state_dir_for
 
 
-def test_demo_refuses_a_bootstrap_server_with_the_way_to_a_real_kafka(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["--bootstrap-servers", "kafka:9092", "demo", "--limit", "5"]) == 2
-    error = capsys.readouterr().err
-    assert "embedded broker" in error and "streamproc worker" in error and "Running against a real Kafka" in error
+@pytest.mark.parametrize(("argv", "env", "external"), [
+    (["demo"], {}, False),
+    (["--bootstrap-servers", "kafka:9092", "demo"], {}, True),
+    (["demo"], {"STREAMPROC_BOOTSTRAP_SERVERS": "kafka:9092"}, True),
+])
+def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_its_embedded_broker(
+        argv: list[str], env: dict[str, str], external: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAMPROC_BOOTSTRAP_SERVERS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda settings, **kw: calls.append((settings, kw)) or 0)
+    assert cli.main([*argv, "--limit", "5"]) == 0
+    (settings, kw), = calls
+    assert kw["external"] is external and kw["limit"] == 5
+    assert settings.bootstrap_servers == ("kafka:9092" if external else Settings().bootstrap_servers)
+
+
+def test_the_summary_counts_only_outputs_of_input_from_its_start_offsets() -> None:
+    settings = Settings()
+    summary = Summary(since={("clicks", 0): 100, ("transactions", 1): 5})
+
+    def score(event_id: str, topic: str, partition: int, offset: int) -> dict:
+        return {"event_id": event_id, "scored_ts_ms": 10, "lineage": {
+            "topic": topic, "partition": partition, "offset": offset, "ingest_ts_ms": 1}}
+
+    for value in (score("old", "clicks", 0, 99), score("new", "clicks", 0, 100), score("other", "clicks", 2, 0),
+                  score("old-tx", "transactions", 1, 4)):
+        summary.add(settings.risk_scores_topic, value, settings)
+    summary.add(settings.dead_letter_topic, {"source_topic": "transactions", "partition": 1, "offset": 3}, settings)
+    summary.add(settings.dead_letter_topic, {"source_topic": "transactions", "partition": 1, "offset": 7}, settings)
+    assert summary.scored == {"new", "other"} and summary.dead_lettered == {("transactions", 1, 7)}
+    assert summary.counts == {settings.risk_scores_topic: 2, settings.dead_letter_topic: 1}
+    assert summary.done() == 3
+
+
+def test_each_kafka_cluster_gets_its_own_worker_state_directory() -> None:
+    assert state_dir_for(Path("var"), "127.0.0.1:9092") == Path("var/faust-127.0.0.1_9092")
+    assert state_dir_for(Path("var"), "k1:9092,k2:9092") != state_dir_for(Path("var"), "k1:9092")
 
 
 def test_demo_and_replay_default_to_their_label_modes_and_the_summary_counts_labels_sent() -> None:
