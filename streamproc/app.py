@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from dataclasses import dataclass
 
 import faust
@@ -28,11 +29,36 @@ class Topology:
     terminals: faust.Table
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """Verify the brokers against settings.ssl_ca_location (default: the system's CAs); present the
+    client certificate when one is set (mutual TLS)."""
+    ca = settings.ssl_ca_location
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if settings.ssl_certificate_location and settings.ssl_key_location:
+        context.load_cert_chain(str(settings.ssl_certificate_location), str(settings.ssl_key_location))
+    return context
+
+
+def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
+    """The Faust (aiokafka) form of settings.security_protocol, as kafka_security() gives librdkafka."""
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    if protocol == "SSL":
+        return faust.SSLCredentials(tls_context(settings))
+    assert settings.sasl_password is not None  # Settings checks it
+    return faust.SASLCredentials(
+        username=settings.sasl_username, password=settings.sasl_password.get_secret_value(),
+        mechanism=settings.sasl_mechanism, ssl_context=tls_context(settings) if protocol == "SASL_SSL" else None,
+    )
+
+
 def create_app(settings: Settings) -> Topology:
     """The Faust app with raw-bytes topics (we validate ourselves) and two RocksDB tables."""
     app = faust.App(
         settings.app_id,
         broker=",".join(f"kafka://{hp}" for hp in settings.bootstrap_servers.split(",")),
+        broker_credentials=broker_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,

@@ -7,8 +7,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -45,6 +47,7 @@ class EmbeddedBroker:
     port: int = 0
     host: str = "127.0.0.1"
     log_path: Path | None = None
+    advertised: str | None = None  # host:port clients are told to use, when a proxy fronts the broker
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -63,7 +66,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.advertised}" if self.advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -108,10 +111,16 @@ class EmbeddedBroker:
         self.stop()
 
 
-def create_topics(bootstrap_servers: str, topics: list[str] | tuple[str, ...], partitions: int,
+def client_config(kafka: str | Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka options from bootstrap servers alone, or from options (Settings.kafka_common)."""
+    return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
+
+
+def create_topics(kafka: str | Mapping[str, Any], topics: list[str] | tuple[str, ...], partitions: int,
                   replication_factor: int = 1, timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet; an existing topic is left as it is."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    """Create the topics that do not exist yet; an existing topic is left as it is. `kafka`: bootstrap
+    servers, or client options with the connection's security (Settings.kafka_common)."""
+    admin = AdminClient(client_config(kafka))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     # retention.ms is set explicitly: tansu's DescribeConfigs returns only configs set at creation.
     new = [
@@ -130,7 +139,7 @@ def create_topics(bootstrap_servers: str, topics: list[str] | tuple[str, ...], p
                 raise BrokerError(f"could not create topic {topic}: {exc}") from exc
 
 
-def check_partitions(bootstrap_servers: str, topics: list[str] | tuple[str, ...], partitions: int,
+def check_partitions(kafka: str | Mapping[str, Any], topics: list[str] | tuple[str, ...], partitions: int,
                      timeout_s: float = 30.0) -> None:
     """Refuse to run over existing topics whose partition count is not `partitions`.
 
@@ -139,7 +148,7 @@ def check_partitions(bootstrap_servers: str, topics: list[str] | tuple[str, ...]
     create_topics leaves an existing topic as it is, so a topic made elsewhere with another count
     (a cluster default, an init job) would break that silently.
     """
-    metadata = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=timeout_s).topics
+    metadata = AdminClient(client_config(kafka)).list_topics(timeout=timeout_s).topics
     wrong = {t: len(metadata[t].partitions) for t in topics if t in metadata and len(metadata[t].partitions) != partitions}
     if wrong:
         found = ", ".join(f"{t}: {n}" for t, n in sorted(wrong.items()))

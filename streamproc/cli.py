@@ -80,7 +80,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streamproc.replay import read_events, replay
 
     settings = _settings(args)
-    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
     events = read_events(args.path, args.format, seed=args.seed)
     n = replay(settings, events, rate=args.rate, limit=args.limit, labels=args.labels,
                label_delay_ms=int(args.label_delay_hours * 3_600_000))
@@ -103,7 +103,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     from streamproc.fraud_labels import label_message, send_label
 
     settings = _settings(args)
-    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
     ts = int(args.ts) if args.ts.isdigit() else args.ts  # epoch milliseconds, or ISO-8601 as given
     message = label_message(args.transaction_id, args.terminal, ts, fraud=not args.genuine, source=args.source)
     send_label(settings, message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     # how soon a client sees a topic created after it subscribed (librdkafka's default is 5 minutes)
     metadata_refresh_ms: int = Field(10_000, ge=1_000)
     rebalance_timeout_ms: int = 10_000
+    # How every client connects (librdkafka's names; the Faust worker passes the same to aiokafka): TLS
+    # verifies the brokers against ssl_ca_location (default: the system's CAs) and, with a certificate
+    # and key, authenticates the client (mutual TLS); SASL authenticates with a username and password.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
 
     # Faust worker
     data_dir: Path = Path("var/streamproc")
@@ -84,10 +94,37 @@ class Settings(BaseSettings):
             return self.faust_fetch_wait_ms
         return 10 if self.broker_flavour == "tansu" else 1_500
 
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together (mutual TLS)")
+        if self.ssl_certificate_location and not self.security_protocol.endswith("SSL"):
+            raise ValueError(f"a client certificate needs TLS: security_protocol SSL or SASL_SSL, "
+                             f"not {self.security_protocol}")
+        return self
+
+    def kafka_security(self) -> dict[str, Any]:
+        """librdkafka's connection security options (none for PLAINTEXT)."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security.protocol": self.security_protocol}
+        for name, value in (("ssl.ca.location", self.ssl_ca_location),
+                            ("ssl.certificate.location", self.ssl_certificate_location),
+                            ("ssl.key.location", self.ssl_key_location)):
+            if value is not None and self.security_protocol.endswith("SSL"):
+                options[name] = str(value)
+        if self.security_protocol.startswith("SASL"):
+            assert self.sasl_password is not None  # _check_security
+            options |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
+                        "sasl.password": self.sasl_password.get_secret_value()}
+        return options
+
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka options shared by every confluent-kafka client, in their dotted names."""
         return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.app_id,
-                "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms}
+                "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms, **self.kafka_security()}
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced (None values are ignored), validated again."""

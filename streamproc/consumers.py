@@ -88,7 +88,7 @@ def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0,
         partition = partition_of(key, len(metadata.partitions))
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
         if settings.broker_flavour == "tansu":  # its ListOffsets reports a short end (tansu_compat)
-            high = fetch_high_watermarks(settings.bootstrap_servers, [(topic, partition)], {(topic, partition): high},
+            high = fetch_high_watermarks(settings.kafka_common(), [(topic, partition)], {(topic, partition): high},
                                          timeout_s=timeout_s)[(topic, partition)]
         end, size = high, chunk
         while end > low:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
+from pydantic import SecretStr
 
 from streamproc.broker import EmbeddedBroker, create_topics, wipe
 from streamproc.config import Settings
@@ -38,6 +39,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process the same Settings."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"STREAMPROC_{name.upper()}"] = str(value)
     return env
@@ -129,7 +132,7 @@ def end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[Partition, 
         metadata = consumer.list_topics(timeout=30)
         partitions = [(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
         if settings.broker_flavour == "tansu":
-            return fetch_high_watermarks(settings.bootstrap_servers, partitions)
+            return fetch_high_watermarks(settings.kafka_common(), partitions)
         return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1] for t, p in partitions}
     finally:
         consumer.close()
@@ -200,7 +203,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
         settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu",
                                            data_dir=settings.data_dir / "faust")
         wipe(settings.data_dir)
-    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
     if external:
         since = end_offsets(settings, (settings.clicks_topic, settings.transactions_topic))
         outputs_from = end_offsets(settings, output_topics(settings))

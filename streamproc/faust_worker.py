@@ -44,9 +44,9 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     if settings.broker_flavour == "tansu":
         from streamproc.tansu_compat import install_faust_highwater_probe
 
-        install_faust_highwater_probe(settings.bootstrap_servers)
-    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions, settings.replication_factor)
-    check_partitions(settings.bootstrap_servers, settings.worker_input_topics(), settings.partitions)
+        install_faust_highwater_probe(settings.kafka_common())
+    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
+    check_partitions(settings.kafka_common(), settings.worker_input_topics(), settings.partitions)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)

@@ -13,22 +13,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-_INSTALLED: dict[str, str] = {}
+from streamproc.broker import client_config
+
+_INSTALLED: dict[str, Any] = {}
 
 
 def fetch_high_watermarks(
-    bootstrap_servers: str,
+    kafka: str | Mapping[str, Any],
     partitions: Iterable[tuple[str, int]],
     listed: Mapping[tuple[str, int], int] | None = None,
     timeout_s: float = 15.0,
 ) -> dict[tuple[str, int], int]:
     """High watermark of each (topic, partition) as a Fetch response reports it.
 
-    `listed` are the (possibly low) ListOffsets answers; fetching starts one record before them, so
-    each fetch returns at least the partition's last record batch together with its high watermark.
+    `kafka`: bootstrap servers, or client options (Settings.kafka_common). `listed` are the (possibly
+    low) ListOffsets answers; fetching starts one record before them, so each fetch returns at least the
+    partition's last record batch together with its high watermark.
     """
     wanted = list(partitions)
     if not wanted:
@@ -36,7 +40,7 @@ def fetch_high_watermarks(
     listed = listed or {}
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(kafka),
             "group.id": "streamproc-highwater-probe",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -64,7 +68,7 @@ def fetch_high_watermarks(
         consumer.close()
 
 
-def install_faust_highwater_probe(bootstrap_servers: str) -> None:
+def install_faust_highwater_probe(kafka: str | Mapping[str, Any]) -> None:
     """Make Faust's aiokafka consumer thread take high watermarks from Fetch responses."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -80,11 +84,11 @@ def install_faust_highwater_probe(bootstrap_servers: str) -> None:
             probed = await loop.run_in_executor(
                 None,
                 fetch_high_watermarks,
-                _INSTALLED["bootstrap"],
+                _INSTALLED["kafka"],
                 list(keys),
                 {(tp.topic, tp.partition): v for tp, v in listed.items() if v is not None},
             )
             return {keys[k]: max(v, int(listed.get(keys[k]) or 0)) for k, v in probed.items()}
 
         thread_cls._highwaters = _highwaters
-    _INSTALLED["bootstrap"] = bootstrap_servers
+    _INSTALLED["kafka"] = kafka

@@ -82,7 +82,7 @@ def processes(tmp_path: Path) -> Iterator[Callable[[str, Settings], Process]]:
     started: list[Process] = []
 
     def start(command: str, settings: Settings) -> Process:
-        create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
         p = Process(command, settings, tmp_path)
         started.append(p)
         return p
@@ -98,7 +98,7 @@ class TopicReader:
     def __init__(self, settings: Settings, topics: list[str]) -> None:
         # Subscribing to a topic that does not exist yet leaves librdkafka without it until its next
         # metadata refresh (5 minutes by default): create the topics first; kafka_common() refreshes often.
-        create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
         self.consumer = Consumer({
             **settings.kafka_common(), "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -124,7 +124,7 @@ class TopicReader:
 
     def read_to_end(self, topic: str, deadline_s: float) -> None:
         """Read `topic` up to the end it has now."""
-        ends = fetch_high_watermarks(self.settings.bootstrap_servers,
+        ends = fetch_high_watermarks(self.settings.kafka_common(),
                                      [(topic, p) for p in range(self.settings.partitions)])
         self.poll_until(lambda: all(self.next_offset.get(tp, 0) >= end for tp, end in ends.items()), deadline_s)
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from streamproc.broker import create_topics, free_port
+from streamproc.broker import EmbeddedBroker, create_topics, free_port
 from streamproc.demo import settings_env
 from streamproc.replay import read_events, replay
 from streamproc.tansu_compat import fetch_high_watermarks
 from tests.integration.conftest import make_settings
+from tests.tls_proxy import TlsProxy, self_signed_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +58,28 @@ def test_demo_stops_its_replay_at_the_broker_memory_budget_and_scores_what_was_s
     assert int(counts["risk-scores"]) >= scored
 
 
-def test_demo_on_a_kafka_with_earlier_input_counts_only_its_own_events(broker, tiny_checkpoint, tmp_path, reader):
-    # The Kafka the demo is pointed at already holds the same 300 events, replayed before and never scored:
-    # the demo's worker scores them too, and the demo must count only the outputs of its own replay.
-    settings = make_settings(broker, tmp_path, tiny_checkpoint)
-    create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
+@pytest.fixture
+def tls_kafka(tmp_path: Path) -> Iterator[tuple[EmbeddedBroker, TlsProxy, Path]]:
+    """An embedded broker reachable only through TLS: (broker, proxy, the certificate that verifies it)."""
+    cert, key = self_signed_certificate(tmp_path)
+    port = free_port()
+    proxy = TlsProxy(port, cert, key)
+    broker = EmbeddedBroker(port=port, advertised=f"127.0.0.1:{proxy.port}", log_path=tmp_path / "tansu.log")
+    with broker:
+        yield broker, proxy, cert
+    proxy.close()
+
+
+def test_demo_on_a_tls_kafka_with_earlier_input_counts_only_its_own_events(tls_kafka, tiny_checkpoint, tmp_path, reader):
+    # The demo, pointed at a Kafka that takes TLS only and already holds the same 300 events (replayed
+    # before, never scored): its worker scores those too, and it must count only its own replay's outputs.
+    broker, proxy, cert = tls_kafka
+    settings = make_settings(broker, tmp_path, tiny_checkpoint).with_overrides(
+        bootstrap_servers=f"127.0.0.1:{proxy.port}", security_protocol="SSL", ssl_ca_location=cert)
+    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
     assert replay(settings, read_events(None), limit=300, progress=False) == 300
     inputs = [(t, p) for t in (settings.clicks_topic, settings.transactions_topic) for p in range(settings.partitions)]
-    since = fetch_high_watermarks(settings.bootstrap_servers, inputs)
+    since = fetch_high_watermarks(settings.kafka_common(), inputs)
     assert sum(since.values()) == 300
 
     result = subprocess.run(
@@ -71,7 +88,7 @@ def test_demo_on_a_kafka_with_earlier_input_counts_only_its_own_events(broker, t
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"Kafka at {settings.bootstrap_servers}" in result.stdout and "embedded broker" not in result.stdout
-    assert (tmp_path / "var" / ("faust-" + settings.bootstrap_servers.replace(":", "_"))).is_dir()
+    assert (tmp_path / "var" / f"faust-127.0.0.1_{proxy.port}").is_dir()
     counts = dict(re.findall(r"(\S+)=(\d+)", result.stdout.strip().splitlines()[-1]))
     risk = reader(settings, [settings.risk_scores_topic])
     risk.read_to_end(settings.risk_scores_topic, deadline_s=60)
@@ -80,3 +97,4 @@ def test_demo_on_a_kafka_with_earlier_input_counts_only_its_own_events(broker, t
     # every event of the demo's replay was scored before the demo exited, and its count is of those alone
     assert len({s["event_id"] for s in own}) == 300, (len(own), len(scores))
     assert int(counts[settings.risk_scores_topic]) == len(own) < len(scores)
+    assert proxy.connections > 0
