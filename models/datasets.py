@@ -145,7 +145,12 @@ def replay_aggregates(records: list[dict], labels: dict[str, int]) -> dict[str, 
         terminal = agg.update(
             terminals.setdefault(r["item_id"], agg.new_state()), ts, amount, labels[r["event_id"]]
         )
-        out[r["event_id"]] = agg.customer_features(customer, ts) | agg.terminal_features(terminal, ts)
+        out[r["event_id"]] = (
+            agg.customer_features(customer, ts)
+            | agg.customer_recent_features(customer, ts)
+            | agg.terminal_features(terminal, ts)
+            | agg.terminal_recent_features(terminal, ts)
+        )
     return out
 
 

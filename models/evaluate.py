@@ -412,6 +412,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
 LIGHTGBM_FEATURES = {  # --model name -> feature columns of models.baselines.fraud_frame
     "lightgbm": bl.FRAUD_FEATURES,  # the handbook's
     "lightgbm_ratios": risk_trees.RATIO_FEATURES,  # + the derived ratios the temporal model also reads
+    "lightgbm_history": risk_trees.HISTORY_FEATURES,  # + the terminal's known fraud history (v6 trees)
 }
 SERVED_TREES = "risk_trees"  # --model name: the bag a risk_trees checkpoint carries, alone
 
@@ -534,7 +535,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         nargs="+",
-        help="baseline names (pop markov sasrec gru | lightgbm lightgbm_ratios risk_trees) or checkpoint paths",
+        help="baseline names (pop markov sasrec gru | lightgbm lightgbm_ratios lightgbm_history risk_trees) or checkpoint paths",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="markdown report path; plots are written next to it"

@@ -3,10 +3,11 @@
 One feature function for every path: the LightGBM baseline (`baselines.fraud_frame`), the trees a
 checkpoint carries (fitted by `models.train` when `risk_trees` is set) and `Scorer.score`, which
 blends the trees' log-odds with the temporal head's. Features: the handbook's (amount, weekend,
-night, the 12 aggregates), the derived ratios of `models.features` and the terminal's known fraud
-history (`models.aggregates.TERMINAL_HISTORY_FEATURES`). The trees are a bag: several boosters on
-row and column subsamples with different seeds, whose log-odds are averaged; the served risk is a
-weighted mean of the head's and the bag's log-odds.
+night, the 12 aggregates), the derived ratios of `models.features`, the terminal's known fraud
+history (`models.aggregates.TERMINAL_HISTORY_FEATURES`) and the customer's and the terminal's recent
+velocity (`models.aggregates.RECENT_FEATURES`: the last hour, and the terminal's last 1 and 7 days).
+The trees are a bag: several boosters on row and column subsamples with different seeds, whose
+log-odds are averaged; the served risk is a weighted mean of the head's and the bag's log-odds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import lightgbm
 import numpy as np
 
-from models.aggregates import AGGREGATE_FEATURES, DAY_MS, TERMINAL_HISTORY_FEATURES
+from models.aggregates import AGGREGATE_FEATURES, DAY_MS, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.features import (
     DERIVED_FEATURES,
     EPOCH_WEEKDAY,
@@ -32,7 +33,8 @@ from models.features import (
 
 HANDBOOK_FEATURES = ("TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT", *AGGREGATE_FEATURES)
 RATIO_FEATURES = (*HANDBOOK_FEATURES, *DERIVED_FEATURES)  # the trees before the terminal history
-TREE_FEATURES = (*RATIO_FEATURES, *TERMINAL_HISTORY_FEATURES)  # appended: older trees read a prefix
+HISTORY_FEATURES = (*RATIO_FEATURES, *TERMINAL_HISTORY_FEATURES)  # the trees before the recent velocity
+TREE_FEATURES = (*HISTORY_FEATURES, *RECENT_FEATURES)  # appended: older trees read a prefix
 FILE = "risk_trees.json"  # {"boosters": [LightGBM model text, ...], "head_weight": float}
 LEGACY_FILE = "risk_trees.txt"  # one booster, checkpoints before the bag
 # chosen on the fraud validation folds (docs/results.md): the lightgbm_ratios grid's setting, bagged
@@ -65,6 +67,7 @@ def tree_features(
             raw,
             derived_aggregates(raw, amount),
             raw_aggregates(aggregates, TERMINAL_HISTORY_FEATURES),
+            raw_aggregates(aggregates, RECENT_FEATURES),
         ]
     ).reshape(len(amount), len(TREE_FEATURES))
 

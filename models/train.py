@@ -182,7 +182,8 @@ def replay_aggregates(
     A transaction first updates its customer and terminal states, then reads both feature sets; a click
     reads the customer features of its user's transaction state. Customer features are memoised until
     the user's next transaction or day, terminal features per (terminal, day): exact, because they only
-    read days at least LABEL_DELAY_DAYS old, which no later update (in time order) touches.
+    read days at least LABEL_DELAY_DAYS old, which no later update (in time order) touches. The recent
+    velocity (last hour, today) changes with every event and is read for each.
     """
     users: dict[str, agg.VelocityState] = {}
     terminals: dict[str, agg.VelocityState] = {}
@@ -200,12 +201,12 @@ def replay_aggregates(
         if memo is None or memo[0] != day:
             memo = (day, agg.customer_features(users.get(user, agg.new_state()), ts))
             customer_memo[user] = memo
-        features = dict(memo[1])
+        features = memo[1] | agg.customer_recent_features(users.get(user, agg.new_state()), ts)
         if record["kind"] == "transaction":
-            key = (record["item_id"], day)
+            terminal, key = terminals[record["item_id"]], (record["item_id"], day)
             if key not in terminal_memo:
-                terminal_memo[key] = agg.terminal_features(terminals[record["item_id"]], ts)
-            features |= terminal_memo[key]
+                terminal_memo[key] = agg.terminal_features(terminal, ts)
+            features |= terminal_memo[key] | agg.terminal_recent_features(terminal, ts)
         out[record["event_id"]] = features
     return out
 

@@ -124,3 +124,28 @@ def test_known_frauds_are_the_transactions_whose_last_verdict_is_fraud(verdicts)
         last[n] = label
     fraud = {f"tx{n}" for n, label in last.items() if label == 1}
     assert set(state["f"]) == fraud and known_frauds(state) == len(fraud)
+
+
+def test_training_replays_the_aggregates_the_pipeline_serves():
+    """One feature path: the pipeline's per-key transitions, applied in event-time order, give every event
+    the aggregates (handbook, terminal history and recent velocity alike) that training replays."""
+    from models import datasets, train
+
+    records, labels = train.synthetic_records(train.PRESETS["tiny"][0])
+    records = sorted(records, key=lambda r: r["ts_ms"])
+    users: dict[str, dict] = {}
+    terminals: dict[str, dict] = {}
+    served: dict[str, dict[str, float]] = {}
+    for offset, record in enumerate(records):
+        terminal = {}
+        if record["kind"] == "transaction":
+            state = terminals.setdefault(record["item_id"], new_terminal_state())
+            terminal = apply_terminal_event(state, record, labels.get(record["event_id"]), "tx:0", offset)
+        user = users.setdefault(record["user_id"], new_user_state())
+        _window, customer = apply_user_event(user, record, "in:0", offset, max_events=50, max_age_ms=10**12)
+        served[record["event_id"]] = customer | terminal
+    transactions = [r for r in records if r["kind"] == "transaction"]
+    assert len(transactions) > 100 and len(transactions) < len(records) and sum(labels.values()) > 0
+    assert any(a["terminal_recent_nb_tx_7d"] > 1 and a["customer_nb_tx_1h"] > 1 for a in served.values())
+    assert train.replay_aggregates(records, labels) == served
+    assert datasets.replay_aggregates(transactions, labels) == {r["event_id"]: served[r["event_id"]] for r in transactions}
