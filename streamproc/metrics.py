@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# fine near 0 (most events) and near 1 (alerts), so that a shift in either tail shows
+RISK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 MODEL_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -21,6 +23,9 @@ class Metrics:
     sequence_updates: Counter
     table_keys: Gauge
     scores_published: Counter
+    risk_score: Histogram
+    fraud_alerts: Counter
+    model_info: Gauge
     event_to_score: Histogram
     batch_size: Histogram
     model_batch: Histogram
@@ -50,6 +55,9 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         sequence_updates=Counter("streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry),
         table_keys=Gauge("streamproc_table_keys", "Keys held in each table on this worker", ["table"], registry=registry),
         scores_published=Counter("streamproc_scores_published", "Score messages acknowledged by the broker", ["topic"], registry=registry),
+        risk_score=Histogram("streamproc_risk_score", "Published risk scores, by the scored event's kind (click, transaction)", ["kind"], buckets=RISK_BUCKETS, registry=registry),
+        fraud_alerts=Counter("streamproc_fraud_alerts", "Fraud alerts published (risk at or above alert_threshold), acknowledged", registry=registry),
+        model_info=Gauge("streamproc_model_info", "1 for the checkpoint this scoring worker serves, and its device", ["model_version", "device"], registry=registry),
         event_to_score=Histogram("streamproc_event_to_score_seconds", "From the input event's broker timestamp to its score's acknowledgement", buckets=LATENCY_BUCKETS_S, registry=registry),
         batch_size=Histogram("streamproc_batch_size", "Windows per scoring batch", buckets=BATCH_BUCKETS, registry=registry),
         model_batch=Histogram("streamproc_model_batch_seconds", "Model time per scoring batch", buckets=MODEL_BUCKETS_S, registry=registry),

@@ -137,6 +137,10 @@ class ScoringWorker:
             "next_action": settings.next_action_topic,
             "alert": settings.fraud_alerts_topic,
         }
+        # every output series exists from the start, at 0 until its first message
+        for topic in self.topics.values():
+            metrics.scores_published.labels(topic)
+        metrics.model_info.labels(scorer.model_version, str(scorer.device)).set(1)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -232,11 +236,13 @@ class ScoringWorker:
             for kind, value in score_messages(update, score, scored_ts_ms, self.settings.alert_threshold).items():
                 self.producer.produce(
                     self.topics[kind], key=key, value=encode(value),
-                    on_delivery=self._on_delivery(kind, ingest_ms if kind == "risk" else None),
+                    on_delivery=self._on_delivery(kind, ingest_ms, update.get("kind"), value.get("risk")),
                 )
             self.producer.poll(0)
 
-    def _on_delivery(self, kind: str, ingest_ms: int | None) -> Callable[[KafkaError | None, Message], None]:
+    def _on_delivery(self, kind: str, ingest_ms: int | None, event_kind: str | None,
+                     risk: float | None) -> Callable[[KafkaError | None, Message], None]:
+        """Count an output once the broker has it: per topic; a risk score also by value and latency."""
         topic = self.topics[kind]
 
         def callback(error: KafkaError | None, _message: Message) -> None:
@@ -244,8 +250,12 @@ class ScoringWorker:
                 self._delivery_errors.append(f"{topic}: {error}")
                 return
             self.metrics.scores_published.labels(topic).inc()
-            if ingest_ms is not None:
-                self.metrics.event_to_score.observe(max(0.0, (_now_ms() - ingest_ms) / 1000))
+            if kind == "alert":
+                self.metrics.fraud_alerts.inc()
+            elif kind == "risk":
+                self.metrics.risk_score.labels(str(event_kind)).observe(float(risk or 0.0))
+                if ingest_ms is not None:
+                    self.metrics.event_to_score.observe(max(0.0, (_now_ms() - ingest_ms) / 1000))
 
         return callback
 

@@ -21,6 +21,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS_YML = DEPLOY / "prometheus.yml"
 ALERTS_YML = DEPLOY / "alerts.yml"
 ALERTS_TEST_YML = DEPLOY / "alerts_test.yml"
+ALERTS_DAILY_TEST_YML = DEPLOY / "alerts_daily_test.yml"  # the alerts that compare with the last day
 COMPOSE_YML = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 DASHBOARD_JSON = DEPLOY / "grafana" / "dashboard.json"
@@ -37,6 +38,9 @@ CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("counter", "streamproc_sequence_updates_total", ()),
     ("gauge", "streamproc_table_keys", ("table",)),
     ("counter", "streamproc_scores_published_total", ("topic",)),
+    ("histogram", "streamproc_risk_score", ("kind",)),
+    ("counter", "streamproc_fraud_alerts_total", ()),
+    ("gauge", "streamproc_model_info", ("model_version", "device")),
     ("histogram", "streamproc_event_to_score_seconds", ()),
     ("histogram", "streamproc_batch_size", ()),
     ("histogram", "streamproc_model_batch_seconds", ()),
@@ -71,6 +75,7 @@ ALERTS = {
     "StreamprocDeadLetterRateHigh",
     "StreamprocScorerDeadLetters",
     "StreamprocFraudLabelsUnmatched",
+    "StreamprocFraudAlertShareShifted",
     "StreamprocScoreLatencyHigh",
     "StreamprocWorkerDown",
     "StreamprocScorerDown",
@@ -154,8 +159,8 @@ def test_alert_rules_pass_promtool() -> None:
 
 
 def test_alert_unit_tests_pass_promtool() -> None:
-    output = run_promtool("test", "rules", ALERTS_TEST_YML.name, cwd=DEPLOY)
-    assert "SUCCESS" in output
+    output = run_promtool("test", "rules", ALERTS_TEST_YML.name, ALERTS_DAILY_TEST_YML.name, cwd=DEPLOY)
+    assert output.count("SUCCESS") == 2
 
 
 def test_alert_unit_tests_fail_on_a_broken_rule(tmp_path: Path) -> None:
@@ -188,7 +193,7 @@ def test_scrape_config_targets_both_jobs_every_5s() -> None:
 def test_every_alert_has_severity_annotations_and_unit_tests() -> None:
     rules = alert_rules()
     assert {rule["alert"] for rule in rules} == ALERTS
-    tests = load_yaml(ALERTS_TEST_YML)["tests"]
+    tests = load_yaml(ALERTS_TEST_YML)["tests"] + load_yaml(ALERTS_DAILY_TEST_YML)["tests"]
     cases = [case for test in tests for case in test.get("alert_rule_test", [])]
     for rule in rules:
         name = rule["alert"]
@@ -367,6 +372,9 @@ def catalog_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         "table": "user_windows",
         "partition": "0",
         "outcome": "counted",
+        "kind": "transaction",
+        "model_version": "demo-0123abcd",
+        "device": "cpu",
     }
     for kind, name, labels in CATALOG:
         base = name.removesuffix("_total")

@@ -55,6 +55,14 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
         worker_lag = prom.wait_for(f'streamproc_consumer_lag{{job="streamproc-worker",topic="{s.clicks_topic}"}}',
                                    deadline_s=60, until=lambda r: len(r) == s.partitions)
         assert all(float(r["value"][1]) >= 0 for r in worker_lag)
+        # every acknowledged risk score is in the risk histogram, by the kind of event scored, in one scrape
+        unequal = prom.query(f'sum(streamproc_risk_score_count) != sum(streamproc_scores_published_total'
+                             f'{{topic="{s.risk_scores_topic}"}})')
+        assert unequal == [], unequal
+        kinds = prom.query('sum by (kind) (streamproc_risk_score_count)')
+        assert {r["metric"]["kind"] for r in kinds} == {"click", "transaction"}
+        served = prom.query("streamproc_model_info == 1")
+        assert [(r["metric"]["job"], r["metric"]["device"]) for r in served] == [("streamproc-scorer", "cpu")]
         assert worker.alive() and scorer.alive()
         # an operator's SIGUSR2 logs the worker's consumer state (what the stall watch logs on a stall)
         os.kill(worker.proc.pid, signal.SIGUSR2)

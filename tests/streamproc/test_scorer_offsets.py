@@ -1,4 +1,5 @@
-"""The scoring worker stores an input offset only after every score derived from it is acknowledged.
+"""The scoring worker stores an input offset only after every score derived from it is acknowledged, and
+counts (metrics) only what was acknowledged.
 
 The ordering is pure logic; here the producer and consumer are recording fakes (the integration tests
 restart a real scoring worker against the real broker)."""
@@ -49,6 +50,8 @@ class RecordingConsumer:
 
 
 class ConstantScorer:
+    model_version, device = "v-test", "cpu"
+
     def score(self, windows: list[Any]) -> list[Scores]:
         return [Scores(0.95, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test") for _ in windows]
 
@@ -56,7 +59,7 @@ class ConstantScorer:
 def update(n: int) -> dict[str, Any]:
     event = {"event_id": f"e{n}", "kind": "transaction", "user_id": "u1", "ts_ms": 1_700_000_000_000 + n,
              "item_id": "t1", "action": "transaction", "amount": 10.0}
-    return {"user_id": "u1", "event_id": f"e{n}", "event_ts_ms": event["ts_ms"], "window": [event],
+    return {"user_id": "u1", "event_id": f"e{n}", "kind": "transaction", "event_ts_ms": event["ts_ms"], "window": [event],
             "lineage": {"topic": "transactions", "partition": 0, "offset": n, "ingest_ts_ms": event["ts_ms"]}}
 
 
@@ -88,3 +91,30 @@ def test_a_failed_delivery_stores_no_offset_and_stops_the_worker(worker: Scoring
     with pytest.raises(RuntimeError, match="scores not acknowledged.*fraud-alerts: MSG_TIMED_OUT"):
         worker.flush_batch()
     assert log == []  # the batch is consumed again after the restart: at-least-once
+
+
+def sample(worker: ScoringWorker, name: str, labels: dict[str, str] | None = None) -> float:
+    return worker.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_not(worker: ScoringWorker) -> None:
+    assert sample(worker, "streamproc_model_info", {"model_version": "v-test", "device": "cpu"}) == 1.0
+    assert sample(worker, "streamproc_scores_published_total", {"topic": "fraud-alerts"}) == 0.0  # exists at 0
+    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer([])  # type: ignore[assignment]
+    for n in range(3):
+        worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
+    worker.flush_batch()
+    transaction = {"kind": "transaction"}
+    assert sample(worker, "streamproc_risk_score_count", transaction) == 3
+    assert sample(worker, "streamproc_risk_score_sum", transaction) == pytest.approx(3 * 0.95)
+    assert sample(worker, "streamproc_risk_score_bucket", transaction | {"le": "0.9"}) == 0
+    assert sample(worker, "streamproc_risk_score_bucket", transaction | {"le": "0.95"}) == 3
+    assert sample(worker, "streamproc_fraud_alerts_total") == 3
+
+    worker.producer = RecordingProducer(fail_topic="fraud-alerts")  # type: ignore[assignment]
+    worker.batcher.add(Pending("m9", update(9)), now_ms=0)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        worker.flush_batch()
+    assert sample(worker, "streamproc_fraud_alerts_total") == 3  # the failed alert is not counted
+    assert sample(worker, "streamproc_risk_score_count", transaction) == 4
