@@ -95,7 +95,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     external = bool(args.bootstrap_servers or os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS"))
     return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
                     broker_max_rss_mib=args.broker_max_rss_mib, labels=args.labels,
-                    label_delay_ms=int(args.label_delay_hours * 3_600_000), external=external)
+                    label_delay_ms=int(args.label_delay_hours * 3_600_000), external=external,
+                    namespace=args.namespace)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-max-rss-mib", type=int,
                    help="stop the replay (exit 3, after scoring what was sent) once the embedded broker, which "
                         "keeps every record in memory, holds this much (default: half the machine's memory)")
+    p.add_argument("--namespace", default="demo",
+                   help="on a real Kafka, prefix the demo's topics, Faust app id and scorer group with this, so "
+                        "that it never reads or writes a pipeline the cluster runs ('' keeps the configured names)")
     p.add_argument("--data-dir", type=Path)
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--partitions", type=int)

@@ -184,11 +184,12 @@ def state_dir_for(data_dir: Path, bootstrap_servers: str) -> Path:
 
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
              limit: int | None = None, broker_max_rss_mib: int | None = None, labels: str = "topic",
-             label_delay_ms: int = 86_400_000, external: bool = False) -> int:
+             label_delay_ms: int = 86_400_000, external: bool = False, namespace: str = "demo") -> int:
     """Run the pipeline and replay `data` into it, on the embedded broker or (`external`) on the Kafka at
-    settings.bootstrap_servers; 0 when done or stopped by Ctrl-C, 1 on failure, BROKER_FULL when the
-    replay stopped at the embedded broker's memory budget (everything sent is still scored before the
-    demo exits)."""
+    settings.bootstrap_servers, there with its topics, app id and scorer group prefixed by `namespace`
+    (none if empty) so that it stays apart from a pipeline the cluster runs; 0 when done or stopped by
+    Ctrl-C, 1 on failure, BROKER_FULL when the replay stopped at the embedded broker's memory budget
+    (everything sent is still scored before the demo exits)."""
     budget = broker_max_rss_mib * MIB if broker_max_rss_mib else default_budget_bytes()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_checkpoint(settings.checkpoint)
@@ -196,6 +197,8 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     logs.mkdir(exist_ok=True)
     broker = None
     if external:  # its topics, committed offsets and the worker's state carry over from earlier runs
+        if namespace:
+            settings = settings.namespaced(namespace)
         settings = settings.with_overrides(data_dir=state_dir_for(settings.data_dir, settings.bootstrap_servers))
     else:
         broker = EmbeddedBroker(log_path=logs / "broker.log").start()
@@ -210,7 +213,8 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     else:
         since = {}
         outputs_from = {(t, p): 0 for t in output_topics(settings) for p in range(settings.partitions)}
-    where = f"Kafka at {settings.bootstrap_servers}" if external else f"embedded broker on {settings.bootstrap_servers}"
+    where = (f"Kafka at {settings.bootstrap_servers}, topics {settings.clicks_topic}, {settings.transactions_topic}, ..."
+             if external else f"embedded broker on {settings.bootstrap_servers}")
     print(f"{where}; worker metrics :{settings.worker_metrics_port}/metrics, "
           f"scorer metrics :{settings.scorer_metrics_port}/metrics; logs in {logs}", flush=True)
     env = settings_env(settings)

@@ -74,8 +74,9 @@ def test_demo_on_a_tls_kafka_with_earlier_input_counts_only_its_own_events(tls_k
     # The demo, pointed at a Kafka that takes TLS only and already holds the same 300 events (replayed
     # before, never scored): its worker scores those too, and it must count only its own replay's outputs.
     broker, proxy, cert = tls_kafka
-    settings = make_settings(broker, tmp_path, tiny_checkpoint).with_overrides(
+    configured = make_settings(broker, tmp_path, tiny_checkpoint).with_overrides(
         bootstrap_servers=f"127.0.0.1:{proxy.port}", security_protocol="SSL", ssl_ca_location=cert)
+    settings = configured.namespaced("demo")  # the demo's own topics on a real Kafka
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
     assert replay(settings, read_events(None), limit=300, progress=False) == 300
     inputs = [(t, p) for t in (settings.clicks_topic, settings.transactions_topic) for p in range(settings.partitions)]
@@ -84,10 +85,11 @@ def test_demo_on_a_tls_kafka_with_earlier_input_counts_only_its_own_events(tls_k
 
     result = subprocess.run(
         [sys.executable, "-m", "streamproc.cli", "demo", "--limit", "300", "--rate", "0", "--data-dir", str(tmp_path / "var")],
-        capture_output=True, text=True, timeout=400, env=settings_env(settings),
+        capture_output=True, text=True, timeout=400, env=settings_env(configured),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert f"Kafka at {settings.bootstrap_servers}" in result.stdout and "embedded broker" not in result.stdout
+    assert f"Kafka at {settings.bootstrap_servers}, topics {settings.clicks_topic}," in result.stdout
+    assert "embedded broker" not in result.stdout
     assert (tmp_path / "var" / f"faust-127.0.0.1_{proxy.port}").is_dir()
     counts = dict(re.findall(r"(\S+)=(\d+)", result.stdout.strip().splitlines()[-1]))
     risk = reader(settings, [settings.risk_scores_topic])
@@ -98,3 +100,7 @@ def test_demo_on_a_tls_kafka_with_earlier_input_counts_only_its_own_events(tls_k
     assert len({s["event_id"] for s in own}) == 300, (len(own), len(scores))
     assert int(counts[settings.risk_scores_topic]) == len(own) < len(scores)
     assert proxy.connections > 0
+    # nothing reached the configured pipeline's topics
+    untouched = [(t, p) for t in (configured.clicks_topic, configured.risk_scores_topic) for p in range(configured.partitions)]
+    create_topics(configured.kafka_common(), (configured.clicks_topic, configured.risk_scores_topic), configured.partitions)
+    assert set(fetch_high_watermarks(configured.kafka_common(), untouched).values()) == {0}

@@ -25,7 +25,7 @@ def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_its_emb
     monkeypatch.setattr(demo, "run_demo", lambda settings, **kw: calls.append((settings, kw)) or 0)
     assert cli.main([*argv, "--limit", "5"]) == 0
     (settings, kw), = calls
-    assert kw["external"] is external and kw["limit"] == 5
+    assert kw["external"] is external and kw["limit"] == 5 and kw["namespace"] == "demo"
     assert settings.bootstrap_servers == ("kafka:9092" if external else Settings().bootstrap_servers)
 
 
