@@ -186,3 +186,13 @@ def add_known_fraud(state: VelocityState, ts_ms: int, delta: int) -> bool:
         return False
     bucket[2] += delta
     return True
+
+
+def newest_ms(state: VelocityState) -> int | None:
+    """The start of the newest minute with a transaction (of the newest day, in states written before
+    minute buckets existed); None for an empty state. The state's clock, in event time."""
+    minutes = state.get("m")
+    if minutes:
+        return max(int(m) for m in minutes) * MINUTE_MS
+    days = state.get("d")
+    return max(int(d) for d in days) * DAY_MS if days else None

@@ -40,6 +40,7 @@ from streamproc.processing import (
     apply_terminal_event,
     apply_user_event,
     is_new_user_event,
+    label_delay_days,
     new_terminal_state,
     new_user_state,
     sequence_update,
@@ -140,6 +141,10 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         outcome = "unmatched" if state is None else apply_fraud_label(state, label)
         if outcome in ("counted", "retracted"):
             states.mark_dirty(key, state, event)
+        if outcome == "counted":
+            delay = label_delay_days(state, label)
+            if delay is not None:
+                metrics.fraud_label_delay.observe(delay)
         return outcome
 
     def user_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:

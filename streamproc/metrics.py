@@ -10,6 +10,8 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # fine near 0 (most events) and near 1 (alerts), so that a shift in either tail shows
 RISK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+# around the 7 days the terminal risk features assume (models.aggregates.LABEL_DELAY_DAYS)
+LABEL_DELAY_BUCKETS_DAYS = (0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 38)
 MODEL_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -20,6 +22,7 @@ class Metrics:
     events_accepted: Counter
     dead_letters: Counter
     fraud_labels: Counter
+    fraud_label_delay: Histogram
     sequence_updates: Counter
     table_keys: Gauge
     scores_published: Counter
@@ -52,6 +55,7 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation, each once (a redelivered or re-sent event is scored again, not counted again)", ["topic"], registry=registry),
         dead_letters=Counter("streamproc_dead_letters", "Input messages sent to the dead-letter topic", ["topic", "reason"], registry=registry),
         fraud_labels=Counter("streamproc_fraud_labels", "Fraud labels applied to terminal states, by what they did (processing.LABEL_OUTCOMES)", ["outcome"], registry=registry),
+        fraud_label_delay=Histogram("streamproc_fraud_label_delay_days", "For each fraud label counted: its terminal's newest transaction minus the labelled one, in days of event time (the terminal risk features assume labels known within 7)", buckets=LABEL_DELAY_BUCKETS_DAYS, registry=registry),
         sequence_updates=Counter("streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry),
         table_keys=Gauge("streamproc_table_keys", "Keys held in each table on this worker", ["table"], registry=registry),
         scores_published=Counter("streamproc_scores_published", "Score messages acknowledged by the broker", ["topic"], registry=registry),

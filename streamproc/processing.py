@@ -127,6 +127,14 @@ def apply_fraud_label(state: State, label: FraudLabel) -> str:
     return "retracted"
 
 
+def label_delay_days(state: State, label: FraudLabel) -> float | None:
+    """How late a label is in the terminal's event time: its newest transaction minus the labelled one
+    (0 at least; None for a terminal without transactions). The terminal risk features assume every
+    label of a transaction is known aggregates.LABEL_DELAY_DAYS after it; a quiet terminal's clock lags."""
+    newest = aggregates.newest_ms(state["v"])
+    return None if newest is None else max(0.0, (newest - label.ts_ms) / aggregates.DAY_MS)
+
+
 def _known_frauds(state: State) -> dict[str, int]:
     """The state's fraud transaction ids, less those of days its velocity no longer keeps."""
     frauds: dict[str, int] = state.setdefault("f", {})  # states written before labels had no "f"

@@ -33,6 +33,14 @@ def _label_outcomes(port: int) -> dict[str, float]:
             if sample.name == "streamproc_fraud_labels_total"}
 
 
+def _label_delay(port: int) -> tuple[float, float]:
+    """(count, sum) of the worker's fraud label delay histogram."""
+    text = read_metrics(f"http://127.0.0.1:{port}/metrics", timeout_s=10) or ""
+    samples = {sample.name: sample.value for family in text_string_to_metric_families(text)
+               if family.name == "streamproc_fraud_label_delay_days" for sample in family.samples}
+    return samples["streamproc_fraud_label_delay_days_count"], samples["streamproc_fraud_label_delay_days_sum"]
+
+
 def read_topic(s, topic: str, want: int, deadline_s: float = 30.0) -> list[tuple[bytes, bytes]]:
     """The first `want` (key, value) pairs of a topic, across its partitions."""
     consumer = Consumer({"bootstrap.servers": s.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
@@ -86,6 +94,13 @@ def test_late_fraud_labels_count_once_and_reach_the_features_of_later_transactio
     want_outcomes = {"counted": n + 1, "duplicate": n, "retracted": 1, "not_counted": 1, "unmatched": 1}
     r.poll_until(lambda: _label_outcomes(s.worker_metrics_port) == want_outcomes
                  and len(r.messages[s.dead_letter_topic]) >= len(invalid), deadline_s=120, watch=[worker])
+    # each counted label's delay on its terminal's clock: the minute of its newest transaction
+    newest = {}
+    for m in transactions:
+        newest[m["terminal_id"]] = max(newest.get(m["terminal_id"], 0), m["ts"] // 60_000 * 60_000)
+    delays = [max(0, newest[m["terminal_id"]] - m["ts"]) / aggregates.DAY_MS for m in [*frauds, flipped]]
+    count, total = _label_delay(s.worker_metrics_port)
+    assert count == n + 1 and total == pytest.approx(sum(delays)) and total > 0
     dead = r.messages[s.dead_letter_topic]
     assert sorted((d["source_topic"], d["reason"]) for d in dead) == sorted(
         (s.fraud_labels_topic, reason) for _, reason in invalid)

@@ -12,6 +12,7 @@ from streamproc.processing import (
     apply_terminal_event,
     apply_user_event,
     is_new_user_event,
+    label_delay_days,
     new_terminal_state,
     new_user_state,
 )
@@ -95,6 +96,22 @@ def test_a_label_without_a_transaction_left_to_count_on_its_day_changes_nothing(
     second = FraudLabel("l2", "tx-unseen-same-day", "t1", transaction(0)["ts_ms"], 1)
     assert apply_fraud_label(state, second) == "unmatched"  # one transaction that day, already a fraud
     assert known_frauds(state) == 1 and list(state["f"]) == ["tx0"]
+
+
+def test_a_labels_delay_is_read_on_its_terminals_event_time_clock():
+    state = new_terminal_state()
+    assert label_delay_days(state, fraud_label(0)) is None  # no transaction: no clock
+    late = dict(transaction(0), event_id="tx-late", ts_ms=transaction(0)["ts_ms"] + 9 * DAY_MS + 30_000)
+    for n, record in enumerate([transaction(0), transaction(1), late]):
+        apply_terminal_event(state, record, None, "transactions:0", n)
+    # the newest transaction's minute, 9 days and 30 s after tx0: 9 days to the minute
+    assert label_delay_days(state, fraud_label(0)) == 9.0
+    assert label_delay_days(state, fraud_label(1)) == 9.0 - 60_000 / DAY_MS
+    newer_than_clock = FraudLabel("l", "tx-late", "t1", late["ts_ms"], 1)
+    assert label_delay_days(state, newer_than_clock) == 0.0  # never negative
+    legacy = {"v": {"d": {str(late["ts_ms"] // DAY_MS): [1, 10.0, 0]}}}  # a state from before minute buckets
+    late_day_start = late["ts_ms"] // DAY_MS * DAY_MS  # its clock: the newest day's start
+    assert label_delay_days(legacy, fraud_label(0)) == (late_day_start - transaction(0)["ts_ms"]) / DAY_MS > 8
 
 
 def test_fraud_ids_are_forgotten_with_the_days_velocity_drops():
