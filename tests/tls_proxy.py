@@ -70,7 +70,11 @@ class TlsProxy:
             pass
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        for task in asyncio.all_tasks(self.loop):
-            self.loop.call_soon_threadsafe(task.cancel)
+        async def shutdown() -> None:  # on the proxy's loop: stop accepting, then end every relay
+            self.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
         self.thread.join(10)
