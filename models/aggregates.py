@@ -196,3 +196,12 @@ def newest_ms(state: VelocityState) -> int | None:
         return max(int(m) for m in minutes) * MINUTE_MS
     days = state.get("d")
     return max(int(d) for d in days) * DAY_MS if days else None
+
+
+def served_names(kind: str) -> frozenset[str]:
+    """The aggregate names a sequence update carries for an event of `kind`: the customer's for every
+    event, the terminal's for a transaction (a click has no terminal)."""
+    customer = {*CUSTOMER_FEATURES, *CUSTOMER_RECENT_FEATURES}
+    if kind != "transaction":
+        return frozenset(customer)
+    return frozenset({*customer, *TERMINAL_FEATURES, *TERMINAL_HISTORY_FEATURES, *TERMINAL_RECENT_FEATURES})

@@ -95,6 +95,12 @@ class RiskTrees:
     boosters: list[lightgbm.Booster]
     head_weight: float = HEAD_WEIGHT
 
+    def aggregate_names(self) -> frozenset[str]:
+        """The aggregates the bag reads (the prefix of TREE_FEATURES its widest booster was fitted on)."""
+        width = max(b.num_feature() for b in self.boosters)
+        known = {*AGGREGATE_FEATURES, *TERMINAL_HISTORY_FEATURES, *RECENT_FEATURES}
+        return frozenset(name for name in TREE_FEATURES[:width] if name in known)
+
     def log_odds(self, features: np.ndarray) -> np.ndarray:
         """(N,) mean raw score (log-odds) of the bag; a booster fitted on fewer features reads their prefix."""
         scores = [

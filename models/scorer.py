@@ -11,6 +11,7 @@ import torch
 from scipy.special import expit
 
 from models import checkpoint, risk_trees
+from models.aggregates import AGGREGATE_FEATURES
 from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.features import Window, featurize
@@ -67,6 +68,12 @@ class Scorer:
             allowed = set(listed)
             bias[2:] = torch.tensor([0.0 if item in allowed else float("-inf") for item in ckpt.vocab.items])
         return bias
+
+    @property
+    def required_aggregates(self) -> frozenset[str]:
+        """The aggregate names this checkpoint reads (the head's 12, and its trees'); a missing one reads as 0."""
+        trees = self.ckpt.risk_trees
+        return frozenset(AGGREGATE_FEATURES) | (trees.aggregate_names() if trees is not None else frozenset())
 
     def cache_hit_rate(self) -> float | None:
         """Share of event texts served from the encoder cache (None when the model uses no text)."""

@@ -28,6 +28,7 @@ class Metrics:
     scores_published: Counter
     risk_score: Histogram
     fraud_alerts: Counter
+    model_inputs_missing: Counter
     model_info: Gauge
     event_to_score: Histogram
     batch_size: Histogram
@@ -61,6 +62,7 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         scores_published=Counter("streamproc_scores_published", "Score messages acknowledged by the broker", ["topic"], registry=registry),
         risk_score=Histogram("streamproc_risk_score", "Published risk scores, by the scored event's kind (click, transaction)", ["kind"], buckets=RISK_BUCKETS, registry=registry),
         fraud_alerts=Counter("streamproc_fraud_alerts", "Fraud alerts published (risk at or above alert_threshold), acknowledged", registry=registry),
+        model_inputs_missing=Counter("streamproc_model_inputs_missing", "Scored events whose sequence update lacked an aggregate the model reads (read as 0): a Faust worker older than the checkpoint", registry=registry),
         model_info=Gauge("streamproc_model_info", "1 for the checkpoint this scoring worker serves, and its device", ["model_version", "device"], registry=registry),
         event_to_score=Histogram("streamproc_event_to_score_seconds", "From the input event's broker timestamp to its score's acknowledgement", buckets=LATENCY_BUCKETS_S, registry=registry),
         batch_size=Histogram("streamproc_batch_size", "Windows per scoring batch", buckets=BATCH_BUCKETS, registry=registry),

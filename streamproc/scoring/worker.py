@@ -141,6 +141,8 @@ class ScoringWorker:
         for topic in self.topics.values():
             metrics.scores_published.labels(topic)
         metrics.model_info.labels(scorer.model_version, str(scorer.device)).set(1)
+        self._required = scorer.required_aggregates
+        self._reported_missing: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -214,6 +216,7 @@ class ScoringWorker:
             if p.error is not None:
                 self._dead_letter(p)
         if valid:
+            self._check_inputs(valid)
             started = time.perf_counter()
             scores = self.scorer.score(
                 [Window(events=p.update["window"], aggregates=p.update.get("aggregates") or {}) for p in valid]  # type: ignore[index]
@@ -225,6 +228,21 @@ class ScoringWorker:
         for p in batch:
             self.consumer.store_offsets(message=p.message)
         self._report_cache()
+
+    def _check_inputs(self, valid: list[Pending]) -> None:
+        """Count the updates that lack an aggregate the checkpoint reads and the pipeline serves for their
+        kind (rolled out before the Faust workers that compute it); log each missing set once."""
+        for pending in valid:
+            update = pending.update
+            assert update is not None
+            wanted = self._required & aggregates.served_names(str(update.get("kind")))
+            missing = wanted - (update.get("aggregates") or {}).keys()
+            if missing:
+                self.metrics.model_inputs_missing.inc()
+                if not missing <= self._reported_missing:
+                    self._reported_missing |= missing
+                    log.warning("sequence updates lack aggregates the model reads (scored as 0): %s; upgrade "
+                                "the Faust workers to this checkpoint's streamproc", sorted(missing))
 
     def _publish(self, valid: list[Pending], scores: list[Scores]) -> None:
         scored_ts_ms = _now_ms()

@@ -61,6 +61,9 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
         assert unequal == [], unequal
         kinds = prom.query('sum by (kind) (streamproc_risk_score_count)')
         assert {r["metric"]["kind"] for r in kinds} == {"click", "transaction"}
+        # the pipeline's sequence updates carry every aggregate the checkpoint reads
+        missing = prom.query('sum(streamproc_model_inputs_missing_total{job="streamproc-scorer"})')
+        assert float(missing[0]["value"][1]) == 0
         served = prom.query("streamproc_model_info == 1")
         assert [(r["metric"]["job"], r["metric"]["device"]) for r in served] == [("streamproc-scorer", "cpu")]
         assert worker.alive() and scorer.alive()

@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from models import baselines, checkpoint, risk_trees, train
+from models.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.datasets import EventLog
 from models.features import Window
 from models.scorer import Scorer
@@ -50,6 +51,7 @@ def test_scorer_averages_head_and_tree_log_odds(tmp_path: Path) -> None:
     windows = [Window(events=[r], aggregates=aggregates[r["event_id"]]) for r in held_out]
     risk = np.array([s.risk for s in Scorer(loaded, torch.device("cpu")).score(windows)])
     assert loaded.risk_trees.head_weight == config.risk_head_weight == risk_trees.HEAD_WEIGHT
+    assert Scorer(loaded, torch.device("cpu")).required_aggregates == loaded.risk_trees.aggregate_names()
     trees = loaded.risk_trees.log_odds(risk_trees.window_features(windows))
     (tmp_path / "both" / risk_trees.FILE).unlink()  # the same checkpoint without its trees: the head alone
     head_only = checkpoint.load(tmp_path / "both")
@@ -65,7 +67,7 @@ def test_scorer_averages_head_and_tree_log_odds(tmp_path: Path) -> None:
 def test_bag_round_trips_and_legacy_single_booster_reads_its_feature_prefix(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, len(risk_trees.TREE_FEATURES)))
-    y = (x[:, 0] + x[:, -1] > 0.5).astype(int)  # the last column is a terminal-history feature
+    y = (x[:, 0] + x[:, -1] > 0.5).astype(int)  # the last column is a recent-velocity feature
     params = {"n_estimators": 20, "num_leaves": 7, "subsample": 0.8, "subsample_freq": 1}
     bag = risk_trees.fit(x, y, params, bags=3)
     assert len({b.model_to_string() for b in bag}) == 3  # different seeds, different trees
@@ -85,3 +87,9 @@ def test_bag_round_trips_and_legacy_single_booster_reads_its_feature_prefix(tmp_
     assert legacy is not None and legacy.head_weight == 0.5  # the plain mean those checkpoints served
     np.testing.assert_allclose(legacy.log_odds(x), old.predict(x[:, :n_old], raw_score=True))
     assert risk_trees.files(legacy_dir) == [legacy_dir / risk_trees.LEGACY_FILE]
+
+    # the aggregates each reads: what the scoring worker checks the sequence updates for
+    assert loaded.aggregate_names() == {*AGGREGATE_FEATURES, *TERMINAL_HISTORY_FEATURES, *RECENT_FEATURES}
+    assert legacy.aggregate_names() == set(AGGREGATE_FEATURES)
+    (v6,) = risk_trees.fit(x[:, : len(risk_trees.HISTORY_FEATURES)], y, {"n_estimators": 5, "num_leaves": 7})
+    assert risk_trees.RiskTrees([v6]).aggregate_names() == {*AGGREGATE_FEATURES, *TERMINAL_HISTORY_FEATURES}

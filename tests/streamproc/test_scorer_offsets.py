@@ -51,6 +51,7 @@ class RecordingConsumer:
 
 class ConstantScorer:
     model_version, device = "v-test", "cpu"
+    required_aggregates = frozenset({"customer_nb_tx_1d", "terminal_risk_30d", "customer_nb_tx_1h"})
 
     def score(self, windows: list[Any]) -> list[Scores]:
         return [Scores(0.95, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test") for _ in windows]
@@ -118,3 +119,21 @@ def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_no
         worker.flush_batch()
     assert sample(worker, "streamproc_fraud_alerts_total") == 3  # the failed alert is not counted
     assert sample(worker, "streamproc_risk_score_count", transaction) == 4
+
+
+def test_updates_lacking_an_aggregate_the_model_reads_are_counted_by_what_their_kind_carries(
+        worker: ScoringWorker, caplog: pytest.LogCaptureFixture) -> None:
+    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer([])  # type: ignore[assignment]
+    full = {"customer_nb_tx_1d": 1.0, "terminal_risk_30d": 0.0, "customer_nb_tx_1h": 1.0}
+    complete = update(0) | {"aggregates": full}
+    click = update(1) | {"kind": "click", "aggregates": {"customer_nb_tx_1d": 1.0, "customer_nb_tx_1h": 0.0}}
+    old_worker = update(2) | {"aggregates": {"customer_nb_tx_1d": 1.0, "terminal_risk_30d": 0.0}}  # no 1h velocity
+    for n, u in enumerate([complete, click, old_worker, old_worker]):
+        worker.batcher.add(Pending(f"m{n}", u), now_ms=0)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING"):
+        worker.flush_batch()
+    assert sample(worker, "streamproc_model_inputs_missing_total") == 2  # a click carries no terminal
+    assert [r.getMessage() for r in caplog.records].count(
+        "sequence updates lack aggregates the model reads (scored as 0): ['customer_nb_tx_1h']; upgrade the "
+        "Faust workers to this checkpoint's streamproc") == 1
