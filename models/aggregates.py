@@ -15,6 +15,8 @@ trees read it (models.risk_trees); the temporal head does not (features.MODEL_AG
 
 from __future__ import annotations
 
+import functools
+
 DAY_MS = 86_400_000
 WINDOWS_DAYS = (1, 7, 30)
 LABEL_DELAY_DAYS = 7
@@ -198,6 +200,7 @@ def newest_ms(state: VelocityState) -> int | None:
     return max(int(d) for d in days) * DAY_MS if days else None
 
 
+@functools.cache  # the scoring worker asks for every update
 def served_names(kind: str) -> frozenset[str]:
     """The aggregate names a sequence update carries for an event of `kind`: the customer's for every
     event, the terminal's for a transaction (a click has no terminal)."""

@@ -21,7 +21,13 @@ from typing import Any
 import lightgbm
 import numpy as np
 
-from models.aggregates import AGGREGATE_FEATURES, DAY_MS, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
+from models.aggregates import (
+    AGGREGATE_FEATURES,
+    DAY_MS,
+    RECENT_FEATURES,
+    TERMINAL_HISTORY_FEATURES,
+    served_names,
+)
 from models.features import (
     DERIVED_FEATURES,
     EPOCH_WEEKDAY,
@@ -98,8 +104,7 @@ class RiskTrees:
     def aggregate_names(self) -> frozenset[str]:
         """The aggregates the bag reads (the prefix of TREE_FEATURES its widest booster was fitted on)."""
         width = max(b.num_feature() for b in self.boosters)
-        known = {*AGGREGATE_FEATURES, *TERMINAL_HISTORY_FEATURES, *RECENT_FEATURES}
-        return frozenset(name for name in TREE_FEATURES[:width] if name in known)
+        return frozenset(name for name in TREE_FEATURES[:width] if name in served_names("transaction"))
 
     def log_odds(self, features: np.ndarray) -> np.ndarray:
         """(N,) mean raw score (log-odds) of the bag; a booster fitted on fewer features reads their prefix."""

@@ -15,7 +15,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamproc.config import Settings
-from streamproc.tansu_compat import fetch_high_watermarks
+from streamproc.tansu_compat import true_ends
 
 
 def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
@@ -86,10 +86,9 @@ def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0,
         if metadata.error is not None:
             raise RuntimeError(f"cannot read {topic}: {metadata.error}")
         partition = partition_of(key, len(metadata.partitions))
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-        if settings.broker_flavour == "tansu":  # its ListOffsets reports a short end (tansu_compat)
-            high = fetch_high_watermarks(settings.kafka_common(), [(topic, partition)], {(topic, partition): high},
-                                         timeout_s=timeout_s)[(topic, partition)]
+        low, listed = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+        high = true_ends(settings.kafka_common(), {(topic, partition): listed}, settings.broker_flavour == "tansu",
+                         timeout_s)[(topic, partition)]
         end, size = high, chunk
         while end > low:
             start = max(low, end - size)

@@ -28,7 +28,7 @@ from streamproc.config import Settings
 from streamproc.memory_guard import MIB, default_budget_bytes, rss_bytes, until_set
 from streamproc.readiness import wait_until_ready
 from streamproc.replay import read_events, replay
-from streamproc.tansu_compat import fetch_high_watermarks
+from streamproc.tansu_compat import true_ends
 
 SUMMARY_EVERY_S = 2.0
 READY_TIMEOUT_S = 300.0
@@ -130,10 +130,9 @@ def end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[Partition, 
     consumer = Consumer({**settings.kafka_common(), "group.id": "streamproc-demo-offsets", "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(timeout=30)
-        partitions = [(t, p) for t in topics for p in sorted(metadata.topics[t].partitions)]
-        if settings.broker_flavour == "tansu":
-            return fetch_high_watermarks(settings.kafka_common(), partitions)
-        return {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1] for t, p in partitions}
+        listed = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1]
+                  for t in topics for p in sorted(metadata.topics[t].partitions)}
+        return true_ends(settings.kafka_common(), listed, settings.broker_flavour == "tansu")
     finally:
         consumer.close()
 

@@ -68,6 +68,14 @@ def fetch_high_watermarks(
         consumer.close()
 
 
+def true_ends(
+    kafka: str | Mapping[str, Any], listed: Mapping[tuple[str, int], int], tansu: bool, timeout_s: float = 15.0
+) -> dict[tuple[str, int], int]:
+    """The end offsets ListOffsets `listed`, taken from a Fetch response instead on the embedded broker
+    (`tansu`), whose ListOffsets answers short."""
+    return fetch_high_watermarks(kafka, list(listed), listed, timeout_s) if tansu else dict(listed)
+
+
 def install_faust_highwater_probe(kafka: str | Mapping[str, Any]) -> None:
     """Make Faust's aiokafka consumer thread take high watermarks from Fetch responses."""
     from faust.transport.drivers import aiokafka as faust_aiokafka

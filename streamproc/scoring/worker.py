@@ -142,6 +142,7 @@ class ScoringWorker:
             metrics.scores_published.labels(topic)
         metrics.model_info.labels(scorer.model_version, str(scorer.device)).set(1)
         self._required = scorer.required_aggregates
+        self._wanted: dict[str, frozenset[str]] = {}  # by event kind: what the model reads and the update carries
         self._reported_missing: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -235,8 +236,10 @@ class ScoringWorker:
         for pending in valid:
             update = pending.update
             assert update is not None
-            wanted = self._required & aggregates.served_names(str(update.get("kind")))
-            missing = wanted - (update.get("aggregates") or {}).keys()
+            kind = str(update.get("kind"))
+            if kind not in self._wanted:
+                self._wanted[kind] = self._required & aggregates.served_names(kind)
+            missing = self._wanted[kind] - (update.get("aggregates") or {}).keys()
             if missing:
                 self.metrics.model_inputs_missing.inc()
                 if not missing <= self._reported_missing:

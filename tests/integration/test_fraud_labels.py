@@ -26,18 +26,20 @@ from tests.integration.pipeline_data import produce, reference_terminal_states, 
 pytestmark = pytest.mark.integration
 
 
-def _label_outcomes(port: int) -> dict[str, float]:
+def _worker_samples(port: int, family: str) -> list:
+    """The samples of one metric family on the worker's /metrics now."""
     text = read_metrics(f"http://127.0.0.1:{port}/metrics", timeout_s=10) or ""
-    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
-            if family.name == "streamproc_fraud_labels" for sample in family.samples
+    return [sample for f in text_string_to_metric_families(text) if f.name == family for sample in f.samples]
+
+
+def _label_outcomes(port: int) -> dict[str, float]:
+    return {sample.labels["outcome"]: sample.value for sample in _worker_samples(port, "streamproc_fraud_labels")
             if sample.name == "streamproc_fraud_labels_total"}
 
 
 def _label_delay(port: int) -> tuple[float, float]:
     """(count, sum) of the worker's fraud label delay histogram."""
-    text = read_metrics(f"http://127.0.0.1:{port}/metrics", timeout_s=10) or ""
-    samples = {sample.name: sample.value for family in text_string_to_metric_families(text)
-               if family.name == "streamproc_fraud_label_delay_days" for sample in family.samples}
+    samples = {sample.name: sample.value for sample in _worker_samples(port, "streamproc_fraud_label_delay_days")}
     return samples["streamproc_fraud_label_delay_days_count"], samples["streamproc_fraud_label_delay_days_sum"]
 
 
