@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from _common import Child, bench_settings, fmt, header, streamproc_child, table
+from _common import Child, bench_settings, cpu_seconds, fmt, header, streamproc_child, table
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -194,12 +194,19 @@ def run_streamproc_worker(settings: Settings, n: int, work: Path, timeout_s: flo
     deadline = time.monotonic() + timeout_s
     done = 0.0
     spy: subprocess.Popen[bytes] | None = None
+    cpu_from: tuple[float, float] | None = None  # (updates, worker CPU s) at the first poll that saw updates
+    cpu_note = ""
     try:
         while time.monotonic() < deadline and child.alive():
             done = metric_value(settings.worker_metrics_port, "streamproc_sequence_updates_total") or 0.0
+            if done > 0 and cpu_from is None:
+                cpu_from = (done, cpu_seconds(child.pid))
             if done > 0 and py_spy_out and spy is None:  # profile the steady state, not the start-up
                 spy = start_py_spy(child.pid, py_spy_out)
             if done >= n:
+                if cpu_from is not None and done > cpu_from[0]:
+                    per_event_us = 1e6 * (cpu_seconds(child.pid) - cpu_from[1]) / (done - cpu_from[0])
+                    cpu_note = f"worker CPU {per_event_us:,.0f} us per event (all threads, before the final flush); "
                 break
             time.sleep(0.5)
         if done >= n:  # the counter moves at send(); let the last batches be flushed and acknowledged
@@ -220,7 +227,7 @@ def run_streamproc_worker(settings: Settings, n: int, work: Path, timeout_s: flo
     if not note and len(ids) < n:
         note = f"only {len(ids):,} of {n:,} distinct ids read back (worker stopped before its last flush?); "
     res = result(label, len(ids), min(emitted) / 1000, max(emitted) / 1000,
-                 note + "first→last emitted_ts_ms of the sequence updates; distinct event ids")
+                 note + cpu_note + "first→last emitted_ts_ms of the sequence updates; distinct event ids")
     return res, child
 
 

@@ -15,6 +15,7 @@ offsets change no state twice).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -45,6 +46,7 @@ from streamproc.processing import (
     new_user_state,
     sequence_update,
 )
+from streamproc.window_codec import WindowEncodings
 from streamproc.write_behind import StateCache, WriteBehind
 
 TAKE_MAX = 4000  # events per batch: more events per key per batch, fewer changelog records
@@ -86,14 +88,16 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     def new_producer(name: str) -> OutputProducer:
         return write_behind.producer(OutputProducer(settings, name))
 
-    def new_cache(table: faust.Table, new_state: Callable[[], State], out: OutputProducer) -> StateCache:
-        return write_behind.cache(StateCache(table, new_state, out, settings.state_cache_keys))
+    def new_cache(table: faust.Table, new_state: Callable[[], State], out: OutputProducer,
+                  encode_state: Callable[[bytes, State], bytes] | None = None) -> StateCache:
+        return write_behind.cache(StateCache(table, new_state, out, settings.state_cache_keys, encode_state))
 
     route_out = new_producer("route-transactions")
     terminal_out = new_producer("terminal-velocity")
     terminal_states = new_cache(topo.terminals, new_terminal_state, terminal_out)
     user_out = new_producer("user-windows")
-    user_states = new_cache(topo.users, new_user_state, user_out)
+    windows = WindowEncodings(settings.state_cache_keys)  # each user's last window JSON, for updates and states
+    user_states = new_cache(topo.users, new_user_state, user_out, windows.state)
 
     def send_dead_letter(out: OutputProducer, event: faust.EventT, error: InvalidEvent) -> None:
         msg = event.message
@@ -103,9 +107,10 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
 
     def route_batch(out: OutputProducer, events: list[faust.EventT]) -> None:
         """Validate transactions and fraud labels and re-key the valid ones by terminal; dead-letter the rest."""
+        events_in: Counter[str] = Counter()
         for event in events:
             msg = event.message
-            metrics.events_in.labels(msg.topic).inc()
+            events_in[msg.topic] += 1
             try:
                 if msg.topic == settings.fraud_labels_topic:
                     label = validate_fraud_label(msg.value)
@@ -118,6 +123,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 continue
             payload["lineage"] = _lineage(event).as_dict()
             out.produce(settings.tx_by_terminal_topic, terminal.encode(), encode(payload))
+        for topic, count in events_in.items():
+            metrics.events_in.labels(topic).inc(count)
 
     def terminal_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
         """Fold transactions into their terminal's velocity state and pass them on keyed by user; count fraud labels."""
@@ -149,11 +156,12 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
 
     def user_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
         """Fold clicks and routed transactions into the user's window and emit one sequence update each."""
-        clicks_in = metrics.events_in.labels(settings.clicks_topic)
+        clicks_in, updates = 0, 0
+        accepted: Counter[str] = Counter()  # counted once per batch: a metric's lock and labels cost per call
         for event in events:
             msg = event.message
             if msg.topic == settings.clicks_topic:
-                clicks_in.inc()
+                clicks_in += 1
                 try:
                     valid = validate("click", msg.value)
                 except InvalidEvent as error:
@@ -171,13 +179,19 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             state = states.get_for_update(msg.key, event)
             source = f"{msg.topic}:{msg.partition}"
             if is_new_user_event(state, record, source, msg.offset):  # a redelivery is scored again, not counted
-                metrics.events_accepted.labels(lineage.topic).inc()
+                accepted[lineage.topic] += 1
             window, customer = apply_user_event(
                 state, record, source, msg.offset, settings.window_max_events, settings.window_max_age_ms,
             )
             update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
-            out.produce(settings.sequence_updates_topic, msg.key, encode(update))
-            metrics.sequence_updates.inc()
+            out.produce(settings.sequence_updates_topic, msg.key, windows.update(msg.key, update))
+            updates += 1
+        if clicks_in:
+            metrics.events_in.labels(settings.clicks_topic).inc(clicks_in)
+        for topic, count in accepted.items():
+            metrics.events_accepted.labels(topic).inc(count)
+        if updates:
+            metrics.sequence_updates.inc(updates)
 
     async def after_batch(out: OutputProducer, states: StateCache | None = None) -> None:
         """Per batch (state_flush="batch"): write the states and wait for every record before the batch is
@@ -218,6 +232,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     async def forget_states(app: faust.App, revoked: set, **kwargs: object) -> None:
         """Revocation committed (and so flushed) what it could; another worker may now change these states."""
         write_behind.forget_states()
+        windows.forget()
 
     @app.timer(interval=10.0)
     async def report_table_sizes() -> None:

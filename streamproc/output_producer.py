@@ -39,6 +39,7 @@ class OutputProducer:
         self._errors: list[str] = []
         self._generation = 0
         self._in_flight: Counter[int] = Counter()  # generation -> records not yet acknowledged
+        self._callbacks = self._new_callbacks()
         # highest acknowledged offset per (topic, partition) of the records produced with track=True
         self.acked: dict[tuple[str, int], int] = {}
 
@@ -54,14 +55,20 @@ class OutputProducer:
             tp = (message.topic(), message.partition())
             self.acked[tp] = max(self.acked.get(tp, -1), message.offset())
 
+    def _new_callbacks(self) -> tuple[partial[None], partial[None]]:
+        """The current generation's delivery callbacks, untracked and tracked (made once, not per record)."""
+        return partial(self._on_delivery, self._generation, False), partial(self._on_delivery, self._generation, True)
+
     def produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
                 track: bool = False) -> None:
         """Queue one record (to `partition` when given, else by key); track=True records its acked offset."""
-        callback = partial(self._on_delivery, self._generation, track)
-        extra = {} if partition is None else {"partition": partition}
+        callback = self._callbacks[track]
         while True:
             try:
-                self._producer.produce(topic, key=key, value=value, on_delivery=callback, **extra)
+                if partition is None:
+                    self._producer.produce(topic, value, key, on_delivery=callback)
+                else:
+                    self._producer.produce(topic, value, key, partition, on_delivery=callback)
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -74,6 +81,7 @@ class OutputProducer:
     def cut(self) -> int:
         """Close the current generation: records produced from now on belong to the next one."""
         self._generation += 1
+        self._callbacks = self._new_callbacks()
         return self._generation - 1
 
     def in_flight_through(self, generation: int) -> int:

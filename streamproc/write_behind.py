@@ -25,6 +25,7 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 from faust.types import TP
+from rocksdict import WriteBatch
 
 from streamproc.events import decode, encode
 from streamproc.output_producer import OutputProducer
@@ -47,6 +48,32 @@ def in_context_of(event: faust.EventT) -> Iterator[None]:
         _current_event.reset(token)
 
 
+def put_all(store: Any, writes: list[tuple[faust.EventT, bytes, bytes]]) -> None:
+    """Write each (event, key, value) to the store's database for the event's partition.
+
+    Faust's RocksDB store (rocksdict) gets one write batch per partition, as Faust's own changelog
+    recovery writes; a put per key cost about as much as encoding the state. Any other store (the
+    in-memory one, tests' fakes) gets one `store[key] = value` per key in its event's context.
+    """
+    db_for_partition = getattr(store, "_db_for_partition", None)
+    if db_for_partition is None or not getattr(store, "use_rocksdict", False):
+        for event, key, value in writes:
+            with in_context_of(event):
+                store[key] = value
+        return
+    batches: dict[int, WriteBatch] = {}
+    for event, key, value in writes:
+        partition = event.message.partition
+        raw_key = store._encode_key(key)
+        batch = batches.get(partition)
+        if batch is None:
+            batch = batches[partition] = WriteBatch(raw_mode=True)
+        batch.put(raw_key, store._encode_value(value))
+        store._key_index[raw_key] = partition  # what Faust's _set records: the partition _get reads first
+    for partition, batch in batches.items():
+        db_for_partition(partition).write(batch)
+
+
 class StateCache:
     """One table's states: read through from RocksDB, updated in memory, written back by `write_dirty`.
 
@@ -55,8 +82,9 @@ class StateCache:
     """
 
     def __init__(self, table: faust.Table, new_state: Callable[[], State], out: OutputProducer,
-                 max_clean_keys: int) -> None:
+                 max_clean_keys: int, encode_state: Callable[[bytes, State], bytes] | None = None) -> None:
         self.table = table
+        self.encode_state = encode_state or (lambda _key, state: encode(state))  # (key, state) -> stored bytes
         self.new_state = new_state
         self.out = out
         self.max_clean_keys = max_clean_keys
@@ -107,13 +135,14 @@ class StateCache:
         """Write each dirty key once: to RocksDB, and to the changelog partition of its events; return how many."""
         changelog = self.table.changelog_topic.get_topic_name()
         written = len(self._dirty)
+        writes: list[tuple[faust.EventT, bytes, bytes]] = []
         for key, (state, event) in self._dirty.items():
-            value = encode(state)
-            with in_context_of(event):
-                self.table.data[key] = value
+            value = self.encode_state(key, state)
+            writes.append((event, key, value))
             self.out.produce(changelog, key, value, partition=event.message.partition, track=True)
             self._clean[key] = state
             self._clean.move_to_end(key)
+        put_all(self.table.data, writes)
         self._dirty.clear()
         while len(self._clean) > self.max_clean_keys:
             self._clean.popitem(last=False)

@@ -12,7 +12,13 @@ import pytest
 from faust.types import TP, Message
 
 from streamproc.events import decode, encode
-from streamproc.write_behind import StateCache, WriteBehind, install_flush_before_commit
+from streamproc.write_behind import (
+    StateCache,
+    WriteBehind,
+    in_context_of,
+    install_flush_before_commit,
+    put_all,
+)
 
 CHANGELOG = "app-user-state-changelog"
 
@@ -179,3 +185,26 @@ def test_a_failed_flush_commits_nothing_and_crashes_the_consumer() -> None:
     did_commit = asyncio.run(faust_consumer.Consumer._commit_offsets(consumer, {TP("clicks", 0): 10}))
     assert did_commit is False
     assert [str(e) for e in crashed] == ["outputs not acknowledged"]
+
+
+def test_states_reach_the_rocksdb_database_of_their_events_partition(tmp_path) -> None:
+    """The real store (rocksdict in a real directory): one write batch per partition, each key readable
+    in its own partition's database only, and after the store is reopened."""
+    def rocksdb_table(app_id: str) -> tuple[faust.App, faust.Table]:
+        app = faust.App(app_id, broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+        return app, app.Table("users", key_type=bytes, value_type=bytes, partitions=4)
+
+    app, table = rocksdb_table("put-all-test")
+    store = table.data
+    assert store.use_rocksdict
+    put_all(store, [(event(app, b"u1", 3), b"u1", b'{"n":1}'), (event(app, b"u2", 1), b"u2", b'{"n":2}'),
+                    (event(app, b"u3", 3), b"u3", b'{"n":3}')])
+    with in_context_of(event(app, b"u1", 3)):
+        assert table.get(b"u1") == b'{"n":1}' and table.get(b"u3") == b'{"n":3}'
+    assert store._db_for_partition(1)[b"u2"] == b'{"n":2}'
+    assert b"u2" not in store._db_for_partition(3) and b"u1" not in store._db_for_partition(1)
+    for db in store._dbs.values():
+        db.close()
+
+    app, table = rocksdb_table("put-all-test")  # the same directory, opened again
+    assert table.data._db_for_partition(3)[b"u1"] == b'{"n":1}'
