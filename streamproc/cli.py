@@ -88,11 +88,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _external_kafka(args: argparse.Namespace) -> bool:
+    """Whether a Kafka is named by flag or environment (the demo starts its embedded broker otherwise)."""
+    return bool(args.bootstrap_servers or os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamproc.demo import run_demo
 
-    # a Kafka named by flag or environment is used as is; otherwise the demo starts its embedded broker
-    external = bool(args.bootstrap_servers or os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS"))
+    external = _external_kafka(args)
     return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
                     broker_max_rss_mib=args.broker_max_rss_mib, labels=args.labels,
                     label_delay_ms=int(args.label_delay_hours * 3_600_000), external=external,
@@ -136,6 +140,9 @@ def add_label_flags(p: argparse.ArgumentParser, default: str) -> None:
                         f"--label-delay-hours after each transaction, as a live system gets them (default {default})")
     p.add_argument("--label-delay-hours", type=float, default=24.0,
                    help="event time from a transaction to its fraud label (--labels topic; default 24)")
+
+
+KAFKA_COMMANDS = {"worker", "score", "replay", "label", "alerts", "recs"}  # and the demo on a named Kafka
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +232,15 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(args, rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command in KAFKA_COMMANDS or (args.command == "demo" and _external_kafka(args)):
+        from streamproc.kafka_check import KafkaUnreachable, check_kafka
+
+        settings = _settings(args)
+        try:
+            check_kafka(settings.kafka_common(), settings.kafka_check_timeout_s)
+        except KafkaUnreachable as exc:
+            print(f"streamproc {args.command}: {exc}", file=sys.stderr)
+            return 2
     return int(args.func(args))
 
 

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # every command first checks that Kafka answers: it stops at once on a refused login or TLS
+    # handshake, and after this long when nothing answers
+    kafka_check_timeout_s: float = Field(60.0, gt=0)
 
     # Faust worker
     data_dir: Path = Path("var/streamproc")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc import cli, demo
+from streamproc import cli, demo, kafka_check
 from streamproc.config import Settings
 from streamproc.demo import Summary, state_dir_for
 
@@ -23,7 +23,10 @@ def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_its_emb
         monkeypatch.setenv(name, value)
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda settings, **kw: calls.append((settings, kw)) or 0)
+    checked = []  # a named Kafka is checked first (streamproc.kafka_check); the embedded broker is not there yet
+    monkeypatch.setattr(kafka_check, "check_kafka", lambda options, timeout_s: checked.append(options) or 1)
     assert cli.main([*argv, "--limit", "5"]) == 0
+    assert [o["bootstrap.servers"] for o in checked] == (["kafka:9092"] if external else [])
     (settings, kw), = calls
     assert kw["external"] is external and kw["limit"] == 5 and kw["namespace"] == "demo"
     assert settings.bootstrap_servers == ("kafka:9092" if external else Settings().bootstrap_servers)
