@@ -2,7 +2,8 @@
 
 Same app settings as streamproc.app.create_app (minus the tables): raw bytes topic, 4 partitions,
 stream_buffer_maxsize 8192, commit every second. `--mode take` iterates stream.take_events(1000,
-within=0.01) like streamproc's agents; `--mode iter` uses a plain `async for value in stream`.
+within=0.01) like streamproc's agents; `--mode iter` uses a plain `async for value in stream`;
+`--mode layout` counts with three such agents over five topics, as streamproc's worker subscribes.
 When `--n` events have been counted it writes {"count", "first_ts", "last_ts"} (time.time()) to
 `--out`; the parent then stops the process.
 """
@@ -25,7 +26,10 @@ def main() -> None:
     parser.add_argument("--app-id", required=True)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--mode", choices=["take", "iter"], default="take")
+    parser.add_argument("--mode", choices=["take", "iter", "layout"], default="take")
+    parser.add_argument("--layout-topics", default="",
+                        help="--mode layout: comma list of 4 more topics, laid out over three counting agents "
+                             "as streamproc's worker lays out its five (1+2 with --topic, 3+4, 5)")
     parser.add_argument("--datadir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -68,6 +72,20 @@ def main() -> None:
         async def count_take(stream: faust.StreamT) -> None:
             async for events in stream.take_events(1000, within=0.01):
                 record(len(events))
+    elif args.mode == "layout":  # the worker's three agents over five topics, only --topic holding events
+        def raw_topic(name: str) -> faust.TopicT:
+            return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+        user_events, transactions, labels, by_terminal = args.layout_topics.split(",")
+        for name, channel in (("users", app.topic(args.topic, user_events, key_type=bytes, value_type=bytes,
+                                                   key_serializer="raw", value_serializer="raw")),
+                              ("route", app.topic(transactions, labels, key_type=bytes, value_type=bytes,
+                                                   key_serializer="raw", value_serializer="raw")),
+                              ("terminal", raw_topic(by_terminal))):
+            @app.agent(channel, name=f"bench.count-{name}")
+            async def count_layout(stream: faust.StreamT) -> None:
+                async for events in stream.take_events(1000, within=0.01):
+                    record(len(events))
     else:
         @app.agent(topic, name="bench.count-iter")
         async def count_iter(stream: faust.StreamT) -> None:
