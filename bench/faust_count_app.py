@@ -73,15 +73,13 @@ def main() -> None:
             async for events in stream.take_events(1000, within=0.01):
                 record(len(events))
     elif args.mode == "layout":  # the worker's three agents over five topics, only --topic holding events
-        def raw_topic(name: str) -> faust.TopicT:
-            return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        def raw_topics(*names: str) -> faust.TopicT:
+            return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
         user_events, transactions, labels, by_terminal = args.layout_topics.split(",")
-        for name, channel in (("users", app.topic(args.topic, user_events, key_type=bytes, value_type=bytes,
-                                                   key_serializer="raw", value_serializer="raw")),
-                              ("route", app.topic(transactions, labels, key_type=bytes, value_type=bytes,
-                                                   key_serializer="raw", value_serializer="raw")),
-                              ("terminal", raw_topic(by_terminal))):
+        for name, channel in (("users", raw_topics(args.topic, user_events)),
+                              ("route", raw_topics(transactions, labels)),
+                              ("terminal", raw_topics(by_terminal))):
             @app.agent(channel, name=f"bench.count-{name}")
             async def count_layout(stream: faust.StreamT) -> None:
                 async for events in stream.take_events(1000, within=0.01):
