@@ -103,7 +103,6 @@ class KafkaGate:
             self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.context.load_cert_chain(str(cert), str(key))
         self.loop = asyncio.new_event_loop()
-        self.connections = 0
         self.authenticated: list[tuple[str, str]] = []  # (user, client id) of each authenticated connection
         self.refused: list[str] = []  # why each connection was closed before it authenticated
         started = threading.Event()
@@ -159,7 +158,6 @@ class KafkaGate:
                 writer.close()
 
         async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-            self.connections += 1
             broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             if self.users is not None:
                 try:
