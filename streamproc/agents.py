@@ -157,6 +157,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     def user_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
         """Fold clicks and routed transactions into the user's window and emit one sequence update each."""
         clicks_in, updates = 0, 0
+        max_events, max_age_ms = settings.window_max_events, settings.window_max_age_ms
         accepted: Counter[str] = Counter()  # counted once per batch: a metric's lock and labels cost per call
         for event in events:
             msg = event.message
@@ -178,11 +179,10 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
             state = states.get_for_update(msg.key, event)
             source = f"{msg.topic}:{msg.partition}"
-            if is_new_user_event(state, record, source, msg.offset):  # a redelivery is scored again, not counted
+            is_new = is_new_user_event(state, record, source, msg.offset)
+            if is_new:  # a redelivery is scored again, not counted
                 accepted[lineage.topic] += 1
-            window, customer = apply_user_event(
-                state, record, source, msg.offset, settings.window_max_events, settings.window_max_age_ms,
-            )
+            window, customer = apply_user_event(state, record, source, msg.offset, max_events, max_age_ms, is_new)
             update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
             out.produce(settings.sequence_updates_topic, msg.key, windows.update(msg.key, update))
             updates += 1

@@ -62,15 +62,17 @@ def apply_user_event(
     offset: int,
     max_events: int,
     max_age_ms: int,
+    is_new: bool | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Apply one accepted event to its user's state (mutated); return the window and customer aggregates to score it with.
 
     An event counts once even when it arrives twice: Kafka redelivers the same offset after a
     crash, and an upstream stage that re-runs re-sends the same event under a new offset, which
-    the recent event ids catch.
+    the recent event ids catch. `is_new`: what `is_new_user_event` just said of this event and
+    state, when the caller asked it (the recent ids are not scanned twice).
     """
     recent = state.setdefault("s", [])
-    if is_new_user_event(state, record, source, offset):
+    if is_new_user_event(state, record, source, offset) if is_new is None else is_new:
         state["w"], _inserted = insert_event(state["w"], record, max_events, max_age_ms)
         if record["kind"] == "transaction":
             aggregates.update(state["v"], record["ts_ms"], record["amount"])

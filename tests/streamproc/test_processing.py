@@ -56,6 +56,21 @@ def test_user_window_ignores_a_redelivered_offset_and_a_duplicate_event_id():
     assert [e["event_id"] for e in window] == ["tx1", "tx2"]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.sampled_from(["clicks:0", "user-events:1"]), st.integers(0, 30)),
+                max_size=60))
+def test_a_caller_that_asked_is_new_user_event_gets_the_same_state_as_one_that_did_not(arrivals):
+    """The agent passes is_new_user_event's answer on (one scan of the recent ids); nothing may differ."""
+    asked, not_asked = new_user_state(), new_user_state()
+    for n, source, offset in arrivals:
+        record = transaction(n)
+        is_new = is_new_user_event(asked, record, source, offset)
+        assert is_new == is_new_user_event(not_asked, record, source, offset)
+        got = apply_user_event(asked, record, source, offset, 5, 30 * DAY_MS, is_new)
+        assert got == apply_user_event(not_asked, record, source, offset, 5, 30 * DAY_MS)
+        assert asked == not_asked
+
+
 def fraud_label(n: int, label: int = 1, terminal: str = "t1") -> FraudLabel:
     return FraudLabel(f"label-{n}-{label}", f"tx{n}", terminal, transaction(n)["ts_ms"], label, "chargeback")
 
