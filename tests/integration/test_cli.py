@@ -13,6 +13,7 @@ import pytest
 from streamproc.broker import EmbeddedBroker, create_topics, free_port
 from streamproc.config import Settings
 from streamproc.demo import settings_env
+from streamproc.kafka_check import KafkaUnreachable, check_kafka
 from streamproc.replay import read_events, replay
 from streamproc.tansu_compat import fetch_high_watermarks
 from tests.integration.conftest import make_settings
@@ -64,7 +65,7 @@ USERS = {"streamproc": "demo-secret"}
 
 @pytest.fixture
 def secure_kafka(tmp_path: Path) -> Iterator[tuple[EmbeddedBroker, KafkaGate, Path]]:
-    """An embedded broker reachable only through TLS with a SASL/PLAIN login, as a bank's Kafka is:
+    """An embedded broker reachable only through TLS with a SASL login (PLAIN or SCRAM), as a bank's Kafka is:
     (broker, gate, the certificate that verifies it)."""
     cert, key = self_signed_certificate(tmp_path)
     port = free_port()
@@ -76,19 +77,34 @@ def secure_kafka(tmp_path: Path) -> Iterator[tuple[EmbeddedBroker, KafkaGate, Pa
 
 
 def secure_settings(broker: EmbeddedBroker, gate: KafkaGate, cert: Path | None, tmp_path: Path, checkpoint: Path,
-                    password: str = USERS["streamproc"]) -> Settings:
+                    password: str = USERS["streamproc"], mechanism: str = "PLAIN") -> Settings:
     return make_settings(broker, tmp_path, checkpoint).with_overrides(
         bootstrap_servers=f"127.0.0.1:{gate.port}", security_protocol="SASL_SSL", ssl_ca_location=cert,
-        sasl_mechanism="PLAIN", sasl_username="streamproc", sasl_password=password)
+        sasl_mechanism=mechanism, sasl_username="streamproc", sasl_password=password)
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_each_sasl_mechanism_logs_in_with_the_password_and_is_refused_without_it(mechanism, secure_kafka,
+                                                                                 tiny_checkpoint, tmp_path):
+    # librdkafka against the gate's own SASL server (the Faust worker's aiokafka logs in with SCRAM in the
+    # demo test below): the gate must accept exactly the right password, or the other tests prove nothing.
+    broker, gate, cert = secure_kafka
+    right = secure_settings(broker, gate, cert, tmp_path, tiny_checkpoint, mechanism=mechanism)
+    assert check_kafka(right.kafka_common(), timeout_s=30) == 1
+    assert ("streamproc", right.app_id, mechanism) in gate.authenticated
+    wrong = secure_settings(broker, gate, cert, tmp_path, tiny_checkpoint, password="demo-secreT", mechanism=mechanism)
+    with pytest.raises(KafkaUnreachable, match="authentication failed"):
+        check_kafka(wrong.kafka_common(), timeout_s=30)
+    assert any(f"wrong user or password for 'streamproc' ({mechanism})" in r for r in gate.refused), gate.refused
 
 
 def test_demo_on_a_tls_and_sasl_kafka_with_earlier_input_counts_only_its_own_events(secure_kafka, tiny_checkpoint,
                                                                                     tmp_path, reader):
-    # The demo, pointed at a Kafka that takes TLS with a SASL login only and already holds the same 300
-    # events (replayed before, never scored): its worker scores those too, and it must count only its own
-    # replay's outputs.
+    # The demo, pointed at a Kafka that takes TLS with a SASL (SCRAM-SHA-512) login only and already holds
+    # the same 300 events (replayed before, never scored): its worker scores those too, and it must count
+    # only its own replay's outputs.
     broker, gate, cert = secure_kafka
-    configured = secure_settings(broker, gate, cert, tmp_path, tiny_checkpoint)
+    configured = secure_settings(broker, gate, cert, tmp_path, tiny_checkpoint, mechanism="SCRAM-SHA-512")
     settings = configured.namespaced("demo")  # the demo's own topics on a real Kafka
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
     assert replay(settings, read_events(None), limit=300, progress=False) == 300
@@ -114,7 +130,7 @@ def test_demo_on_a_tls_and_sasl_kafka_with_earlier_input_counts_only_its_own_eve
     assert int(counts[settings.risk_scores_topic]) == len(own) < len(scores)
     # every kind of client logged in: the Faust worker's aiokafka, its librdkafka output producers, and
     # the scoring worker's, replay's and readers' librdkafka clients; none was refused
-    clients = {client for _user, client in gate.authenticated}
+    clients = {client for _user, client, mechanism in gate.authenticated if mechanism == "SCRAM-SHA-512"}
     assert any(c.startswith("faust-") for c in clients), clients
     assert {f"{settings.app_id}-user-windows", settings.app_id} <= clients, clients
     assert not [r for r in gate.refused if "password" in r], gate.refused
