@@ -38,11 +38,18 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# Consumer-group timeouts of the tests' processes. The embedded broker answers a group join after half
+# the session timeout and holds a restarted member's group until the old member's session expires, so
+# with the default 10 s a worker restart took about 21 s before it read again, and 6 s makes it about
+# 6 s (the kill-and-restart test: 80 s -> 35 s). Heartbeats stay at 1 s: six may be missed.
+GROUP_TIMEOUTS = {"session_timeout_ms": 6_000, "rebalance_timeout_ms": 6_000}
+
+
 def make_settings(broker: EmbeddedBroker, tmp_path: Path, checkpoint: Path, **overrides: Any) -> Settings:
     """Settings with topic names, app id and consumer group of their own, so tests share one broker safely."""
     return Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu").namespaced(
         f"t{uuid.uuid4().hex[:8]}", data_dir=tmp_path / "faust", checkpoint=checkpoint,
-        worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides,
+        worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **(GROUP_TIMEOUTS | overrides),
     )
 
 

@@ -12,6 +12,7 @@ from streamproc.broker import BrokerError, check_partitions, create_topics
 from streamproc.config import Settings
 from streamproc.consumers import _consumer
 from streamproc.tansu_compat import fetch_high_watermarks
+from tests.integration.conftest import GROUP_TIMEOUTS
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +94,7 @@ def test_consumers_subscribed_just_before_their_topics_exist_see_them_soon(broke
     consumers waited that long after the first round (`STREAMPROC_METADATA_REFRESH_MS=300000` makes
     this test fail); the settings make it seconds. Four consumers per round, so that the race is hit.
     """
-    settings = Settings(bootstrap_servers=broker.bootstrap_servers)
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers, **GROUP_TIMEOUTS)
     consumers, topics = [], []
     try:
         for _ in range(4):
