@@ -46,6 +46,7 @@ from streamproc.processing import (
     new_user_state,
     sequence_update,
 )
+from streamproc.table_size import install_table_size_reporter
 from streamproc.window_codec import WindowEncodings
 from streamproc.write_behind import StateCache, WriteBehind
 
@@ -234,7 +235,5 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         write_behind.forget_states()
         windows.forget()
 
-    @app.timer(interval=10.0)
-    async def report_table_sizes() -> None:
-        for table in (topo.users, topo.terminals):
-            metrics.table_keys.labels(table.name).set(len(table))
+    install_table_size_reporter(app, (topo.users, topo.terminals),
+                                lambda table, keys: metrics.table_keys.labels(table).set(keys))

@@ -8,11 +8,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from models import aggregates
 from models.scorer import Scorer, Window
 from streamproc.app import TERMINAL_TABLE, USER_TABLE
 from streamproc.consumers import follow_alerts, latest_scores_for, show_recommendations
+from streamproc.readiness import read_metrics
 from streamproc.windowing import window_for_event
 from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import (
@@ -28,6 +30,13 @@ pytestmark = pytest.mark.integration
 
 def ids(messages):
     return Counter(m["event_id"] for m in messages)
+
+
+def table_keys(port: int) -> dict[str, float]:
+    """streamproc_table_keys by table, as the worker's /metrics serves it now."""
+    page = read_metrics(f"http://127.0.0.1:{port}/metrics") or ""
+    return {sample.labels["table"]: sample.value for family in text_string_to_metric_families(page)
+            for sample in family.samples if sample.name == "streamproc_table_keys"}
 
 
 @pytest.mark.parametrize("state_flush", ["batch", "commit"])
@@ -67,6 +76,10 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     assert {user: [e["event_id"] for e in state["w"]] for user, state in restored.items()} == {
         user: [e["event_id"] for e in state["w"]] for user, state in expected.items()}
     assert all(d["detail"] for d in dead)
+    # the worker's table sizes, counted in slices from RocksDB (streamproc.table_size), every 10 s
+    terminals = {m["terminal_id"] for topic, m in events if topic == "transactions"}
+    want = {USER_TABLE: float(len(expected)), TERMINAL_TABLE: float(len(terminals))}
+    r.poll_until(lambda: table_keys(s.worker_metrics_port) == want, deadline_s=30, watch=[worker])
 
     # the small consumers the teams build on: an analyst's alert feed and a user's latest recommendations
     for user, chunk in ((events[-1][1]["user_id"], 5000), (events[0][1]["user_id"], 16)):  # 16: many steps back
