@@ -4,6 +4,7 @@ Same app settings as streamproc.app.create_app (minus the tables): raw bytes top
 stream_buffer_maxsize 8192, commit every second. `--mode take` iterates stream.take_events(1000,
 within=0.01) like streamproc's agents; `--mode iter` uses a plain `async for value in stream`;
 `--mode layout` counts with three such agents over five topics, as streamproc's worker subscribes.
+`--uvloop` runs it on uvloop, as streamproc's worker runs (Faust's default is asyncio's own loop).
 When `--n` events have been counted it writes {"count", "first_ts", "last_ts"} (time.time()) to
 `--out`; the parent then stops the process.
 """
@@ -30,9 +31,14 @@ def main() -> None:
     parser.add_argument("--layout-topics", default="",
                         help="--mode layout: comma list of 4 more topics, laid out over three counting agents "
                              "as streamproc's worker lays out its five (1+2 with --topic, 3+4, 5)")
+    parser.add_argument("--uvloop", action="store_true", help="install uvloop first, as streamproc's worker does")
     parser.add_argument("--datadir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    if args.uvloop:
+        import uvloop
+
+        uvloop.install()
 
     app = faust.App(
         args.app_id,
