@@ -125,7 +125,9 @@ class ScramExchange:
         self.hash = SCRAM_HASHES[mechanism]
         self.users = users
         self.user = ""
-        self.nonce: str | None = None  # set by `first`
+        self.nonce: str | None = None  # the client's nonce and ours, set by `first`
+        self.salt = b""
+        self.client_first_bare = self.server_first = ""
 
     def _hmac(self, key: bytes, data: bytes) -> bytes:
         return hmac.new(key, data, self.hash).digest()
