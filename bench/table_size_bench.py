@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 
 from _common import fmt, header, table
+from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import Options, Rdict, WriteBatch
 
 from streamproc.table_size import count_keys, next_count_in_s
 
-OFFSET_KEY = b"__faust\0offset__"
+OFFSET_KEY = RocksDBStore.offset_key  # what Faust keeps in each partition's database
 
 
 def fill(db: Rdict, keys: int, value_bytes: int, rounds: int) -> None:

@@ -72,7 +72,9 @@ def apply_user_event(
     state, when the caller asked it (the recent ids are not scanned twice).
     """
     recent = state.setdefault("s", [])
-    if is_new_user_event(state, record, source, offset) if is_new is None else is_new:
+    if is_new is None:
+        is_new = is_new_user_event(state, record, source, offset)
+    if is_new:
         state["w"], _inserted = insert_event(state["w"], record, max_events, max_age_ms)
         if record["kind"] == "transaction":
             aggregates.update(state["v"], record["ts_ms"], record["amount"])

@@ -7,11 +7,12 @@ import itertools
 from pathlib import Path
 
 import pytest
+from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import Options, Rdict, WriteBatch
 
 from streamproc.table_size import CHECK_CLOCK_EVERY, MAX_SHARE, count_keys, next_count_in_s
 
-OFFSET_KEY = b"__faust\0offset__"  # what Faust's RocksDB store keeps in each partition's database
+OFFSET_KEY = RocksDBStore.offset_key  # what Faust keeps in each partition's database
 
 
 @pytest.fixture
