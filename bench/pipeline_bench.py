@@ -1,4 +1,4 @@
-"""Consumer throughput on the embedded broker over the same N pre-produced JSON click events.
+"""Consumer throughput on a local Apache Kafka over the same N pre-produced JSON click events.
 
   (a) a raw confluent-kafka consumer keeping per-user last-50 windows in a dict (this process)
   (b) a minimal Faust app that only counts events (own process), with stream.take_events and with
@@ -31,11 +31,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from _common import Child, bench_settings, cpu_seconds, fmt, header, streamproc_child, table
+from _common import Child, bench_settings, cpu_seconds, fmt, header, start_kafka, streamproc_child, table
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamproc.broker import EmbeddedBroker, create_topics
+from streamproc.broker import create_topics
 from streamproc.config import Settings
 from streamproc.replay import replay
 
@@ -259,11 +258,7 @@ def run_quix(settings: Settings, n: int, window: int, work: Path, timeout_s: flo
                              capture_output=True, text=True).stdout.strip()
     tag = f"quix-{uuid.uuid4().hex[:6]}"
     output = f"{settings.clicks_topic}-{tag}-out"
-    # retention.ms set explicitly (tansu's DescribeConfigs returns only configs set at creation).
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
-    for f in admin.create_topics([NewTopic(output, num_partitions=settings.partitions, replication_factor=1,
-                                           config={"retention.ms": str(7 * 86_400_000)})]).values():
-        f.result(30)
+    create_topics(settings.bootstrap_servers, [output], settings.partitions)
     out = work / f"{tag}.json"
     child = Child([py, str(HERE / "quix_window_app.py"), "--bootstrap", settings.bootstrap_servers,
                    "--input", settings.clicks_topic, "--output", output, "--group", f"bench-{tag}",
@@ -303,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(log_path=work / "tansu.log").start()
+    broker = start_kafka(work)
     rows: list[dict[str, Any]] = []
     try:
         settings = bench_settings(broker, work, partitions=args.partitions, window_max_events=args.window)
@@ -332,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.keep or args.work_dir):
             shutil.rmtree(work, ignore_errors=True)
 
-    print(header("pipeline_bench: consumer throughput on the embedded broker", {
+    print(header("pipeline_bench: consumer throughput on a local Apache Kafka", {
         "workload": f"{args.events:,} JSON click events, {args.users:,} users (keys), {args.partitions} partitions, "
                     f"murmur2 keyed by user, window {args.window}; produced once before any consumer "
                     f"({produced:,} acked in {produce_s:.1f} s)",

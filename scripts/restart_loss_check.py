@@ -1,7 +1,7 @@
 """Kill the Faust worker twice mid-stream (the second time with its data directory lost) and count lost events.
 
 Usage: PYTHONPATH=. python scripts/restart_loss_check.py [--runs N] [--burn K] [--set FIELD=VALUE ...] [--keep DIR]
-Each run: embedded broker, 3,000 synthetic events in thirds; SIGKILL after 500 sequence updates,
+Each run: a fresh local Kafka, 3,000 synthetic events in thirds; SIGKILL after 500 sequence updates,
 restart; SIGKILL after 1,500 distinct updates, wipe the data directory, restart. Prints, per run,
 the accepted events that never got a sequence update within 150 s of the last restart, and
 whether a worker reported a stall (streamproc.stall_watch). --burn K keeps K busy processes
@@ -20,15 +20,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamproc.broker import EmbeddedBroker, create_topics, free_port
+from streamproc.broker import create_topics
 from streamproc.config import Settings
+from streamproc.local_kafka import LocalKafka, free_port
 from tests.integration.conftest import Process, TopicReader
 from tests.integration.pipeline_data import produce, synthetic_events
 
 
 def one_run(work: Path, checkpoint: Path, overrides: dict[str, str]) -> int:
-    with EmbeddedBroker(log_path=work / "tansu.log") as broker:
-        s = Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu").namespaced(
+    with LocalKafka(work / "kafka") as broker:
+        s = Settings(bootstrap_servers=broker.bootstrap_servers).namespaced(
             "check", data_dir=work / "faust", checkpoint=checkpoint,
             worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides)
         create_topics(s.bootstrap_servers, s.all_topics(), s.partitions)

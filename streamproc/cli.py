@@ -16,7 +16,6 @@ from streamproc.config import Settings
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings().with_overrides(
         bootstrap_servers=args.bootstrap_servers,
-        broker_flavour=args.broker_flavour,
         data_dir=getattr(args, "data_dir", None),
         checkpoint=getattr(args, "checkpoint", None),
         partitions=getattr(args, "partitions", None),
@@ -28,20 +27,42 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streamproc.broker import EmbeddedBroker, create_topics
+    """A local Apache Kafka (KRaft) for development: kept under --data-dir across restarts; exits with the
+    reason when a broker process dies."""
+    from streamproc.broker import create_topics
+    from streamproc.local_kafka import KafkaError, LocalKafka
 
     settings = _settings(args)
-    broker = EmbeddedBroker(port=args.port).start()
-    create_topics(broker.bootstrap_servers, settings.all_topics(), settings.partitions)
-    print(f"embedded broker (tansu, in-memory) on {broker.bootstrap_servers}; Ctrl-C stops it", flush=True)
+    folder = args.kafka_dir or settings.data_dir / "kafka"
+    if args.fresh:
+        from streamproc.broker import wipe
+
+        wipe(folder)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    kafka = LocalKafka(folder, nodes=args.brokers, port=args.port, partitions=settings.partitions)
     try:
-        stop.wait()
+        kafka.start()
+    except KafkaError as exc:
+        kafka.stop()
+        print(f"streamproc broker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        create_topics(kafka.bootstrap_servers, settings.all_topics(), settings.partitions, kafka.replication_factor)
+        print(f"Apache Kafka ({kafka.nodes} KRaft node{'s' if kafka.nodes > 1 else ''}) on {kafka.bootstrap_servers}, "
+              f"started in {kafka.started_in_s:.1f} s; data and logs in {folder}; Ctrl-C stops it", flush=True)
+        while not stop.wait(1.0):
+            dead = kafka.dead()
+            if dead:
+                node = dead[0]
+                print(f"streamproc broker: Kafka node {node.node_id} exited with code "
+                      f"{node.process.returncode if node.process else '?'}; its log ({node.log_path}) ends:\n"
+                      f"{kafka.log_tail(node, 1500)}", file=sys.stderr, flush=True)
+                return 1
     except KeyboardInterrupt:
         pass
     finally:
-        broker.stop()
+        kafka.stop()
     return 0
 
 
@@ -89,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _external_kafka(args: argparse.Namespace) -> bool:
-    """Whether a Kafka is named by flag or environment (the demo starts its embedded broker otherwise)."""
+    """Whether a Kafka is named by flag or environment (the demo starts a local Kafka otherwise)."""
     return bool(args.bootstrap_servers or os.environ.get("STREAMPROC_BOOTSTRAP_SERVERS"))
 
 
@@ -98,9 +119,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     external = _external_kafka(args)
     return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
-                    broker_max_rss_mib=args.broker_max_rss_mib, labels=args.labels,
-                    label_delay_ms=int(args.label_delay_hours * 3_600_000), external=external,
-                    namespace=args.namespace)
+                    labels=args.labels, label_delay_ms=int(args.label_delay_hours * 3_600_000), external=external,
+                    namespace=args.namespace, brokers=args.brokers, workers=args.workers, scorers=args.scorers,
+                    chaos=args.chaos)
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -148,12 +169,15 @@ KAFKA_COMMANDS = {"worker", "score", "replay", "label", "alerts", "recs"}  # and
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamproc", description=__doc__)
     parser.add_argument("--bootstrap-servers", help="Kafka bootstrap servers (default: $STREAMPROC_BOOTSTRAP_SERVERS)")
-    parser.add_argument("--broker-flavour", choices=["kafka", "tansu"], help="tansu enables the embedded broker's workarounds")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("broker", help="start the embedded Kafka-compatible broker")
-    p.add_argument("--port", type=int, default=9092)
+    p = sub.add_parser("broker", help="start a local Apache Kafka (KRaft), kept under the data dir across restarts")
+    p.add_argument("--port", type=int, default=9092, help="the first broker's client port (the next ones follow)")
+    p.add_argument("--brokers", type=int, default=1, choices=[1, 2, 3, 4, 5], help="KRaft nodes (3: replication 3)")
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--kafka-dir", type=Path, help="where the brokers keep their logs (default DATA_DIR/kafka)")
+    p.add_argument("--fresh", action="store_true", help="delete what an earlier run of the brokers kept first")
     p.add_argument("--partitions", type=int)
     p.set_defaults(func=cmd_broker)
 
@@ -180,15 +204,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_label_flags(p, default="inline")
     p.set_defaults(func=cmd_replay)
 
-    p = sub.add_parser("demo", help="worker + scoring worker + replay, with a live summary, on the embedded broker "
+    p = sub.add_parser("demo", help="worker + scoring worker + replay, with a live summary, on a local Apache Kafka "
                                    "(or on the Kafka that --bootstrap-servers names)")
     p.add_argument("--data", type=Path, help="data set to replay (default: the built-in generator)")
     p.add_argument("--format", default="auto")
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--limit", type=int, help="exit 0 once this many replayed events are scored")
-    p.add_argument("--broker-max-rss-mib", type=int,
-                   help="stop the replay (exit 3, after scoring what was sent) once the embedded broker, which "
-                        "keeps every record in memory, holds this much (default: half the machine's memory)")
+    p.add_argument("--brokers", type=int, default=1, choices=[1, 3],
+                   help="KRaft nodes of the local Kafka (3: replication factor 3, min.insync.replicas 2)")
+    p.add_argument("--workers", type=int, default=1, help="Faust worker processes (they share the partitions)")
+    p.add_argument("--scorers", type=int, default=1, help="scoring worker processes")
+    p.add_argument("--chaos", action="store_true",
+                   help="SIGKILL the last broker at a quarter of the replay and the last Faust worker at a half, "
+                        "each restarted 10 s later (by time without --limit)")
     p.add_argument("--namespace", default="demo",
                    help="on a real Kafka, prefix the demo's topics, Faust app id and scorer group with this, so "
                         "that it never reads or writes a pipeline the cluster runs ('' keeps the configured names)")
@@ -232,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_train(args, rest)
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command == "demo" and _external_kafka(args) and args.brokers != 1:
+        parser.error("demo --brokers starts a local Kafka; it does not go with a Kafka named by --bootstrap-servers")
     if args.command in KAFKA_COMMANDS or (args.command == "demo" and _external_kafka(args)):
         from streamproc.kafka_check import KafkaUnreachable, check_kafka
 

@@ -16,7 +16,6 @@ class Settings(BaseSettings):
 
     # Kafka
     bootstrap_servers: str = "127.0.0.1:9092"
-    broker_flavour: Literal["kafka", "tansu"] = "kafka"  # "tansu" enables the embedded broker's workarounds
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     app_id: str = "streamproc"
@@ -61,10 +60,9 @@ class Settings(BaseSettings):
     commit_interval_ms: int = Field(1_000, ge=10)
     # per table: changed states held in memory before an early write, and unchanged ones kept for re-use
     state_cache_keys: int = Field(20_000, ge=1)
-    # The longest a Faust fetch waits for records. Kafka answers as soon as records arrive, so there it
-    # only paces an idle worker's fetches (default: Faust's own 1,500 ms); the embedded broker holds every
-    # fetch for the whole wait, which is then latency at each stage (default with broker_flavour=tansu: 10 ms).
-    faust_fetch_wait_ms: int | None = Field(None, ge=1)
+    # The longest a Faust fetch waits for records. Kafka answers as soon as records arrive, so this only
+    # paces an idle worker's fetches (Faust's own default).
+    faust_fetch_wait_ms: int = Field(1_500, ge=1)
     # the least data a fetch waits for (up to its fetch wait) on the worker's and the scorer's consumers:
     # above 1 byte a trickle of records no longer turns every fetch around at once (fewer fetches: less CPU)
     fetch_min_bytes: int = Field(1, ge=1)
@@ -89,13 +87,8 @@ class Settings(BaseSettings):
     # librdkafka linger of the worker's output producers and the scoring worker's producer: the longest a
     # record waits for others to share its produce request (fewer requests: less broker CPU, more latency)
     producer_linger_ms: int = Field(2, ge=0)
-    # the scoring worker's fetch.wait.max.ms (the embedded broker holds each fetch this long)
-    scorer_fetch_wait_ms: int = Field(10, ge=1)
-
-    def effective_faust_fetch_wait_ms(self) -> int:
-        if self.faust_fetch_wait_ms is not None:
-            return self.faust_fetch_wait_ms
-        return 10 if self.broker_flavour == "tansu" else 1_500
+    # the scoring worker's fetch.wait.max.ms (Kafka answers as soon as records arrive: this paces idle fetches)
+    scorer_fetch_wait_ms: int = Field(500, ge=1)
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

@@ -15,7 +15,6 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamproc.config import Settings
-from streamproc.tansu_compat import true_ends
 
 
 def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
@@ -86,9 +85,7 @@ def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0,
         if metadata.error is not None:
             raise RuntimeError(f"cannot read {topic}: {metadata.error}")
         partition = partition_of(key, len(metadata.partitions))
-        low, listed = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-        high = true_ends(settings.kafka_common(), {(topic, partition): listed}, settings.broker_flavour == "tansu",
-                         timeout_s)[(topic, partition)]
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
         end, size = high, chunk
         while end > low:
             start = max(low, end - size)

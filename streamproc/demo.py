@@ -1,8 +1,10 @@
-"""The main job: Faust worker + scoring worker + replay, with a live terminal summary.
+"""The main job: Faust worker(s) + scoring worker(s) + replay, with a live terminal summary.
 
-On the embedded broker by default (started, and its topics and the worker's state wiped, per run);
-on a Kafka the caller names (`external`), whose topics keep earlier runs' records: the summary then
-counts only outputs derived from this run's input, by their lineage offsets.
+On a local Apache Kafka by default (`streamproc.local_kafka`: one KRaft node, or three with
+`brokers=3`), started fresh for each run under the data dir, with the workers' state; on a Kafka the
+caller names (`external`), whose topics keep earlier runs' records: the summary then counts only
+outputs derived from this run's input, by their lineage offsets. `chaos` SIGKILLs a broker and a Faust
+worker mid-replay and restarts them, so that a user sees the pipeline ride through both.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +26,16 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 
-from streamproc.broker import EmbeddedBroker, create_topics, wipe
+from streamproc.broker import create_topics, topic_end_offsets, wipe
 from streamproc.config import Settings
-from streamproc.memory_guard import MIB, default_budget_bytes, rss_bytes, until_set
+from streamproc.local_kafka import KafkaError, LocalKafka, free_port
 from streamproc.readiness import wait_until_ready
 from streamproc.replay import read_events, replay
-from streamproc.tansu_compat import true_ends
 
 SUMMARY_EVERY_S = 2.0
 READY_TIMEOUT_S = 300.0
-BROKER_FULL = 3  # exit status: the replay stopped at the broker's memory budget
+MIB = 2**20
+CHAOS_DOWN_S = 10.0  # how long a killed broker or worker stays down
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -98,7 +101,7 @@ class Summary:
     def done(self) -> int:
         return len(self.scored) + len(self.dead_lettered)
 
-    def render(self, produced: int, settings: Settings, broker_rss: int = 0, labels_sent: int = 0) -> str:
+    def render(self, produced: int, settings: Settings, kafka_status: str = "", labels_sent: int = 0) -> str:
         lat = sorted(self.latencies_ms)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0)  # noqa: E731
         elapsed = time.monotonic() - self.first_score_at if self.first_score_at else 0.0
@@ -107,7 +110,7 @@ class Summary:
             f"--- produced {produced}  scored {len(self.scored)}  dead-lettered {len(self.dead_lettered)}  "
             f"({rate:.0f} scored/s)  latency ms p50 {pct(0.5)} p95 {pct(0.95)} p99 {pct(0.99)}"
             + (f"  fraud labels sent {labels_sent}" if labels_sent else "")
-            + (f"  broker memory {broker_rss / MIB:,.0f} MiB" if broker_rss else ""),
+            + (f"  {kafka_status}" if kafka_status else ""),
         ]
         for alert in self.alerts:
             lines.append(f"  ALERT risk {alert['risk']:.2f} user {alert['user_id']} event {alert['event_id']} "
@@ -124,19 +127,6 @@ def output_topics(settings: Settings) -> tuple[str, ...]:
             settings.dead_letter_topic)
 
 
-def end_offsets(settings: Settings, topics: tuple[str, ...]) -> dict[Partition, int]:
-    """The end offset of every partition of `topics` now (on the embedded broker, from a Fetch response:
-    its ListOffsets answers short, see tansu_compat)."""
-    consumer = Consumer({**settings.kafka_common(), "group.id": "streamproc-demo-offsets", "enable.auto.commit": False})
-    try:
-        metadata = consumer.list_topics(timeout=30)
-        listed = {(t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=30)[1]
-                  for t in topics for p in sorted(metadata.topics[t].partitions)}
-        return true_ends(settings.kafka_common(), listed, settings.broker_flavour == "tansu")
-    finally:
-        consumer.close()
-
-
 def output_consumer(settings: Settings, start: dict[Partition, int]) -> Consumer:
     """A consumer of the output topics from `start` (every partition of the output topics); no group join."""
     consumer = Consumer({
@@ -148,31 +138,76 @@ def output_consumer(settings: Settings, start: dict[Partition, int]) -> Consumer
     return consumer
 
 
-def check_children(children: dict[str, subprocess.Popen], logs: Path) -> None:
+def check_children(children: dict[str, subprocess.Popen], logs: Path, restarting: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     for name, child in children.items():
-        if child.poll() is not None:
+        if child.poll() is not None and name not in restarting:
             raise RuntimeError(f"the {name} process exited with code {child.returncode}; see {logs / (name + '.log')}")
 
 
-def wait_for_pipeline(settings: Settings, children: dict[str, subprocess.Popen], logs: Path) -> None:
-    """Replay only once the worker and the scoring worker read all their input partitions, so that the
-    latencies shown are the pipeline's, not its start-up's."""
-    if not (settings.worker_metrics_port and settings.scorer_metrics_port):
+@dataclass
+class Pipeline:
+    """The demo's worker and scoring-worker processes, each with its own log, metrics port and (workers) state."""
+
+    settings: Settings
+    logs: Path
+    workers: int = 1
+    scorers: int = 1
+    children: dict[str, subprocess.Popen] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
+    restarting: set[str] = field(default_factory=set)
+
+    def start(self) -> Pipeline:
+        base = settings_env(self.settings)
+        for role, count in (("worker", self.workers), ("score", self.scorers)):
+            for i in range(count):
+                name = role if count == 1 else f"{role}-{i + 1}"
+                env = dict(base)
+                if i:  # the first keeps the configured port, so that a dashboard finds it
+                    env[f"STREAMPROC_{'WORKER' if role == 'worker' else 'SCORER'}_METRICS_PORT"] = str(free_port())
+                if role == "worker" and count > 1:  # each Faust worker keeps its own RocksDB state
+                    env["STREAMPROC_DATA_DIR"] = str(self.settings.data_dir / name)
+                self.envs[name] = env
+                self.launch(name)
+        return self
+
+    def launch(self, name: str) -> None:
+        role = name.split("-")[0]
+        self.children[name] = subprocess.Popen(
+            [sys.executable, "-m", "streamproc.cli", role], env=self.envs[name],
+            stdout=open(self.logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+    def metrics_urls(self, role: str) -> tuple[str, ...]:
+        key = "STREAMPROC_WORKER_METRICS_PORT" if role == "worker" else "STREAMPROC_SCORER_METRICS_PORT"
+        return tuple(f"http://127.0.0.1:{env[key]}/metrics" for name, env in self.envs.items()
+                     if name.split("-")[0] == role and env[key] != "0")
+
+    def check(self) -> None:
+        check_children(self.children, self.logs, self.restarting)
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children.values():
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def wait_for_pipeline(settings: Settings, pipeline: Pipeline) -> None:
+    """Replay only once the workers and the scoring workers read all their input partitions (summed over
+    each group's processes), so that the latencies shown are the pipeline's, not its start-up's."""
+    workers, scorers = pipeline.metrics_urls("worker"), pipeline.metrics_urls("score")
+    if not (workers and scorers):
         print("metrics ports disabled: replaying without waiting for the pipeline to be ready", flush=True)
         return
     n = settings.partitions
     waited = wait_until_ready({
-        f"http://127.0.0.1:{settings.worker_metrics_port}/metrics": {t: n for t in settings.worker_input_topics()},
-        f"http://127.0.0.1:{settings.scorer_metrics_port}/metrics": {settings.sequence_updates_topic: n},
-    }, timeout_s=READY_TIMEOUT_S, check_alive=lambda: check_children(children, logs))
+        workers: {t: n for t in settings.worker_input_topics()},
+        scorers: {settings.sequence_updates_topic: n},
+    }, timeout_s=READY_TIMEOUT_S, check_alive=pipeline.check)
     print(f"pipeline ready after {waited:.1f} s: replaying", flush=True)
-
-
-def broker_full_message(produced: int, rss: int, budget: int) -> str:
-    return (f"stopped the replay after {produced} events: the embedded broker keeps every record in memory "
-            f"(no retention) and holds {rss / MIB:,.0f} MiB, over its budget of {budget / MIB:,.0f} MiB "
-            f"(--broker-max-rss-mib); replay less (--limit), or run the demo against a real Kafka "
-            f"(--bootstrap-servers; README, 'Running against a real Kafka')")
 
 
 def state_dir_for(data_dir: Path, bootstrap_servers: str) -> Path:
@@ -181,50 +216,133 @@ def state_dir_for(data_dir: Path, bootstrap_servers: str) -> Path:
     return data_dir / ("faust-" + re.sub(r"[^A-Za-z0-9.-]+", "_", bootstrap_servers))
 
 
+def folder_bytes(path: Path) -> int:
+    """Bytes of the files under `path` (the local Kafka's logs on disk)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass  # a segment deleted by retention meanwhile
+    return total
+
+
+@dataclass
+class Chaos:
+    """SIGKILL the last broker at a quarter of the replay and the last Faust worker at a half, each restarted
+    CHAOS_DOWN_S later (by event count with a limit, else 20 s and 40 s into the replay)."""
+
+    kafka: LocalKafka | None
+    pipeline: Pipeline
+    limit: int | None
+    say: Callable[[str], None]
+    started: float = field(default_factory=time.monotonic)
+    done: set[str] = field(default_factory=set)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def due(self, step: str, produced: int, fraction: float, after_s: float) -> bool:
+        if step in self.done:
+            return False
+        reached = produced >= self.limit * fraction if self.limit else time.monotonic() - self.started >= after_s
+        if reached:
+            self.done.add(step)
+        return reached
+
+    def tick(self, produced: int) -> None:
+        if self.kafka is not None and self.kafka.nodes > 1 and self.due("broker", produced, 0.25, 20):
+            index = self.kafka.nodes - 1
+            self.kafka.kill(index)
+            self.say(f"chaos: SIGKILLed Kafka broker {index + 1} of {self.kafka.nodes} after {produced} events; "
+                     f"restarting it in {CHAOS_DOWN_S:.0f} s")
+            self._later(lambda: (self.kafka.restart(index),  # type: ignore[union-attr]
+                                 self.say(f"chaos: Kafka broker {index + 1} is back")))
+        if self.due("worker", produced, 0.5, 40):
+            name = [n for n in self.pipeline.children if n.startswith("worker")][-1]
+            self.pipeline.restarting.add(name)
+            self.pipeline.children[name].kill()
+            self.pipeline.children[name].wait()
+            self.say(f"chaos: SIGKILLed Faust {name} after {produced} events; restarting it in {CHAOS_DOWN_S:.0f} s")
+
+            def restart() -> None:
+                self.pipeline.launch(name)
+                self.pipeline.restarting.discard(name)
+                self.say(f"chaos: Faust {name} restarted")
+
+            self._later(restart)
+
+    def _later(self, action: Callable[[], Any]) -> None:
+        def run() -> None:
+            time.sleep(CHAOS_DOWN_S)  # the outage a user watches the pipeline ride through
+            action()
+
+        thread = threading.Thread(target=run, name="chaos", daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def finished(self) -> bool:
+        return not any(t.is_alive() for t in self.threads)
+
+
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
-             limit: int | None = None, broker_max_rss_mib: int | None = None, labels: str = "topic",
-             label_delay_ms: int = 86_400_000, external: bool = False, namespace: str = "demo") -> int:
-    """Run the pipeline and replay `data` into it, on the embedded broker or (`external`) on the Kafka at
-    settings.bootstrap_servers, there with its topics, app id and scorer group prefixed by `namespace`
-    (none if empty) so that it stays apart from a pipeline the cluster runs; 0 when done or stopped by
-    Ctrl-C, 1 on failure, BROKER_FULL when the replay stopped at the embedded broker's memory budget
-    (everything sent is still scored before the demo exits)."""
-    budget = broker_max_rss_mib * MIB if broker_max_rss_mib else default_budget_bytes()
+             limit: int | None = None, labels: str = "topic", label_delay_ms: int = 86_400_000,
+             external: bool = False, namespace: str = "demo", brokers: int = 1, workers: int = 1,
+             scorers: int = 1, chaos: bool = False) -> int:
+    """Run the pipeline and replay `data` into it, on a local Kafka of `brokers` nodes (fresh each run) or
+    (`external`) on the Kafka at settings.bootstrap_servers, there with its topics, app id and scorer group
+    prefixed by `namespace` (none if empty) so that it stays apart from a pipeline the cluster runs; 0 when
+    done or stopped by Ctrl-C, 1 on failure."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_checkpoint(settings.checkpoint)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
-    broker = None
+    kafka: LocalKafka | None = None
     if external:  # its topics, committed offsets and the worker's state carry over from earlier runs
         if namespace:
             settings = settings.namespaced(namespace)
         settings = settings.with_overrides(data_dir=state_dir_for(settings.data_dir, settings.bootstrap_servers))
     else:
-        broker = EmbeddedBroker(log_path=logs / "broker.log").start()
-        # The embedded broker keeps nothing across restarts, so neither may the worker's tables.
-        settings = settings.with_overrides(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu",
-                                           data_dir=settings.data_dir / "faust")
-        wipe(settings.data_dir)
-    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
+        # A fresh cluster and fresh worker state per run: the replay sends the same events each time.
+        wipe(settings.data_dir / "kafka")
+        wipe(settings.data_dir / "faust")
+        try:
+            kafka = LocalKafka(settings.data_dir / "kafka", nodes=brokers, partitions=settings.partitions).start()
+        except KafkaError as exc:
+            print(f"demo failed: {exc}", file=sys.stderr, flush=True)
+            return 1
+        settings = settings.with_overrides(bootstrap_servers=kafka.bootstrap_servers, data_dir=settings.data_dir / "faust",
+                                           replication_factor=kafka.replication_factor)
+    status = 0
+    try:
+        status = _run(settings, kafka, logs, data, fmt, rate, limit, labels, label_delay_ms, external, workers,
+                      scorers, chaos)
+    finally:
+        if kafka is not None:
+            kafka.stop()
+    return status
+
+
+def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | None, fmt: str, rate: float,
+         limit: int | None, labels: str, label_delay_ms: int, external: bool, workers: int, scorers: int,
+         chaos: bool) -> int:
+    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
     if external:
-        since = end_offsets(settings, (settings.clicks_topic, settings.transactions_topic))
-        outputs_from = end_offsets(settings, output_topics(settings))
+        since = topic_end_offsets(settings.kafka_common(), (settings.clicks_topic, settings.transactions_topic))
+        outputs_from = topic_end_offsets(settings.kafka_common(), output_topics(settings))
     else:
         since = {}
         outputs_from = {(t, p): 0 for t in output_topics(settings) for p in range(settings.partitions)}
-    where = (f"Kafka at {settings.bootstrap_servers}, topics {settings.clicks_topic}, {settings.transactions_topic}, ..."
-             if external else f"embedded broker on {settings.bootstrap_servers}")
+    if kafka is not None:
+        where = (f"local Apache Kafka, {kafka.nodes} KRaft node{'s' if kafka.nodes > 1 else ''} on "
+                 f"{settings.bootstrap_servers} (started in {kafka.started_in_s:.1f} s, replication factor "
+                 f"{kafka.replication_factor}, logs in {kafka.folder})")
+    else:
+        where = f"Kafka at {settings.bootstrap_servers}, topics {settings.clicks_topic}, {settings.transactions_topic}, ..."
     print(f"{where}; worker metrics :{settings.worker_metrics_port}/metrics, "
           f"scorer metrics :{settings.scorer_metrics_port}/metrics; logs in {logs}", flush=True)
-    env = settings_env(settings)
-    children = {
-        name: subprocess.Popen([sys.executable, "-m", "streamproc.cli", name], env=env,
-                               stdout=open(logs / f"{name}.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
-        for name in ("worker", "score")
-    }
+    pipeline = Pipeline(settings, logs, workers, scorers).start()
     produced = labels_sent = 0
     replay_error: list[BaseException] = []
-    stop_replay = threading.Event()
 
     def count_delivered(n: int) -> None:
         nonlocal produced
@@ -237,41 +355,45 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     def produce() -> None:
         nonlocal produced
         try:
-            produced = replay(settings, until_set(read_events(data, fmt), stop_replay), rate=rate, limit=limit,
-                              progress=False, on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms,
+            produced = replay(settings, read_events(data, fmt), rate=rate, limit=limit, progress=False,
+                              on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms,
                               on_labels_delivered=count_labels)
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    def kafka_status() -> str:
+        if kafka is None:
+            return ""
+        up = kafka.nodes - len(kafka.dead())
+        return f"kafka {up}/{kafka.nodes} up, {folder_bytes(kafka.folder) / MIB:,.0f} MiB on disk"
 
     summary = Summary(since=since)
     consumer = output_consumer(settings, outputs_from)
     producer_thread = threading.Thread(target=produce, name="replay", daemon=True)
     status = 0
     try:
-        wait_for_pipeline(settings, children, logs)
+        wait_for_pipeline(settings, pipeline)
+        chaos_monkey = Chaos(kafka, pipeline, limit, say) if chaos else None
         producer_thread.start()
         next_summary = time.monotonic() + SUMMARY_EVERY_S
-        rss = 0
         while True:
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 if not msg.error():
                     summary.add(msg.topic(), json.loads(msg.value()), settings)
             if replay_error:
                 raise RuntimeError(f"replay failed: {replay_error[0]}")
-            check_children(children, logs)
+            pipeline.check()
+            if chaos_monkey is not None:
+                chaos_monkey.tick(produced)
             if time.monotonic() >= next_summary:
-                rss = rss_bytes(broker.process.pid) if broker and broker.process else 0
-                print(summary.render(produced, settings, rss, labels_sent), flush=True)
+                print(summary.render(produced, settings, kafka_status(), labels_sent), flush=True)
                 next_summary += SUMMARY_EVERY_S
-                if rss > budget and not stop_replay.is_set():
-                    stop_replay.set()
-                    print(broker_full_message(produced, rss, budget) + "; scoring what was sent", flush=True)
-            ending = limit is not None or stop_replay.is_set()
-            if ending and not producer_thread.is_alive() and summary.done() >= produced:
-                print(summary.render(produced, settings, labels_sent=labels_sent), flush=True)
-                if stop_replay.is_set():
-                    print(broker_full_message(produced, rss, budget), file=sys.stderr, flush=True)
-                    status = BROKER_FULL
+            settled = chaos_monkey is None or chaos_monkey.finished()
+            if limit is not None and settled and not producer_thread.is_alive() and summary.done() >= produced:
+                print(summary.render(produced, settings, kafka_status(), labels_sent), flush=True)
                 break
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
@@ -280,16 +402,7 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
         status = 1
     finally:
         consumer.close()
-        for child in children.values():
-            if child.poll() is None:
-                child.terminate()
-        for child in children.values():
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if broker:
-            broker.stop()
-    if status in (0, BROKER_FULL):
+        pipeline.stop()
+    if status == 0:
         print(" ".join(f"{t}={summary.counts[t]}" for t in output_topics(settings)), flush=True)
     return status

@@ -1,4 +1,4 @@
-"""Run the Faust worker: topics created, broker workarounds installed, agents registered, /metrics served."""
+"""Run the Faust worker: topics created, Faust patches installed, agents registered, /metrics served."""
 
 from __future__ import annotations
 
@@ -40,11 +40,7 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_seek_guard()
     install_flush_before_commit()
-    set_fetch_wait(settings.effective_faust_fetch_wait_ms(), settings.fetch_min_bytes)
-    if settings.broker_flavour == "tansu":
-        from streamproc.tansu_compat import install_faust_highwater_probe
-
-        install_faust_highwater_probe(settings.kafka_common())
+    set_fetch_wait(settings.faust_fetch_wait_ms, settings.fetch_min_bytes)
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
     check_partitions(settings.kafka_common(), settings.worker_input_topics(), settings.partitions)
     settings.data_dir.mkdir(parents=True, exist_ok=True)

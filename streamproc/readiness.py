@@ -3,7 +3,8 @@
 A replay started before the Faust worker and the scoring worker have joined their groups queues its
 events behind the start-up (tens of seconds on two cores), and every latency it shows includes that
 wait. `input_partitions` reads `streamproc_input_partitions` from a /metrics page (pure);
-`wait_until_ready` polls the pages until each expected topic has all its partitions read.
+`wait_until_ready` polls the pages until each expected topic has all its partitions read, by one process
+or summed over the processes of a consumer group (two Faust workers share the input partitions).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -41,22 +43,33 @@ def read_metrics(url: str, timeout_s: float = 2.0) -> str | None:
         return None  # not serving yet
 
 
-def wait_until_ready(expected: Mapping[str, Mapping[str, int]], timeout_s: float,
-                     check_alive: Callable[[], None] = lambda: None) -> float:
-    """Poll each /metrics URL of `expected` (url -> {topic: partitions}) until all are read; return the seconds waited.
+def group_partitions(urls: tuple[str, ...]) -> dict[str, int]:
+    """Topic -> partitions read by the processes of one group together (a page not served counts 0)."""
+    total: Counter[str] = Counter()
+    for url in urls:
+        text = read_metrics(url)
+        if text is not None:
+            total.update(input_partitions(text))
+    return dict(total)
 
-    `check_alive` raises if a process died meanwhile; TimeoutError names what is still missing.
+
+def wait_until_ready(expected: Mapping[str | tuple[str, ...], Mapping[str, int]], timeout_s: float,
+                     check_alive: Callable[[], None] = lambda: None) -> float:
+    """Poll the /metrics pages of `expected` until every topic is read; return the seconds waited.
+
+    `expected`: a /metrics URL, or a tuple of URLs of one consumer group's processes (their partitions
+    summed) -> {topic: partitions}. `check_alive` raises if a process died meanwhile; TimeoutError names
+    what is still missing.
     """
     start = time.monotonic()
-    missing: dict[str, dict[str, int]] = {url: dict(topics) for url, topics in expected.items()}
+    missing: dict[str | tuple[str, ...], dict[str, int]] = {key: dict(topics) for key, topics in expected.items()}
     while True:
-        for url in list(missing):
-            text = read_metrics(url)
-            still = missing_partitions(expected[url], input_partitions(text)) if text is not None else dict(expected[url])
+        for key in list(missing):
+            still = missing_partitions(expected[key], group_partitions((key,) if isinstance(key, str) else key))
             if still:
-                missing[url] = still
+                missing[key] = still
             else:
-                del missing[url]
+                del missing[key]
         if not missing:
             return time.monotonic() - start
         check_alive()

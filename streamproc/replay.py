@@ -220,8 +220,8 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
                 producer.poll(0.05)
         producer.poll(0)
         if n == 0:
-            # An idempotent producer's first send waits for its producer id (about 0.5 s on the embedded
-            # broker): pace from the first acknowledgement, so that the wait does not queue the next events.
+            # An idempotent producer's first send waits for its producer id (a round trip or
+            # more to the broker): pace from the first acknowledgement, so that the wait does not queue the next events.
             producer.flush(30)
             started = time.monotonic()
     producer.flush(120)

@@ -305,7 +305,7 @@ class ScoringWorker:
         assignment = self.consumer.assignment()
         lag: dict[tuple[str, int], int | None] = {}
         for tp in self.consumer.position(assignment) if assignment else []:
-            # cached=True: the high watermark of the last Fetch response (tansu's ListOffsets is low).
+            # cached=True: the high watermark of the last Fetch response, no request to the broker
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             lag[(tp.topic, tp.partition)] = records_behind(tp.offset, high) if tp.offset >= 0 else None
         self.partition_gauges.update(lag)

@@ -1,4 +1,4 @@
-"""Fixtures for tests against the real embedded broker: broker, a tiny trained checkpoint, pipeline processes."""
+"""Fixtures for tests against a real Apache Kafka: the broker, a tiny trained checkpoint, pipeline processes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,17 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamproc.broker import EmbeddedBroker, create_topics, free_port
+from streamproc.broker import create_topics, end_offsets
 from streamproc.config import Settings
 from streamproc.demo import settings_env
-from streamproc.tansu_compat import fetch_high_watermarks
+from streamproc.local_kafka import LocalKafka, free_port
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    log = tmp_path_factory.mktemp("broker") / "tansu.log"
-    with EmbeddedBroker(log_path=log) as b:
-        yield b
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """One Apache Kafka (a single KRaft node) for the session; tests keep apart by their own topic names."""
+    with LocalKafka(tmp_path_factory.mktemp("kafka")) as kafka:
+        yield kafka
 
 
 @pytest.fixture(scope="session")
@@ -38,18 +37,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-# Consumer-group timeouts of the tests' processes. The embedded broker answers a group join after half
-# the session timeout and holds a restarted member's group until the old member's session expires, so
-# with the default 10 s a worker restart took about 21 s before it read again, and 6 s makes it about
-# 6 s (the kill-and-restart test: 80 s -> 35 s). Heartbeats stay at 1 s: six may be missed.
-GROUP_TIMEOUTS = {"session_timeout_ms": 6_000, "rebalance_timeout_ms": 6_000}
-
-
-def make_settings(broker: EmbeddedBroker, tmp_path: Path, checkpoint: Path, **overrides: Any) -> Settings:
+def make_settings(broker: LocalKafka, tmp_path: Path, checkpoint: Path, **overrides: Any) -> Settings:
     """Settings with topic names, app id and consumer group of their own, so tests share one broker safely."""
-    return Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu").namespaced(
+    return Settings(bootstrap_servers=broker.bootstrap_servers).namespaced(
         f"t{uuid.uuid4().hex[:8]}", data_dir=tmp_path / "faust", checkpoint=checkpoint,
-        worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **(GROUP_TIMEOUTS | overrides),
+        worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides,
     )
 
 
@@ -89,7 +81,7 @@ def processes(tmp_path: Path) -> Iterator[Callable[[str, Settings], Process]]:
     started: list[Process] = []
 
     def start(command: str, settings: Settings) -> Process:
-        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
+        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
         p = Process(command, settings, tmp_path)
         started.append(p)
         return p
@@ -105,7 +97,7 @@ class TopicReader:
     def __init__(self, settings: Settings, topics: list[str]) -> None:
         # Subscribing to a topic that does not exist yet leaves librdkafka without it until its next
         # metadata refresh (5 minutes by default): create the topics first; kafka_common() refreshes often.
-        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
+        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
         self.consumer = Consumer({
             **settings.kafka_common(), "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
@@ -131,8 +123,7 @@ class TopicReader:
 
     def read_to_end(self, topic: str, deadline_s: float) -> None:
         """Read `topic` up to the end it has now."""
-        ends = fetch_high_watermarks(self.settings.kafka_common(),
-                                     [(topic, p) for p in range(self.settings.partitions)])
+        ends = end_offsets(self.settings.kafka_common(), [(topic, p) for p in range(self.settings.partitions)])
         self.poll_until(lambda: all(self.next_offset.get(tp, 0) >= end for tp, end in ends.items()), deadline_s)
 
     def close(self) -> None:
@@ -157,25 +148,22 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
     """Poll until the Faust worker has committed each topic it reads up to its end.
 
     Then it writes nothing more: a check of its outputs or its changelogs sees the final state,
-    not a moment while re-delivered events are still being processed. At the deadline it warns and
-    returns: the checks that follow then run as they did before this wait.
+    not a moment while re-delivered events are still being processed. At the deadline the test fails:
+    a check that followed would compare a state that is not final.
     """
     tps = [(t, p) for t in settings.worker_input_topics() for p in range(settings.partitions)]
-    group = Consumer({"bootstrap.servers": settings.bootstrap_servers, "group.id": settings.app_id,
-                      "enable.auto.commit": False})
+    group = Consumer({**settings.kafka_common(), "group.id": settings.app_id, "enable.auto.commit": False})
     deadline = time.monotonic() + deadline_s
     try:
         while True:
-            ends = fetch_high_watermarks(settings.bootstrap_servers, tps)
+            ends = end_offsets(settings.kafka_common(), tps)
             committed = {(tp.topic, tp.partition): max(tp.offset, 0)
                          for tp in group.committed([TopicPartition(t, p) for t, p in tps], timeout=10)}
             behind = {tp: (committed[tp], ends[tp]) for tp in tps if committed[tp] < ends[tp]}
             if not behind:
                 return
-            if time.monotonic() > deadline:  # the checks that follow may then see a state not yet final
-                warnings.warn(f"worker's (committed, end) offsets still behind after {deadline_s} s: {behind}",
-                              stacklevel=2)
-                return
+            assert time.monotonic() < deadline, (
+                f"worker's (committed, end) offsets still behind after {deadline_s} s: {behind}")
             time.sleep(0.5)  # between polls of the committed offsets
     finally:
         group.close()
@@ -184,13 +172,13 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
 def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) -> dict[str, Any]:
     """Read a topic to its end: the last JSON value of each key (a table's final state, from its changelog).
 
-    The end is each partition's high watermark from a Fetch response, read before starting; a partition
-    is done once its records up to there are read. Error events do not end a partition early.
+    The end is each partition's high watermark, read before starting; a partition is done once its records
+    up to there are read. Error events do not end a partition early.
     """
     tps = [(topic, p) for p in range(settings.partitions)]
-    ends = fetch_high_watermarks(settings.bootstrap_servers, tps)
+    ends = end_offsets(settings.kafka_common(), tps)
     consumer = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        **settings.kafka_common(), "group.id": f"reader-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
     })
     consumer.assign([TopicPartition(t, p, 0) for t, p in tps])

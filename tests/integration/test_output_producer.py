@@ -8,10 +8,9 @@ import uuid
 import pytest
 from confluent_kafka import KafkaException
 
-from streamproc.broker import create_topics
+from streamproc.broker import create_topics, end_offsets
 from streamproc.config import Settings
 from streamproc.output_producer import OutputNotAcknowledged, OutputProducer
-from streamproc.tansu_compat import fetch_high_watermarks
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.integration
 def _producer(broker) -> tuple[OutputProducer, str]:
     topic = f"out-{uuid.uuid4().hex[:8]}"
     create_topics(broker.bootstrap_servers, [topic], partitions=2)
-    settings = Settings(bootstrap_servers=broker.bootstrap_servers, broker_flavour="tansu")
+    settings = Settings(bootstrap_servers=broker.bootstrap_servers)
     return OutputProducer(settings, "test"), topic
 
 
@@ -40,7 +39,7 @@ def test_settling_a_generation_waits_for_its_records_and_tracks_acknowledged_off
     assert asyncio.run(scenario()) == (0, 0)
     out.close()
     assert out.acked == {(topic, 0): 1499, (topic, 1): 1499}
-    assert fetch_high_watermarks(broker.bootstrap_servers, [(topic, 0), (topic, 1)]) == {(topic, 0): 2000, (topic, 1): 1500}
+    assert end_offsets(broker.bootstrap_servers, [(topic, 0), (topic, 1)]) == {(topic, 0): 2000, (topic, 1): 1500}
 
 
 def test_a_record_the_broker_refuses_fails_loudly(broker):

@@ -1,4 +1,4 @@
-"""The live pipeline on the real embedded broker: replay, dead letters, crash and restart recovery."""
+"""The live pipeline on a real Apache Kafka: replay, dead letters, crash and restart recovery."""
 
 from __future__ import annotations
 

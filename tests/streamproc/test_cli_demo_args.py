@@ -16,19 +16,19 @@ from streamproc.demo import Summary, state_dir_for
     (["--bootstrap-servers", "kafka:9092", "demo"], {}, True),
     (["demo"], {"STREAMPROC_BOOTSTRAP_SERVERS": "kafka:9092"}, True),
 ])
-def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_its_embedded_broker(
+def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_a_local_kafka(
         argv: list[str], env: dict[str, str], external: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("STREAMPROC_BOOTSTRAP_SERVERS", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     calls = []
     monkeypatch.setattr(demo, "run_demo", lambda settings, **kw: calls.append((settings, kw)) or 0)
-    checked = []  # a named Kafka is checked first (streamproc.kafka_check); the embedded broker is not there yet
+    checked = []  # a named Kafka is checked first (streamproc.kafka_check); the local Kafka is not there yet
     monkeypatch.setattr(kafka_check, "check_kafka", lambda options, timeout_s: checked.append(options) or 1)
     assert cli.main([*argv, "--limit", "5"]) == 0
     assert [o["bootstrap.servers"] for o in checked] == (["kafka:9092"] if external else [])
     (settings, kw), = calls
-    assert kw["external"] is external and kw["limit"] == 5 and kw["namespace"] == "demo"
+    assert kw["external"] is external and kw["limit"] == 5 and kw["namespace"] == "demo" and kw["brokers"] == 1
     assert settings.bootstrap_servers == ("kafka:9092" if external else Settings().bootstrap_servers)
 
 
@@ -63,3 +63,10 @@ def test_demo_and_replay_default_to_their_label_modes_and_the_summary_counts_lab
     summary = Summary()
     assert "fraud labels sent 3" in summary.render(10, Settings(), labels_sent=3)
     assert "fraud labels" not in summary.render(10, Settings())
+
+
+def test_the_demo_starts_three_brokers_only_locally() -> None:
+    assert cli.build_parser().parse_args(["demo", "--brokers", "3", "--workers", "2", "--chaos"]).brokers == 3
+    with pytest.raises(SystemExit) as refused:  # before any connection to that Kafka is tried
+        cli.main(["--bootstrap-servers", "kafka:9092", "demo", "--brokers", "3"])
+    assert refused.value.code == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from streamproc.broker import free_port
+from streamproc.local_kafka import free_port
 from streamproc.metrics import create_metrics, serve
 from streamproc.partition_gauges import PartitionGauges, records_behind
 from streamproc.readiness import input_partitions, missing_partitions, wait_until_ready
@@ -73,3 +73,20 @@ def test_wait_until_ready_polls_a_served_page_and_names_what_is_missing() -> Non
 
     with pytest.raises(RuntimeError, match="exited"):
         wait_until_ready({url: {"clicks": 3}}, timeout_s=5, check_alive=worker_died)
+
+
+def test_a_group_of_processes_is_ready_once_their_partitions_add_up() -> None:
+    # two Faust workers share the input partitions: neither reads them all, together they do
+    urls = []
+    gauges = []
+    for _ in range(2):
+        port = free_port()
+        metrics = create_metrics()
+        serve(metrics, port, addr="127.0.0.1")
+        urls.append(f"http://127.0.0.1:{port}/metrics")
+        gauges.append(PartitionGauges(metrics))
+    gauges[0].update({("clicks", 0): 0, ("clicks", 1): 0})
+    with pytest.raises(TimeoutError, match="'clicks': 2"):
+        wait_until_ready({tuple(urls): {"clicks": 4}}, timeout_s=0.6)
+    gauges[1].update({("clicks", 2): 0, ("clicks", 3): 0})
+    assert wait_until_ready({tuple(urls): {"clicks": 4}}, timeout_s=5) < 5
