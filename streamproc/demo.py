@@ -217,12 +217,13 @@ def state_dir_for(data_dir: Path, bootstrap_servers: str) -> Path:
 
 
 def folder_bytes(path: Path) -> int:
-    """Bytes of the files under `path` (the local Kafka's logs on disk)."""
+    """Bytes the files under `path` take on disk (the local Kafka's logs): allocated blocks, not sizes, since
+    Kafka's index files are sparse (10 MiB each, mostly holes)."""
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
             try:
-                total += os.stat(os.path.join(root, name)).st_size
+                total += os.stat(os.path.join(root, name)).st_blocks * 512
             except OSError:
                 pass  # a segment deleted by retention meanwhile
     return total

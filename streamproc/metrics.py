@@ -39,6 +39,7 @@ class Metrics:
     state_writes: Counter
     state_flush: Histogram
     worker_stalls: Counter
+    commit_failures: Counter
 
 
 def create_metrics(registry: CollectorRegistry | None = None, with_process: bool = False) -> Metrics:
@@ -72,6 +73,7 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         encoder_cache_hit_ratio=Gauge("streamproc_encoder_cache_hit_ratio", "Share of event texts served from the encoder cache", registry=registry),
         state_writes=Counter("streamproc_state_writes", "Table states written to RocksDB and the changelog (once per changed key per batch or per commit)", ["table"], registry=registry),
         state_flush=Histogram("streamproc_state_flush_seconds", "Time to write the changed states and have every output acknowledged (per batch, or before each commit)", buckets=LATENCY_BUCKETS_S, registry=registry),
+        commit_failures=Counter("streamproc_commit_failures", "Offset commits that failed (Kafka unreachable, the group's assignment lost): the records after the last committed offset are read again", ["reason"], registry=registry),
         worker_stalls=Counter("streamproc_worker_stalls", "Times the Faust worker read nothing for stall_report_s while records waited in its input partitions", registry=registry),
     )
 

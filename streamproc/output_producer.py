@@ -4,11 +4,16 @@ Producing and network I/O run in C threads, off the event loop. Agents do not wa
 acknowledgements: records are counted per generation, and a commit waits only for the generations
 cut before it (`cut` then `settle_through`), so that steady production never delays a commit.
 Delivery callbacks run on the event loop's thread (`poll` is only called from there).
+
+A Kafka outage is waited through, however long: records have no local delivery timeout (librdkafka
+retries until the brokers answer), and a settle waits for them, saying every 30 s that it waits; only
+a record the broker refuses fails it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from functools import partial
@@ -18,6 +23,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from streamproc.config import Settings
 
 SETTLE_POLL_S = 0.002
+SETTLE_LOG_EVERY_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class OutputNotAcknowledged(RuntimeError):
@@ -35,6 +42,7 @@ class OutputProducer:
             "linger.ms": settings.producer_linger_ms,
             "queue.buffering.max.messages": 200_000,
             "compression.type": settings.output_compression,
+            "message.timeout.ms": 0,  # retry through a Kafka outage of any length (settle_through logs the wait)
         })
         self._errors: list[str] = []
         self._generation = 0
@@ -87,9 +95,11 @@ class OutputProducer:
     def in_flight_through(self, generation: int) -> int:
         return sum(n for g, n in self._in_flight.items() if g <= generation)
 
-    async def settle_through(self, generation: int, timeout_s: float = 60.0) -> None:
-        """Wait until every record of `generation` and earlier is acknowledged; raise if one was not."""
-        deadline = time.monotonic() + timeout_s
+    async def settle_through(self, generation: int, timeout_s: float | None = None) -> None:
+        """Wait until every record of `generation` and earlier is acknowledged; raise if one was refused (or
+        when `timeout_s`, if given, passes)."""
+        started = time.monotonic()
+        next_log = started + SETTLE_LOG_EVERY_S
         while True:
             self._producer.poll(0)
             if self._errors:
@@ -98,11 +108,15 @@ class OutputProducer:
             left = self.in_flight_through(generation)
             if not left:
                 return
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if timeout_s is not None and now - started > timeout_s:
                 raise OutputNotAcknowledged(f"{left} outputs not acknowledged within {timeout_s} s")
+            if now >= next_log:
+                log.warning("%d outputs waiting %.0f s for Kafka's acknowledgement", left, now - started)
+                next_log = now + SETTLE_LOG_EVERY_S
             await asyncio.sleep(SETTLE_POLL_S)
 
-    async def settle(self, timeout_s: float = 60.0) -> None:
+    async def settle(self, timeout_s: float | None = None) -> None:
         """Wait until everything produced so far is acknowledged."""
         await self.settle_through(self.cut(), timeout_s)
 

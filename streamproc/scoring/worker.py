@@ -3,6 +3,11 @@
 At-least-once: an input offset is stored only after every score derived from it is acknowledged
 by the broker. A graceful stop (SIGINT/SIGTERM) or a partition revocation first drains the batch
 in hand. The model runs on CUDA when present, on CPU otherwise.
+
+Kafka outages of any length are waited through: scores wait for their acknowledgement as long as it
+takes (librdkafka retries without a message timeout, and the wait is logged), a commit that fails in a
+rebalance (the broker unreachable, the assignment lost meanwhile) is logged and counted, never fatal,
+and a lost assignment drops the batch in hand, which the partitions' next owner reads again.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from streamproc.scoring.batcher import MicroBatcher
 log = logging.getLogger(__name__)
 IDLE_POLL_MS = 200
 LAG_REPORT_EVERY_S = 1.0
+ACK_WAIT_LOG_EVERY_S = 30.0  # while scores wait for Kafka's acknowledgement, say so this often
+STOP_GRACE_S = 30.0  # a stop asked for during an outage gives up waiting for acknowledgements after this
 
 
 def _now_ms() -> int:
@@ -130,6 +137,7 @@ class ScoringWorker:
                 "acks": "all",
                 "linger.ms": settings.producer_linger_ms,
                 "partitioner": "murmur2_random",
+                "message.timeout.ms": 0,  # retry through a Kafka outage of any length (_await_acks logs the wait)
             }
         )
         self.topics = {
@@ -167,13 +175,17 @@ class ScoringWorker:
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Score until stopped (or until `until()` is true); drain, commit and close on the way out."""
-        self.consumer.subscribe([self.settings.sequence_updates_topic], on_revoke=self._on_revoke)
+        self.consumer.subscribe([self.settings.sequence_updates_topic], on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
         try:
             while not self._stopping and not (until and until()):
                 self.step()
             self.flush_batch()
         finally:
-            self.consumer.close()  # commits the stored offsets
+            try:
+                self.consumer.close()  # commits the stored offsets
+            except KafkaException as exc:  # Kafka unreachable at the stop: the records are read again
+                self._commit_failed(exc)
             self.producer.flush(10)
 
     def step(self) -> None:
@@ -200,12 +212,29 @@ class ScoringWorker:
         self._report_lag()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions given up in a rebalance: score the batch in hand and commit what is stored."""
         self.flush_batch()
         try:
             consumer.commit(asynchronous=False)
-        except KafkaException as exc:  # nothing stored yet is fine
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
-                raise
+        except KafkaException as exc:
+            self._commit_failed(exc)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away without a rebalance (the session expired in an outage): another member may
+        own them already, so the batch in hand is dropped unscored and its offsets uncommitted; whoever
+        reads the partitions next starts from their last committed offset."""
+        dropped = self.batcher.drain()
+        log.warning("partition assignment lost (%s); dropped %d sequence updates to be read again",
+                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions), len(dropped))
+        self.metrics.commit_failures.labels("assignment_lost").inc()
+
+    def _commit_failed(self, exc: KafkaException) -> None:
+        error = exc.args[0]
+        if error.code() == KafkaError._NO_OFFSET:  # nothing stored since the last commit
+            return
+        log.warning("offset commit failed (%s); the records after the last committed offset will be read again",
+                    error)
+        self.metrics.commit_failures.labels(error.name().lstrip("_").lower()).inc()
 
     # -- scoring -----------------------------------------------------------------------------------
     def flush_batch(self) -> None:
@@ -281,7 +310,17 @@ class ScoringWorker:
         return callback
 
     def _await_acks(self) -> None:
-        remaining = self.producer.flush(60)
+        """Wait until Kafka has acknowledged every score produced, however long an outage lasts (logged every
+        ACK_WAIT_LOG_EVERY_S); give up only on a refused record, or when asked to stop during an outage."""
+        started = time.monotonic()
+        next_log = started + ACK_WAIT_LOG_EVERY_S
+        while (remaining := self.producer.flush(1.0)) and not self._delivery_errors:
+            now = time.monotonic()
+            if self._stopping and now - started > STOP_GRACE_S:
+                break
+            if now >= next_log:
+                log.warning("%d scores waiting %.0f s for Kafka's acknowledgement", remaining, now - started)
+                next_log = now + ACK_WAIT_LOG_EVERY_S
         if remaining or self._delivery_errors:
             errors, self._delivery_errors = self._delivery_errors, []
             # Offsets were not stored: the batch is consumed again after a restart (at-least-once).

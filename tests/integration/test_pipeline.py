@@ -10,18 +10,16 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from models import aggregates
 from models.scorer import Scorer, Window
 from streamproc.app import TERMINAL_TABLE, USER_TABLE
 from streamproc.consumers import follow_alerts, latest_scores_for, show_recommendations
 from streamproc.readiness import read_metrics
-from streamproc.windowing import window_for_event
 from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import (
     accepted_records,
+    assert_windows_match_from_scratch,
     produce,
     reference_state,
-    reference_terminal_states,
     synthetic_events,
 )
 
@@ -98,38 +96,6 @@ def _low_risk_quantile(checkpoint, events, q=0.1):
     return float(np.quantile([score.risk for score in scorer.score(windows)], q))
 
 
-def _assert_windows_match_from_scratch(s, events, updates):
-    """The last update emitted for each user shows the final state: compare it with a from-scratch fold.
-
-    Transactions take two more hops than clicks, so the last update of a user need not be for the
-    user's latest event; its window is the final window cut at its event, and its customer
-    velocity is computed over everything the user did.
-    """
-    expected = reference_state(accepted_records(events), s.window_max_events, s.window_max_age_ms)
-    last_update = {u["user_id"]: u for u in updates}  # in partition order: the last one emitted
-    assert set(last_update) == set(expected)
-    for user, update in last_update.items():
-        scored = next(e for e in update["window"] if e["event_id"] == update["event_id"])
-        want_window = window_for_event(expected[user]["w"], scored, s.window_max_events)
-        assert [e["event_id"] for e in update["window"]] == [e["event_id"] for e in want_window], user
-        assert update["window"] == want_window, f"window of {user} differs"
-        want = aggregates.customer_features(expected[user]["v"], update["event_ts_ms"])
-        assert {k: update["aggregates"][k] for k in want} == pytest.approx(want), f"velocity of {user} differs"
-    users = last_value_per_key(s, f"{s.app_id}-{USER_TABLE}-changelog")  # the state a restart would restore
-    assert set(users) == set(expected)
-    for user, state in users.items():
-        assert [e["event_id"] for e in state["w"]] == [e["event_id"] for e in expected[user]["w"]], f"state of {user}"
-    terminals = last_value_per_key(s, f"{s.app_id}-{TERMINAL_TABLE}-changelog")
-    expected_terminals = reference_terminal_states(events)
-    assert set(terminals) == set(expected_terminals)
-    for terminal, state in terminals.items():  # a transaction counted twice would show here
-        days, want_days = state["v"]["d"], expected_terminals[terminal]["d"]
-        assert sorted(days) == sorted(want_days), f"days of terminal {terminal} differ"
-        for day, (count, amount, frauds) in days.items():
-            assert (count, frauds) == (want_days[day][0], want_days[day][2]), f"terminal {terminal} on day {day}"
-            assert amount == pytest.approx(want_days[day][1]), f"amount of terminal {terminal} on day {day}"
-
-
 @pytest.mark.parametrize("state_flush", ["commit", "batch"])
 def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_changelog(
     broker, tiny_checkpoint, tmp_path, processes, reader, state_flush
@@ -161,7 +127,7 @@ def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_fr
     # finish, then read its updates to the end, so that each user's last update shows its final state.
     wait_until_worker_caught_up(s)
     r.read_to_end(s.sequence_updates_topic, deadline_s=120)
-    _assert_windows_match_from_scratch(s, events, r.messages[s.sequence_updates_topic])
+    assert_windows_match_from_scratch(s, events, r.messages[s.sequence_updates_topic])
 
 
 def _restart_scorer_mid_stream(broker, tiny_checkpoint, tmp_path, processes, reader, seed, stop):

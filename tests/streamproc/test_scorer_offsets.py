@@ -137,3 +137,65 @@ def test_updates_lacking_an_aggregate_the_model_reads_are_counted_by_what_their_
     assert [r.getMessage() for r in caplog.records].count(
         "sequence updates lack aggregates the model reads (scored as 0): ['customer_nb_tx_1h']; upgrade the "
         "Faust workers to this checkpoint's streamproc") == 1
+
+
+class FailingCommitConsumer(RecordingConsumer):
+    def __init__(self, log: list[str], code: int) -> None:
+        super().__init__(log)
+        self.code = code
+
+    def commit(self, asynchronous: bool = True) -> None:
+        from confluent_kafka import KafkaError, KafkaException
+
+        raise KafkaException(KafkaError(self.code))
+
+
+def test_a_commit_that_fails_in_a_rebalance_is_counted_not_fatal(worker: ScoringWorker) -> None:
+    from confluent_kafka import KafkaError
+
+    log: list[str] = []
+    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.batcher.add(Pending("m0", update(0)), now_ms=0)  # type: ignore[arg-type]
+    lost = FailingCommitConsumer(log, KafkaError._ASSIGNMENT_LOST)
+    worker.consumer = lost  # type: ignore[assignment]
+    worker._on_revoke(lost, [])  # type: ignore[arg-type]  # what killed the worker in a 20 s broker pause
+    assert log == ["store m0"]  # the batch in hand was scored and stored before the commit was tried
+    assert sample(worker, "streamproc_commit_failures_total", {"reason": "assignment_lost"}) == 1
+    nothing_stored = FailingCommitConsumer(log, KafkaError._NO_OFFSET)
+    worker._on_revoke(nothing_stored, [])  # type: ignore[arg-type]
+    assert sample(worker, "streamproc_commit_failures_total", {"reason": "no_offset"}) == 0
+
+
+def test_a_lost_assignment_drops_the_batch_in_hand_unscored(worker: ScoringWorker) -> None:
+    log: list[str] = []
+    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
+    for n in range(3):
+        worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
+    worker._on_lost(worker.consumer, [])  # type: ignore[arg-type]
+    worker.flush_batch()
+    assert log == [] and worker.producer.acked == []  # read again by the partitions' next owner
+    assert sample(worker, "streamproc_commit_failures_total", {"reason": "assignment_lost"}) == 1
+
+
+class SlowThenAckingProducer(RecordingProducer):
+    """Leaves its records unacknowledged for the first `outage` flushes, as during a Kafka outage."""
+
+    def __init__(self, outage: int) -> None:
+        super().__init__()
+        self.outage = outage
+
+    def flush(self, timeout: float) -> int:
+        if self.outage:
+            self.outage -= 1
+            return len(self.in_flight)
+        return super().flush(timeout)
+
+
+def test_scores_wait_for_their_acknowledgement_through_an_outage(worker: ScoringWorker) -> None:
+    log: list[str] = []
+    worker.producer = SlowThenAckingProducer(outage=5)  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
+    worker.batcher.add(Pending("m0", update(0)), now_ms=0)  # type: ignore[arg-type]
+    worker.flush_batch()  # not a RuntimeError after the first unanswered flush, as before
+    assert log == ["store m0"] and worker.producer.outage == 0
