@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` without PYTHONPATH
 
 from streamproc.config import Settings  # noqa: E402
 from streamproc.demo import settings_env  # noqa: E402
-from streamproc.local_kafka import LocalKafka, free_port  # noqa: E402
+from streamproc.local_kafka import LocalKafka, die_with_parent, free_port  # noqa: E402
 
 
 def _version(dist: str) -> str:
@@ -139,7 +139,7 @@ class Child:
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             argv, env=env, cwd=str(REPO), stdout=open(log_path, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
         )
 
     @property

@@ -166,6 +166,9 @@ def event_columns(records: Sequence[dict[str, Any]], vocab: Vocab) -> EventColum
     )
 
 
+VALUE_CLIP = 1e6  # the pipeline refuses larger |value| (bad_value); every data set here stays far below
+
+
 def numeric_features(
     ts_ms: np.ndarray, amount: np.ndarray, value: np.ndarray, is_first: np.ndarray
 ) -> np.ndarray:
@@ -186,7 +189,7 @@ def numeric_features(
             np.cos(dow),
             np.sign(safe_amount) * np.log1p(np.abs(safe_amount)),
             has_amount,
-            np.where(has_value, value, 0.0),
+            np.where(has_value, np.clip(value, -VALUE_CLIP, VALUE_CLIP), 0.0),  # no float32 overflow, whatever comes
             has_value,
         ],
         axis=-1,

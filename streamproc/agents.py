@@ -23,10 +23,13 @@ import faust
 
 from streamproc.app import Topology
 from streamproc.config import Settings
+from streamproc.event_time import EventTimeClocks
 from streamproc.events import (
     FraudLabel,
     InvalidEvent,
-    dead_letter,
+    ValidEvent,
+    check_size,
+    dead_letters,
     decode,
     encode,
     validate,
@@ -40,6 +43,7 @@ from streamproc.processing import (
     apply_fraud_label,
     apply_terminal_event,
     apply_user_event,
+    is_duplicate_user_event,
     is_new_user_event,
     label_delay_days,
     new_terminal_state,
@@ -100,24 +104,40 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     windows = WindowEncodings(settings.state_cache_keys)  # each user's last window JSON, for updates and states
     user_states = new_cache(topo.users, new_user_state, user_out, windows.state)
 
+    clocks = EventTimeClocks(settings.max_event_ahead_ms)
+
     def send_dead_letter(out: OutputProducer, event: faust.EventT, error: InvalidEvent) -> None:
+        """The message to the dead letters, whole, or reduced (size, hash, prefix) when it is too large to keep
+        or when Kafka refuses the whole one."""
         msg = event.message
         metrics.dead_letters.labels(msg.topic, error.reason).inc()
-        out.produce(settings.dead_letter_topic, msg.key,
-                    dead_letter(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms()))
+        value, reduced = dead_letters(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms(),
+                                      settings.max_input_bytes)
+        out.produce(settings.dead_letter_topic, msg.key if value is not reduced else None, value,
+                    fallback=None if value is reduced else reduced)
+
+    def validated(kind: str, event: faust.EventT, now_ms: int) -> ValidEvent:
+        """A click or transaction, checked for size, contract and event time (the partition's clock moves on)."""
+        msg = event.message
+        check_size(msg.value, settings.max_input_bytes)
+        valid = validate(kind, msg.value)
+        clocks.admit(msg.topic, msg.partition, valid.ts_ms, now_ms)
+        return valid
 
     def route_batch(out: OutputProducer, events: list[faust.EventT]) -> None:
         """Validate transactions and fraud labels and re-key the valid ones by terminal; dead-letter the rest."""
         events_in: Counter[str] = Counter()
+        now_ms = _now_ms()
         for event in events:
             msg = event.message
             events_in[msg.topic] += 1
             try:
                 if msg.topic == settings.fraud_labels_topic:
+                    check_size(msg.value, settings.max_input_bytes)
                     label = validate_fraud_label(msg.value)
                     terminal, payload = label.terminal_id, {"fraud_label": label.as_dict()}
                 else:
-                    valid = validate("transaction", msg.value)
+                    valid = validated("transaction", event, now_ms)
                     terminal, payload = valid.record["item_id"], {"record": valid.record, "label": valid.label}
             except InvalidEvent as error:
                 send_dead_letter(out, event, error)
@@ -160,12 +180,14 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         clicks_in, updates = 0, 0
         max_events, max_age_ms = settings.window_max_events, settings.window_max_age_ms
         accepted: Counter[str] = Counter()  # counted once per batch: a metric's lock and labels cost per call
+        duplicates: Counter[str] = Counter()
+        now_ms = _now_ms()
         for event in events:
             msg = event.message
             if msg.topic == settings.clicks_topic:
                 clicks_in += 1
                 try:
-                    valid = validate("click", msg.value)
+                    valid = validated("click", event, now_ms)
                 except InvalidEvent as error:
                     send_dead_letter(out, event, error)
                     continue
@@ -180,8 +202,11 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
             state = states.get_for_update(msg.key, event)
             source = f"{msg.topic}:{msg.partition}"
+            if is_duplicate_user_event(state, record, source, msg.offset):  # the same event id sent again
+                duplicates[lineage.topic] += 1
+                continue
             is_new = is_new_user_event(state, record, source, msg.offset)
-            if is_new:  # a redelivery is scored again, not counted
+            if is_new:  # a redelivery (the same offset, after a crash) is scored again, not counted
                 accepted[lineage.topic] += 1
             window, customer = apply_user_event(state, record, source, msg.offset, max_events, max_age_ms, is_new)
             update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
@@ -191,6 +216,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             metrics.events_in.labels(settings.clicks_topic).inc(clicks_in)
         for topic, count in accepted.items():
             metrics.events_accepted.labels(topic).inc(count)
+        for topic, count in duplicates.items():
+            metrics.duplicate_events.labels(topic).inc(count)
         if updates:
             metrics.sequence_updates.inc(updates)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,22 @@ def create_topics(kafka: str | Mapping[str, Any], topics: Iterable[str], partiti
         except Exception as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise BrokerError(f"could not create topic {topic}: {exc}") from exc
+    wait_for_leaders(admin, [t.topic for t in new], timeout_s)
+
+
+def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
+    """Return once every partition of `topics` has a leader: a topic is created before its partitions
+    elect one, and a read of its offsets meanwhile fails (NOT_LEADER_FOR_PARTITION)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+        waiting = [t for t in topics if t not in metadata or metadata[t].error is not None
+                   or any(p.leader < 0 for p in metadata[t].partitions.values())]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics without a leader for every partition after {timeout_s:.0f} s: {waiting}")
+        time.sleep(0.05)  # leaders are elected within milliseconds on a healthy cluster
 
 
 def check_partitions(kafka: str | Mapping[str, Any], topics: Iterable[str], partitions: int,

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
 
     # Faust worker
     data_dir: Path = Path("var/streamproc")
+    # input messages over this size are dead-lettered (too_large) with their size, SHA-256 and first bytes
+    max_input_bytes: int = Field(65_536, ge=1_024)
+    # an event more than this ahead of its input partition's event-time clock (its newest accepted event, never
+    # behind the wall clock) is dead-lettered (future_timestamp), never applied to state; 0 turns the guard off
+    max_event_ahead_ms: int = Field(86_400_000, ge=0)
     window_max_events: int = Field(50, ge=1)
     window_max_age_ms: int = Field(30 * 86_400_000, ge=1)
     # When changed table states are written to RocksDB and the changelog: "commit" once per key per

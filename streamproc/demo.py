@@ -28,9 +28,9 @@ from pydantic import SecretStr
 
 from streamproc.broker import create_topics, topic_end_offsets, wipe
 from streamproc.config import Settings
-from streamproc.local_kafka import KafkaError, LocalKafka, free_port
+from streamproc.local_kafka import KafkaError, LocalKafka, die_with_parent, free_port
 from streamproc.readiness import wait_until_ready
-from streamproc.replay import read_events, replay
+from streamproc.replay import read_events, replay, with_id_prefix
 
 SUMMARY_EVERY_S = 2.0
 READY_TIMEOUT_S = 300.0
@@ -173,7 +173,7 @@ class Pipeline:
     def launch(self, name: str) -> None:
         role = name.split("-")[0]
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "streamproc.cli", role], env=self.envs[name],
+            [sys.executable, "-m", "streamproc.cli", role], env=self.envs[name], preexec_fn=die_with_parent,
             stdout=open(self.logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
 
     def metrics_urls(self, role: str) -> tuple[str, ...]:
@@ -232,7 +232,8 @@ def folder_bytes(path: Path) -> int:
 @dataclass
 class Chaos:
     """SIGKILL the last broker at a quarter of the replay and the last Faust worker at a half, each restarted
-    CHAOS_DOWN_S later (by event count with a limit, else 20 s and 40 s into the replay)."""
+    CHAOS_DOWN_S later (by event count with a limit, else 20 s and 40 s into the replay). Runs on the demo's
+    main thread (`tick`), which starts every process: a child dies with the thread that started it."""
 
     kafka: LocalKafka | None
     pipeline: Pipeline
@@ -240,7 +241,7 @@ class Chaos:
     say: Callable[[str], None]
     started: float = field(default_factory=time.monotonic)
     done: set[str] = field(default_factory=set)
-    threads: list[threading.Thread] = field(default_factory=list)
+    restarts: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
 
     def due(self, step: str, produced: int, fraction: float, after_s: float) -> bool:
         if step in self.done:
@@ -251,13 +252,21 @@ class Chaos:
         return reached
 
     def tick(self, produced: int) -> None:
+        now = time.monotonic()
+        for entry in [r for r in self.restarts if r[0] <= now]:
+            self.restarts.remove(entry)
+            entry[1]()
         if self.kafka is not None and self.kafka.nodes > 1 and self.due("broker", produced, 0.25, 20):
-            index = self.kafka.nodes - 1
-            self.kafka.kill(index)
-            self.say(f"chaos: SIGKILLed Kafka broker {index + 1} of {self.kafka.nodes} after {produced} events; "
+            kafka, index = self.kafka, self.kafka.nodes - 1
+            kafka.kill(index)
+            self.say(f"chaos: SIGKILLed Kafka broker {index + 1} of {kafka.nodes} after {produced} events; "
                      f"restarting it in {CHAOS_DOWN_S:.0f} s")
-            self._later(lambda: (self.kafka.restart(index),  # type: ignore[union-attr]
-                                 self.say(f"chaos: Kafka broker {index + 1} is back")))
+
+            def restart_broker() -> None:
+                kafka.restart(index, wait=False)
+                self.say(f"chaos: Kafka broker {index + 1} restarted")
+
+            self.restarts.append((now + CHAOS_DOWN_S, restart_broker))
         if self.due("worker", produced, 0.5, 40):
             name = [n for n in self.pipeline.children if n.startswith("worker")][-1]
             self.pipeline.restarting.add(name)
@@ -265,24 +274,15 @@ class Chaos:
             self.pipeline.children[name].wait()
             self.say(f"chaos: SIGKILLed Faust {name} after {produced} events; restarting it in {CHAOS_DOWN_S:.0f} s")
 
-            def restart() -> None:
+            def restart_worker() -> None:
                 self.pipeline.launch(name)
                 self.pipeline.restarting.discard(name)
                 self.say(f"chaos: Faust {name} restarted")
 
-            self._later(restart)
-
-    def _later(self, action: Callable[[], Any]) -> None:
-        def run() -> None:
-            time.sleep(CHAOS_DOWN_S)  # the outage a user watches the pipeline ride through
-            action()
-
-        thread = threading.Thread(target=run, name="chaos", daemon=True)
-        thread.start()
-        self.threads.append(thread)
+            self.restarts.append((now + CHAOS_DOWN_S, restart_worker))
 
     def finished(self) -> bool:
-        return not any(t.is_alive() for t in self.threads)
+        return not self.restarts
 
 
 def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
@@ -353,10 +353,14 @@ def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | 
         nonlocal labels_sent
         labels_sent = n
 
+    events = read_events(data, fmt)
+    if external:  # the cluster may have seen this data: fresh event ids, or every event is a duplicate
+        events = with_id_prefix(events, f"run{int(time.time())}-")
+
     def produce() -> None:
         nonlocal produced
         try:
-            produced = replay(settings, read_events(data, fmt), rate=rate, limit=limit, progress=False,
+            produced = replay(settings, events, rate=rate, limit=limit, progress=False,
                               on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms,
                               on_labels_delivered=count_labels)
         except BaseException as exc:  # reported by the main thread

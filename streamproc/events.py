@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_ID_LEN = 128
 MAX_TEXT_LEN = 512
 MAX_AMOUNT = 1e9
+MAX_VALUE = 1e6  # a click's value: a rating, a price, a quantity; |value| above it is refused (bad_value)
+DEAD_LETTER_PREFIX_BYTES = 512  # what a dead letter keeps of a message too large to keep whole
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 REASONS = (
@@ -35,7 +38,10 @@ REASONS = (
     "bad_value",
     "unknown_action",
     "too_long",
+    "too_large",  # the whole message is over the input size limit (Settings.max_input_bytes)
+    "future_timestamp",  # event time too far ahead of its partition's event-time clock or of the wall clock
     "bad_sequence_update",  # scoring worker: an update it cannot read
+    "non_finite_score",  # scoring worker: the model gave a score that is not a finite number
 )
 
 
@@ -111,6 +117,19 @@ def _number(msg: dict[str, Any], name: str, reason: str, required: bool) -> floa
     return number
 
 
+def check_size(raw: bytes | None, max_bytes: int) -> None:
+    """Refuse a message over `max_bytes` before it is decoded (reason too_large)."""
+    if raw is not None and len(raw) > max_bytes:
+        raise InvalidEvent("too_large", f"the message has {len(raw):,} bytes, over the limit of {max_bytes:,}")
+
+
+def _value(msg: dict[str, Any]) -> float | None:
+    value = _number(msg, "value", "bad_value", required=False)
+    if value is not None and abs(value) > MAX_VALUE:
+        raise InvalidEvent("bad_value", f"'value' {value:g} is outside -{MAX_VALUE:g}..{MAX_VALUE:g}")
+    return value
+
+
 def parse_ts_ms(value: Any) -> int:
     """Event time as epoch milliseconds from an integer of milliseconds or an ISO-8601 string."""
     if isinstance(value, bool):
@@ -161,7 +180,7 @@ def validate_click(msg: dict[str, Any]) -> ValidEvent:
         "item_id": _id(msg, "item_id"),
         "action": action,
         "amount": None,
-        "value": _number(msg, "value", "bad_value", required=False),
+        "value": _value(msg),
         "title": _text(msg, "title"),
         "category": _text(msg, "category"),
     }
@@ -250,8 +269,11 @@ def validate(kind: str, raw: bytes | None) -> ValidEvent:
 
 
 def dead_letter(raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int,
-                error: InvalidEvent, now_ms: int) -> bytes:
-    """The dead-letter message: raw bytes (base64), where they came from, and why they were refused."""
+                error: InvalidEvent, now_ms: int, whole: bool = True) -> bytes:
+    """The dead-letter message: where the message came from, why it was refused, its size and SHA-256, and
+    its bytes (base64): whole, or (`whole=False`, for a message too large to keep) the first
+    DEAD_LETTER_PREFIX_BYTES only. The key is kept up to the same length."""
+    b64 = lambda data: None if data is None else base64.b64encode(data).decode()  # noqa: E731
     return orjson.dumps(
         {
             "reason": error.reason,
@@ -259,11 +281,23 @@ def dead_letter(raw: bytes | None, key: bytes | None, topic: str, partition: int
             "source_topic": topic,
             "partition": partition,
             "offset": offset,
-            "key_b64": None if key is None else base64.b64encode(key).decode(),
-            "raw_b64": None if raw is None else base64.b64encode(raw).decode(),
+            "key_b64": b64(key if whole or key is None else key[:DEAD_LETTER_PREFIX_BYTES]),
+            "raw_b64": b64(raw) if whole else None,
+            "raw_prefix_b64": None if whole else b64(raw[:DEAD_LETTER_PREFIX_BYTES] if raw is not None else None),
+            "raw_bytes": None if raw is None else len(raw),
+            "raw_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
             "dead_lettered_ts_ms": now_ms,
         }
     )
+
+
+def dead_letters(raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int,
+                 error: InvalidEvent, now_ms: int, max_whole_bytes: int) -> tuple[bytes, bytes]:
+    """(the dead letter to send, the reduced one to send if Kafka refuses it): whole when the message is
+    at most `max_whole_bytes`, else reduced (its size, hash and prefix) in both."""
+    reduced = dead_letter(raw, key, topic, partition, offset, error, now_ms, whole=False)
+    small = (raw is None or len(raw) <= max_whole_bytes) and (key is None or len(key) <= max_whole_bytes)
+    return (dead_letter(raw, key, topic, partition, offset, error, now_ms) if small else reduced), reduced
 
 
 def encode(obj: dict[str, Any]) -> bytes:

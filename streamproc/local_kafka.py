@@ -46,6 +46,17 @@ class KafkaError(RuntimeError):
     """The local Kafka could not be fetched, formatted or started; the message says why."""
 
 
+def die_with_parent() -> None:
+    """subprocess preexec_fn: the child gets SIGTERM when the thread that started it ends (Linux
+    PR_SET_PDEATHSIG), so that a demo or test killed outright leaves no broker or worker behind."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child outlives a killed parent, as before
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     import socket
 
@@ -304,13 +315,15 @@ class LocalKafka:
         assert self.members[index].process is not None
         os.killpg(self.members[index].process.pid, signal.SIGCONT)
 
-    def restart(self, index: int, timeout_s: float = 120.0) -> None:
-        """Start node `index` again over its storage (after `kill`); returns once it is back in the metadata."""
+    def restart(self, index: int, timeout_s: float = 120.0, wait: bool = True) -> None:
+        """Start node `index` again over its storage (after `kill`); returns once it is back in the metadata
+        (at once with wait=False)."""
         node = self.members[index]
         if node.alive():
             raise KafkaError(f"node {node.node_id} is running")
         self._launch(find_java(), ensure_kafka_jars(), node)
-        self.wait_ready(timeout_s)
+        if wait:
+            self.wait_ready(timeout_s)
 
     def dead(self) -> list[Node]:
         """The nodes whose process has exited (a broker that died by itself, or was killed)."""
@@ -441,7 +454,8 @@ class LocalKafka:
                 "-cp", f"{lib}/*", "kafka.Kafka", str(node.folder / "server.properties")]
         node.log_offset = node.log_path.stat().st_size if node.log_path.exists() else 0
         with open(node.folder / "stdout.log", "ab") as out:
-            node.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            node.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                            preexec_fn=die_with_parent)
 
 
 LOG4J = """\

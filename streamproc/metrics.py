@@ -20,6 +20,7 @@ class Metrics:
     registry: CollectorRegistry
     events_in: Counter
     events_accepted: Counter
+    duplicate_events: Counter
     dead_letters: Counter
     fraud_labels: Counter
     fraud_label_delay: Histogram
@@ -55,6 +56,7 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         registry=registry,
         events_in=Counter("streamproc_events_in", "Raw messages read from the input topics", ["topic"], registry=registry),
         events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation, each once (a redelivered or re-sent event is scored again, not counted again)", ["topic"], registry=registry),
+        duplicate_events=Counter("streamproc_duplicate_events", "Input events whose event id their user's state had already applied under another offset (sent twice by a producer): not applied or scored again", ["topic"], registry=registry),
         dead_letters=Counter("streamproc_dead_letters", "Input messages sent to the dead-letter topic", ["topic", "reason"], registry=registry),
         fraud_labels=Counter("streamproc_fraud_labels", "Fraud labels applied to terminal states, by what they did (processing.LABEL_OUTCOMES)", ["outcome"], registry=registry),
         fraud_label_delay=Histogram("streamproc_fraud_label_delay_days", "For each fraud label counted: its terminal's newest transaction minus the labelled one, in days of event time (the terminal risk features assume labels known within 7)", buckets=LABEL_DELAY_BUCKETS_DAYS, registry=registry),

@@ -18,12 +18,13 @@ import time
 from collections import Counter
 from functools import partial
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamproc.config import Settings
 
 SETTLE_POLL_S = 0.002
 SETTLE_LOG_EVERY_S = 30.0
+TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 log = logging.getLogger(__name__)
 
 
@@ -68,9 +69,14 @@ class OutputProducer:
         return partial(self._on_delivery, self._generation, False), partial(self._on_delivery, self._generation, True)
 
     def produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-                track: bool = False) -> None:
-        """Queue one record (to `partition` when given, else by key); track=True records its acked offset."""
-        callback = self._callbacks[track]
+                track: bool = False, fallback: bytes | None = None) -> None:
+        """Queue one record (to `partition` when given, else by key); track=True records its acked offset.
+
+        `fallback`: a smaller value to send instead if Kafka refuses this one as too large (a dead letter's
+        reduced form), so that a refusal never fails the commit that waits for it.
+        """
+        callback = self._callbacks[track] if fallback is None else partial(
+            self._on_delivery_or_fallback, self._generation, topic, key, partition, fallback)
         while True:
             try:
                 if partition is None:
@@ -80,7 +86,25 @@ class OutputProducer:
                 break
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as exc:  # refused before sending: larger than the producer's message.max.bytes
+                if fallback is None or exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise
+                log.warning("a record for %s of %d bytes is too large to send; sending its reduced form", topic,
+                            len(value))
+                value, fallback, callback = fallback, None, self._callbacks[track]
         self._in_flight[self._generation] += 1
+
+    def _on_delivery_or_fallback(self, generation: int, topic: str, key: bytes | None, partition: int | None,
+                                 fallback: bytes, error: KafkaError | None, message: Message) -> None:
+        """A record with a fallback: refused as too large by the broker, its fallback is sent in its place
+        (counted in the same generation, so a commit waiting for it waits for the fallback)."""
+        if error is not None and error.code() in TOO_LARGE:
+            log.warning("Kafka refused a record for %s as too large (%s); sending its reduced form", topic, error)
+            self._in_flight[generation] += 1
+            args = (topic, fallback, key) if partition is None else (topic, fallback, key, partition)
+            self._producer.produce(*args, on_delivery=partial(self._on_delivery, generation, False))
+            error = None
+        self._on_delivery(generation, False, error, message)
 
     def poll(self) -> None:
         """Serve the delivery callbacks of acknowledged records (cheap; call it once per batch)."""

@@ -17,6 +17,7 @@ from streamproc.windowing import insert_event, window_for_event
 
 State = dict[str, Any]
 RECENT_IDS_PER_MAX_EVENTS = 4  # event ids remembered per user, in multiples of the window length
+TERMINAL_RECENT_IDS = 256  # transaction ids a terminal remembers, to count one sent twice once
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,9 @@ def new_user_state() -> State:
 
 
 def new_terminal_state() -> State:
-    # f: the transactions counted as fraud, {transaction event_id: day index}, for the days velocity keeps
-    return {"o": {}, "v": aggregates.new_state(), "f": {}}
+    # f: the transactions counted as fraud, {transaction event_id: day index}, for the days velocity keeps;
+    # s: the terminal's recently applied transaction ids
+    return {"o": {}, "v": aggregates.new_state(), "f": {}, "s": []}
 
 
 def already_applied(state: State, source: str, offset: int) -> bool:
@@ -53,6 +55,13 @@ def already_applied(state: State, source: str, offset: int) -> bool:
 def is_new_user_event(state: State, record: dict[str, Any], source: str, offset: int) -> bool:
     """Whether `apply_user_event` would change the state: neither a redelivered offset nor a re-sent event id."""
     return not already_applied(state, source, offset) and record["event_id"] not in state.get("s", [])
+
+
+def is_duplicate_user_event(state: State, record: dict[str, Any], source: str, offset: int) -> bool:
+    """Whether the event's id was already applied under another offset: a producer (or an upstream stage
+    that re-ran) sent it twice. Such an event is neither applied nor scored again; a redelivery of an
+    applied offset (after a crash, before its commit) is not a duplicate: it is scored again."""
+    return not already_applied(state, source, offset) and record["event_id"] in state.get("s", [])
 
 
 def apply_user_event(
@@ -94,12 +103,17 @@ def apply_terminal_event(
     `source` and `offset` name the input transaction, not the by-terminal record: when the routing
     stage re-runs after a crash it re-sends transactions under new offsets, and those must not count
     twice. One routing task reads each input partition, so a terminal sees each partition's offsets
-    in order.
+    in order. A transaction whose id the terminal applied recently (sent twice by a producer, under
+    another input offset) does not count again either.
     """
     if not already_applied(state, source, offset):
-        aggregates.update(state["v"], record["ts_ms"], record["amount"], label)
-        if label:
-            _known_frauds(state)[record["event_id"]] = aggregates.day_index(record["ts_ms"])
+        recent = state.setdefault("s", [])  # states written before duplicates were caught had no "s"
+        if record["event_id"] not in recent:
+            aggregates.update(state["v"], record["ts_ms"], record["amount"], label)
+            if label:
+                _known_frauds(state)[record["event_id"]] = aggregates.day_index(record["ts_ms"])
+            recent.append(record["event_id"])
+            del recent[: max(0, len(recent) - TERMINAL_RECENT_IDS)]
         state["o"][source] = offset
     at = record["ts_ms"]
     return aggregates.terminal_features(state["v"], at) | aggregates.terminal_recent_features(state["v"], at)

@@ -119,6 +119,19 @@ def read_generator(seed: int = 7, n_users: int = 500, days: int = 30) -> Iterato
     yield from synthetic.generate(n_users=n_users, days=days, seed=seed)
 
 
+def with_id_prefix(events: Iterable[Message], prefix: str) -> Iterator[Message]:
+    """The events with `prefix` before every event id (and a fraud label's transaction id): a replay that
+    sends a data set again to a pipeline that saw it, whose users' states would take the same ids as
+    duplicates and score nothing."""
+    for topic, message in events:
+        if isinstance(message, dict):
+            message = dict(message)
+            for name in ("event_id", "transaction_id"):
+                if isinstance(message.get(name), str | int):
+                    message[name] = f"{prefix}{message[name]}"
+        yield topic, message
+
+
 def read_events(path: Path | None, fmt: str = "auto", seed: int = 7) -> Iterator[Message]:
     """The events of a data set in event-time order, as (topic, wire message); no path: the generator."""
     if path is None or fmt == "generator":

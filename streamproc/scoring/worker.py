@@ -13,6 +13,7 @@ and a lost assignment drops the batch in hand, which the partitions' next owner 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -63,6 +64,13 @@ def decode_update(message: Message) -> Pending:
 # known fraud rate
 ALERT_VELOCITY = frozenset(
     (*aggregates.CUSTOMER_RECENT_FEATURES, "customer_nb_tx_1d", *aggregates.TERMINAL_RECENT_FEATURES, "terminal_risk_30d"))
+
+
+def finite_scores(scores: Scores) -> bool:
+    """Whether every number of the scores is finite (a model fed an input it was never trained on can give
+    NaN or infinity; such a score is dead-lettered, never published)."""
+    return (math.isfinite(scores.risk) and math.isfinite(scores.time_to_next_s)
+            and all(math.isfinite(s) for _, s in scores.top_items) and all(math.isfinite(p) for p in scores.next_action.values()))
 
 
 def score_messages(
@@ -281,6 +289,11 @@ class ScoringWorker:
         for pending, score in zip(valid, scores, strict=True):
             update = pending.update
             assert update is not None
+            if not finite_scores(score):
+                self._dead_letter(Pending(pending.message, None, InvalidEvent(
+                    "non_finite_score", f"the model scored event {update.get('event_id')} with a number that is not "
+                                        f"finite (risk {score.risk}, time to next {score.time_to_next_s} s)")))
+                continue
             key = str(update["user_id"]).encode()
             ingest_ms = (update.get("lineage") or {}).get("ingest_ts_ms")
             for kind, value in score_messages(update, score, scored_ts_ms, self.settings.alert_threshold).items():
@@ -332,7 +345,8 @@ class ScoringWorker:
         self.metrics.dead_letters.labels(msg.topic(), error.reason).inc()
         self.producer.produce(
             self.settings.dead_letter_topic, key=msg.key(),
-            value=dead_letter(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset(), error, _now_ms()),
+            value=dead_letter(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset(), error, _now_ms(),
+                              whole=len(msg.value() or b"") <= self.settings.max_input_bytes),
         )
 
     # -- metrics -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from streamproc.broker import create_topics, end_offsets
 from streamproc.config import Settings
 from streamproc.demo import settings_env
-from streamproc.local_kafka import LocalKafka, free_port
+from streamproc.local_kafka import LocalKafka, die_with_parent, free_port
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +54,7 @@ class Process:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamproc.cli", "--verbose", command], env=settings_env(settings),
             stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+            preexec_fn=die_with_parent,  # a test run killed outright leaves no worker behind
         )
 
     def alive(self) -> bool:

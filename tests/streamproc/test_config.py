@@ -60,3 +60,12 @@ def test_tls_and_sasl_options_reach_librdkafka_and_faust_alike(tmp_path) -> None
 def test_incomplete_security_settings_are_refused_with_the_reason(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(**fields)
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    # a row names the variable whole (`STREAMPROC_NAME`) or, after another on the same row, as `_NAME`
+    named = {name for name in Settings.model_fields if f"`STREAMPROC_{name.upper()}`" in page or f"`_{name.upper()}`" in page}
+    assert set(Settings.model_fields) - named == set()

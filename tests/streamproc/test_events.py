@@ -124,3 +124,36 @@ def test_invalid_fraud_label_has_a_clear_reason(payload, reason):
     with pytest.raises(InvalidEvent) as info:
         validate_fraud_label(payload)
     assert info.value.reason == reason
+
+
+@pytest.mark.parametrize("value", [1e308, -1e7, 1_000_000.5])
+def test_a_click_value_outside_its_range_is_a_bad_value(value):
+    # 1e308 passed before and turned every later score of the user into null (a float32 overflow)
+    with pytest.raises(InvalidEvent) as exc:
+        validate("click", raw(CLICK | {"value": value}))
+    assert exc.value.reason == "bad_value"
+    assert validate("click", raw(CLICK | {"value": -1e6})).record["value"] == -1e6
+
+
+def test_a_message_over_the_size_limit_is_too_large_and_its_dead_letter_keeps_size_hash_and_prefix():
+    import base64
+    import hashlib
+
+    from streamproc.events import DEAD_LETTER_PREFIX_BYTES, check_size, dead_letters
+
+    big = b'{"event_id": "' + b"x" * 2_000_000 + b'"}'
+    check_size(big, len(big))  # at the limit: fine
+    with pytest.raises(InvalidEvent) as exc:
+        check_size(big, 65_536)
+    assert exc.value.reason == "too_large" and f"{len(big):,} bytes" in exc.value.detail
+    whole, reduced = dead_letters(big, b"u1", "clicks", 2, 9, exc.value, 5, max_whole_bytes=65_536)
+    assert whole is reduced and len(reduced) < 2_000
+    letter = json.loads(reduced)
+    assert letter["raw_b64"] is None and letter["raw_bytes"] == len(big)
+    assert letter["raw_sha256"] == hashlib.sha256(big).hexdigest()
+    assert base64.b64decode(letter["raw_prefix_b64"]) == big[:DEAD_LETTER_PREFIX_BYTES]
+    assert (letter["reason"], letter["source_topic"], letter["partition"], letter["offset"]) == ("too_large", "clicks", 2, 9)
+    # a small message is kept whole, with its reduced form ready in case Kafka refuses the whole one
+    whole, reduced = dead_letters(b"{bad", b"u1", "clicks", 2, 10, InvalidEvent("invalid_json", "x"), 5, 65_536)
+    assert json.loads(whole)["raw_b64"] == base64.b64encode(b"{bad").decode() and whole is not reduced
+    assert json.loads(reduced)["raw_b64"] is None and json.loads(reduced)["raw_bytes"] == 4

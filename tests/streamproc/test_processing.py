@@ -181,3 +181,27 @@ def test_training_replays_the_aggregates_the_pipeline_serves():
     assert any(a["terminal_recent_nb_tx_7d"] > 1 and a["customer_nb_tx_1h"] > 1 for a in served.values())
     assert train.replay_aggregates(records, labels) == served
     assert datasets.replay_aggregates(transactions, labels) == {r["event_id"]: served[r["event_id"]] for r in transactions}
+
+
+def test_an_event_id_sent_twice_is_a_duplicate_but_a_redelivered_offset_is_not():
+    from streamproc.processing import is_duplicate_user_event
+
+    state = new_user_state()
+    apply_user_event(state, transaction(1), "clicks:0", 7, 50, 30 * DAY_MS)
+    assert is_duplicate_user_event(state, transaction(1), "clicks:0", 8)  # the producer sent it again
+    assert is_duplicate_user_event(state, transaction(1), "user-events:1", 3)
+    assert not is_duplicate_user_event(state, transaction(1), "clicks:0", 7)  # redelivered after a crash: rescored
+    assert not is_duplicate_user_event(state, transaction(2), "clicks:0", 8)
+
+
+def test_a_terminal_counts_a_transaction_sent_twice_by_its_producer_once():
+    state = new_terminal_state()
+    apply_terminal_event(state, transaction(1), 0, "transactions:0", 10)
+    apply_terminal_event(state, transaction(1), 0, "transactions:0", 11)  # the same transaction, a new offset
+    apply_terminal_event(state, transaction(1), 0, "transactions:3", 4)  # and through another partition
+    apply_terminal_event(state, transaction(2), 0, "transactions:0", 12)
+    assert day_counts(state) == 2
+    assert state["o"] == {"transactions:0": 12, "transactions:3": 4}
+    old = {"o": {}, "v": aggregates.new_state(), "f": {}}  # a state written before duplicates were caught
+    apply_terminal_event(old, transaction(1), 0, "transactions:0", 10)
+    assert day_counts(old) == 1 and old["s"] == ["tx1"]

@@ -199,3 +199,47 @@ def test_scores_wait_for_their_acknowledgement_through_an_outage(worker: Scoring
     worker.batcher.add(Pending("m0", update(0)), now_ms=0)  # type: ignore[arg-type]
     worker.flush_batch()  # not a RuntimeError after the first unanswered flush, as before
     assert log == ["store m0"] and worker.producer.outage == 0
+
+
+class NanScorer(ConstantScorer):
+    def score(self, windows: list[Any]) -> list[Scores]:
+        return [Scores(float("nan") if n == 1 else 0.1, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test")
+                for n, _ in enumerate(windows)]
+
+
+class DeadLetterMessage:
+    """What the worker reads of a consumed message when it dead-letters it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def topic(self) -> str:
+        return "sequence-updates"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self.n
+
+    def key(self) -> bytes:
+        return b"u1"
+
+    def value(self) -> bytes:
+        return b"{}"
+
+    def __repr__(self) -> str:
+        return f"m{self.n}"
+
+
+def test_a_non_finite_score_is_dead_lettered_and_counted_never_published(worker: ScoringWorker) -> None:
+    log: list[str] = []
+    worker.scorer = NanScorer()  # type: ignore[assignment]
+    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
+    for n in range(3):
+        worker.batcher.add(Pending(DeadLetterMessage(n), update(n)), now_ms=0)  # type: ignore[arg-type]
+    worker.flush_batch()
+    assert sorted(worker.producer.acked) == sorted(["risk-scores", "next-action-scores"] * 2 + ["streamproc.dead-letters"])
+    assert sample(worker, "streamproc_dead_letters_total", {"topic": "sequence-updates", "reason": "non_finite_score"}) == 1
+    assert log == ["store m0", "store m1", "store m2"]  # the dead-lettered update is done with too
