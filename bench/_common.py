@@ -52,7 +52,7 @@ def ram_gib() -> str:
     return "unknown"
 
 
-def header(title: str, extra: dict[str, str] | None = None) -> str:
+def header(title: str, extra: dict[str, str] | None = None, broker: bool = True) -> str:
     """Markdown header: what ran, where, with which versions, and the exact command line."""
     rows = {
         "CPU": cpu_model(),
@@ -67,6 +67,8 @@ def header(title: str, extra: dict[str, str] | None = None) -> str:
         "broker": f"Apache Kafka {kafka_version()} (KRaft, one node, log on local disk, loopback), started by the bench",
         "date (UTC)": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
+    if not broker:  # the bench starts none
+        del rows["broker"]
     rows |= extra or {}
     lines = [f"# {title}", "", "| machine | |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in rows.items()]

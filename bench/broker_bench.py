@@ -2,7 +2,7 @@
 
 Start-up: for 1 and 3 KRaft nodes, a cold start (storage formatted, then started) and a restart over the
 same storage, each timed until every node serves; then each node's resident memory and CPU while idle
-(no client) over --idle-s.
+(no client) over --idle-s; then node 1 SIGKILLed and started again, timed until it serves.
 
 Hop: one confluent-kafka producer sends R messages/s (keyed over 500 keys, murmur2) into a fresh topic and
 one consumer reads it (assigned to every partition from offset 0, no group). For each setting a fresh
@@ -153,11 +153,15 @@ def start_up(nodes: int, idle_s: float) -> list[str]:
         time.sleep(idle_s)  # nothing connected: the brokers' own background work
         idle = [100 * (cpu_seconds(p) - b) / idle_s for p, b in zip(pids, before, strict=True)]
         rss = [rss_mib(p) for p in pids]
+        kafka.kill(0)
+        started = time.monotonic()
+        kafka.restart(0)  # its old registration must expire first (broker.session.timeout.ms)
+        killed = time.monotonic() - started
         kafka.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return [str(nodes), fmt(cold, 1), fmt(warm, 1), ", ".join(fmt(r) for r in rss), ", ".join(fmt(c, 1) for c in idle),
-            f"{kafka.heap_mb} MiB"]
+    return [str(nodes), fmt(cold, 1), fmt(warm, 1), fmt(killed, 1), ", ".join(fmt(r) for r in rss),
+            ", ".join(fmt(c, 1) for c in idle), f"{kafka.heap_mb} MiB"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"partitions, 500 keys; a fresh broker per setting",
     }))
     if starts:
-        print(table(["KRaft nodes", "cold start s (format + start)", "restart s", "RSS MiB per node after restart",
+        print(table(["KRaft nodes", "cold start s (format + start)", "restart s", "node 1 SIGKILLed and restarted s",
+                     "RSS MiB per node after restart",
                      f"idle CPU % per node ({args.idle_s:g} s, no client)", "max heap"], starts))
         print()
     step = f"{args.interval_s:g} s"

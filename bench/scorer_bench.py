@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ml = {"missing": str(args.movielens)}
 
-    print(header("scorer_bench: scorer and encoder throughput", {
+    print(header("scorer_bench: scorer and encoder throughput", broker=False, extra={
         "device": device_name,
         "checkpoint": str(args.checkpoint),
         **({"windows": built} if built else {}),

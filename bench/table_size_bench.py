@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1], file=sys.stderr)
 
     print(header("table_size_bench: counting a RocksDB table's keys",
-                 {"workload": f"{args.value_bytes:,}-byte values, each key written {args.rounds} times"}))
+                 {"workload": f"{args.value_bytes:,}-byte values, each key written {args.rounds} times"}, broker=False))
     print(table(["keys", "Faust len(table)", "event loop stopped for (ms)", "us per key", "sliced count",
                  "sliced count took (ms)", "longest event-loop gap (ms)", "next count in (s)",
                  "RocksDB estimate-num-keys"], rows))

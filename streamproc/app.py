@@ -53,6 +53,12 @@ def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
     )
 
 
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Each table partition's RocksDB memory: at most two memtables and a block cache (Faust's RocksDBOptions)."""
+    return {"write_buffer_size": settings.rocksdb_write_buffer_mib * 2**20, "max_write_buffer_number": 2,
+            "block_cache_size": settings.rocksdb_block_cache_mib * 2**20}
+
+
 def create_app(settings: Settings) -> Topology:
     """The Faust app with raw-bytes topics (we validate ourselves) and two RocksDB tables."""
     app = faust.App(
@@ -69,6 +75,9 @@ def create_app(settings: Settings) -> Topology:
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
         broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
         broker_commit_interval=settings.commit_interval_ms / 1000,
+        # Faust also commits every 10,000 acknowledged messages, from inside its fetch loop, which then waits
+        # for the commit (and so for the write-behind flush): commits on the interval alone, in their own task
+        broker_commit_every=2**31 - 1,
         consumer_auto_offset_reset="earliest",
         table_standby_replicas=0,
         producer_acks=-1,
@@ -91,8 +100,10 @@ def create_app(settings: Settings) -> Topology:
         user_inputs=raw_topic(settings.clicks_topic, settings.user_events_topic),
         sequence_updates=raw_topic(settings.sequence_updates_topic),
         dead_letters=raw_topic(settings.dead_letter_topic),
-        users=app.Table(USER_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions),
-        terminals=app.Table(TERMINAL_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions),
+        users=app.Table(USER_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                        options=rocksdb_options(settings)),
+        terminals=app.Table(TERMINAL_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
+                            options=rocksdb_options(settings)),
     )
 
 
