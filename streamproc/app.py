@@ -53,6 +53,16 @@ def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
     )
 
 
+def faust_internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
+    """The topics Faust declares for itself (table changelogs, the assignor's leader topic): name ->
+    (partitions, config). The worker creates them before Faust starts: a topic Faust creates while it
+    joins its group can miss the group's first metadata, and its partitions are then assigned to nobody
+    (seen on Kafka: "Ignoring missing topic: ...-terminal-state-changelog", and no terminal state)."""
+    changelogs = {f"{settings.app_id}-{table}-changelog": (settings.partitions, {"cleanup.policy": "compact"})
+                  for table in (USER_TABLE, TERMINAL_TABLE)}
+    return changelogs | {f"{settings.app_id}-__assignor-__leader": (1, {})}
+
+
 def rocksdb_options(settings: Settings) -> dict[str, int]:
     """Each table partition's RocksDB memory: at most two memtables and a block cache (Faust's RocksDBOptions)."""
     return {"write_buffer_size": settings.rocksdb_write_buffer_mib * 2**20, "max_write_buffer_number": 2,

@@ -8,7 +8,7 @@ import faust
 import uvloop
 
 from streamproc.agents import register_agents
-from streamproc.app import create_app, quiet_faust_logging
+from streamproc.app import create_app, faust_internal_topics, quiet_faust_logging
 from streamproc.broker import check_partitions, create_topics
 from streamproc.config import Settings
 from streamproc.faust_seek_fix import install_seek_guard
@@ -42,7 +42,11 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     install_flush_before_commit()
     set_fetch_wait(settings.faust_fetch_wait_ms, settings.fetch_min_bytes)
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
-    check_partitions(settings.kafka_common(), settings.worker_input_topics(), settings.partitions)
+    internal = faust_internal_topics(settings)
+    for name, (partitions, config) in internal.items():
+        create_topics(settings.kafka_common(), [name], partitions, settings.replication_factor, config=config)
+    check_partitions(settings.kafka_common(), [*settings.worker_input_topics(),
+                                               *(t for t, (n, _) in internal.items() if n > 1)], settings.partitions)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)
