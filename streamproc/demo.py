@@ -353,7 +353,7 @@ def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | 
         nonlocal labels_sent
         labels_sent = n
 
-    events = read_events(data, fmt)
+    events = read_events(data, fmt, endless=True)  # the generator runs for hours; a data set ends
     if external:  # the cluster may have seen this data: fresh event ids, or every event is a duplicate
         events = with_id_prefix(events, f"run{int(time.time())}-")
 

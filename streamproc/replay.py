@@ -113,10 +113,27 @@ def read_jsonl(path: Path) -> Iterator[Message]:
                 yield row["topic"], row["message"]
 
 
-def read_generator(seed: int = 7, n_users: int = 500, days: int = 30) -> Iterator[Message]:
+ENDLESS_CHUNKS_BEFORE_START = 120  # the endless stream starts this many chunks before synthetic.START_MS
+
+
+def read_generator(seed: int = 7, n_users: int = 500, days: int = 30, endless: bool = False) -> Iterator[Message]:
+    """The built-in generator's stream: `n_users` users over `days` days (about 120,000 events at the
+    defaults). `endless`: chunk after chunk of `days`, the same users and shop, each chunk with its own
+    event ids and the next days of event time; it starts ENDLESS_CHUNKS_BEFORE_START chunks before the
+    generator's usual start (2025-01-01 less about ten years), so that it stays behind the wall clock,
+    which the pipeline's event-time guard bounds (at 1,000 events/s: about 2 minutes of replay per
+    chunk, so it reaches the wall clock after about 5 hours)."""
     from models import synthetic
 
-    yield from synthetic.generate(n_users=n_users, days=days, seed=seed)
+    if not endless:
+        yield from synthetic.generate(n_users=n_users, days=days, seed=seed)
+        return
+    chunk = 0
+    while True:
+        start_ms = synthetic.START_MS + (chunk - ENDLESS_CHUNKS_BEFORE_START) * days * 86_400_000
+        for topic, message in synthetic.generate(n_users=n_users, days=days, seed=seed + chunk, start_ms=start_ms):
+            yield topic, (message if chunk == 0 else {**message, "event_id": f"c{chunk}-{message['event_id']}"})
+        chunk += 1
 
 
 def with_id_prefix(events: Iterable[Message], prefix: str) -> Iterator[Message]:
@@ -132,10 +149,11 @@ def with_id_prefix(events: Iterable[Message], prefix: str) -> Iterator[Message]:
         yield topic, message
 
 
-def read_events(path: Path | None, fmt: str = "auto", seed: int = 7) -> Iterator[Message]:
-    """The events of a data set in event-time order, as (topic, wire message); no path: the generator."""
+def read_events(path: Path | None, fmt: str = "auto", seed: int = 7, endless: bool = False) -> Iterator[Message]:
+    """The events of a data set in event-time order, as (topic, wire message); no path: the generator
+    (`endless`: see read_generator)."""
     if path is None or fmt == "generator":
-        return read_generator(seed)
+        return read_generator(seed, endless=endless)
     fmt = detect_format(path) if fmt == "auto" else fmt
     readers = {"fraud": read_fraud_handbook, "movielens": read_movielens, "yoochoose": read_yoochoose,
                "taobao": read_taobao, "jsonl": read_jsonl}

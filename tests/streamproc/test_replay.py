@@ -93,3 +93,19 @@ def test_labels_as_topic_strips_labels_and_sends_each_fraud_after_its_delay():
     assert [(f.transaction_id, f.terminal_id, f.ts_ms, f.label) for f in labels] == [
         ("tx-0", "t0", 1_522_540_800_000, 1), ("tx-2", "t0", 1_522_540_800_000 + 129_600_000, 1)]
     assert message_key("fraud_labels", out[2][1]) == b"t0" and message_key("clicks", out[3][1]) == b"c1"
+
+
+def test_the_endless_generator_goes_on_with_fresh_ids_and_later_times_behind_the_wall_clock():
+    import itertools
+    import time
+
+    from streamproc.replay import read_generator
+
+    first = list(read_generator())
+    endless = list(itertools.islice(read_generator(endless=True), 2 * len(first) + 10))
+    ids = [m["event_id"] for _, m in endless]
+    assert len(set(ids)) == len(ids)  # chunk 1 has ids of its own
+    assert [m["event_id"] for _, m in endless[: len(first)]] == [m["event_id"] for _, m in first]
+    times = [m["ts"] for _, m in endless]
+    assert times == sorted(times)  # each chunk's days follow the last's
+    assert max(times) < time.time() * 1000 - 365 * 86_400_000  # years behind the wall clock
