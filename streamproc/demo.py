@@ -74,6 +74,7 @@ class Summary:
     alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
     last_recs: dict[str, Any] | None = None
     first_score_at: float | None = None
+    rate_mark: tuple[float, int] | None = None
 
     def is_this_runs(self, topic: str, partition: int, offset: int) -> bool:
         return offset >= self.since.get((topic, partition), 0)
@@ -98,14 +99,24 @@ class Summary:
                 settings.clicks_topic, settings.transactions_topic):  # fraud labels are not scored
             self.dead_lettered.add((value["source_topic"], value["partition"], value["offset"]))
 
+    def recent_rate(self) -> float:
+        """Scores per second since the previous call (the first call: since the first score), so
+        that the summary shows the current rate, not an average since the start."""
+        now = time.monotonic()
+        since, count_then = self.rate_mark or (self.first_score_at or now, 0)
+        elapsed = now - since
+        if elapsed < 0.5:  # too short to say; the next call measures from the same mark
+            return 0.0
+        self.rate_mark = (now, len(self.scored))
+        return (len(self.scored) - count_then) / elapsed
+
     def done(self) -> int:
         return len(self.scored) + len(self.dead_lettered)
 
     def render(self, produced: int, settings: Settings, kafka_status: str = "", labels_sent: int = 0) -> str:
         lat = sorted(self.latencies_ms)
         pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0)  # noqa: E731
-        elapsed = time.monotonic() - self.first_score_at if self.first_score_at else 0.0
-        rate = len(self.scored) / elapsed if elapsed > 0 else 0.0
+        rate = self.recent_rate()
         lines = [
             f"--- produced {produced}  scored {len(self.scored)}  dead-lettered {len(self.dead_lettered)}  "
             f"({rate:.0f} scored/s)  latency ms p50 {pct(0.5)} p95 {pct(0.95)} p99 {pct(0.99)}"

@@ -65,6 +65,17 @@ def test_demo_and_replay_default_to_their_label_modes_and_the_summary_counts_lab
     assert "fraud labels" not in summary.render(10, Settings())
 
 
+def test_the_summary_rate_is_the_rate_since_its_previous_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([102.0, 104.0, 104.1])
+    monkeypatch.setattr(demo.time, "monotonic", lambda: next(clock))
+    summary = Summary(first_score_at=100.0)
+    summary.scored.update(f"e{i}" for i in range(300))
+    assert summary.recent_rate() == 150.0  # 300 scores in the 2 s since the first
+    summary.scored.update(f"f{i}" for i in range(100))
+    assert summary.recent_rate() == 50.0  # 100 more in the next 2 s, not 400 / 4 s
+    assert summary.recent_rate() == 0.0  # too short an interval to say
+
+
 def test_the_demo_starts_three_brokers_only_locally() -> None:
     assert cli.build_parser().parse_args(["demo", "--brokers", "3", "--workers", "2", "--chaos"]).brokers == 3
     with pytest.raises(SystemExit) as refused:  # before any connection to that Kafka is tried
