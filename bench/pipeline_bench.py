@@ -253,7 +253,7 @@ def run_quix(settings: Settings, n: int, window: int, work: Path, timeout_s: flo
     label = "(d) Quix Streams: last-50 window in RocksDB state + changelog, one output per event"
     py = quix_python(python)
     if py is None:
-        return failed(label, "NOT RUN: quixstreams is not importable (pass --quix-python; see docs/benchmarks.md, "The scripts")")
+        return failed(label, "NOT RUN: quixstreams is not importable (pass --quix-python; see 'The scripts' in docs/benchmarks.md)")
     version = subprocess.run([py, "-c", "import quixstreams; print(quixstreams.__version__)"],
                              capture_output=True, text=True).stdout.strip()
     tag = f"quix-{uuid.uuid4().hex[:6]}"
