@@ -33,8 +33,8 @@ from _common import cpu_seconds, fmt, header, percentile, table
 from confluent_kafka import Consumer, Producer, TopicPartition
 from soak_bench import rss_mib
 
-from streamproc.broker import create_topics
-from streamproc.local_kafka import LocalKafka
+from streamproc.kafka.admin import create_topics
+from streamproc.kafka.local_kafka import LocalKafka
 
 
 def _ints(text: str) -> list[int]:

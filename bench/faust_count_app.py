@@ -1,6 +1,6 @@
 """Child process of pipeline_bench.py: a minimal Faust app whose only agent counts raw events.
 
-Same app settings as streamproc.app.create_app (minus the tables): raw bytes topic, 4 partitions,
+Same app settings as streamproc.stages.app.create_app (minus the tables): raw bytes topic, 4 partitions,
 stream_buffer_maxsize 8192, commit every second. `--mode take` iterates stream.take_events(1000,
 within=0.01) like streamproc's agents; `--mode iter` uses a plain `async for value in stream`;
 `--mode layout` counts with three such agents over five topics, as streamproc's worker subscribes.

@@ -1,7 +1,7 @@
 """Produce-to-score latency of the full pipeline (Faust worker + scoring worker on CPU) at paced rates.
 
 Synthetic events (models.synthetic, clicks and transactions) are replayed with
-streamproc.replay.replay(..., rate=R) into a local Apache Kafka; a test consumer reads risk-scores.
+streamproc.feed.replay.replay(..., rate=R) into a local Apache Kafka; a test consumer reads risk-scores.
   end-to-end   = arrival of the score at the test consumer - lineage.ingest_ts_ms
                  (the input message's broker timestamp, carried through by the pipeline)
   scorer stamp = scored_ts_ms (scoring worker's clock when it published) - lineage.ingest_ts_ms
@@ -45,9 +45,9 @@ from confluent_kafka import Consumer
 
 from models import synthetic
 from models.aggregates import DAY_MS
-from streamproc.broker import create_topics
 from streamproc.config import Settings
-from streamproc.replay import replay
+from streamproc.feed.replay import replay
+from streamproc.kafka.admin import create_topics
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{settings.faust_fetch_wait_ms} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
                     f"producer linger {settings.producer_linger_ms} ms, state_flush {settings.state_flush}",
         "workload": f"models.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
-                    f"chunk, paced by streamproc.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "
+                    f"chunk, paced by streamproc.feed.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "
                     f"first {args.warmup_s:.0f} s dropped",
     }))
     rows = []

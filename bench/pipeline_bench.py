@@ -6,7 +6,7 @@
   (c) the streamproc Faust worker (`streamproc worker`: real agents, RocksDB tables, sequence-updates)
   (d) Quix Streams doing the same window job (RocksDB state + changelog, one output per event)
 
-The events are produced once, keyed by user with the murmur2 partitioner (streamproc.replay), before
+The events are produced once, keyed by user with the murmur2 partitioner (streamproc.feed.replay), before
 any consumer starts; every consumer reads the same topic from the beginning with its own group. The
 clock starts at the first event processed, so group join, RocksDB open and start-up are excluded.
 Not a timed test: prints markdown.
@@ -34,9 +34,9 @@ from typing import Any
 from _common import Child, bench_settings, cpu_seconds, fmt, header, start_kafka, streamproc_child, table
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from streamproc.broker import create_topics
 from streamproc.config import Settings
-from streamproc.replay import replay
+from streamproc.feed.replay import replay
+from streamproc.kafka.admin import create_topics
 
 HERE = Path(__file__).resolve().parent
 START_MS = 1_735_689_600_000

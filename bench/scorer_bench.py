@@ -2,8 +2,8 @@
 cache hit rate over a real data set (MovieLens small).
 
 Windows are built the way the Faust worker builds them: synthetic events (models.synthetic) are
-validated (streamproc.events.validate) and applied in event-time order with
-streamproc.processing.apply_user_event / apply_terminal_event; only full windows (--window events)
+validated (streamproc.core.events.validate) and applied in event-time order with
+streamproc.core.processing.apply_user_event / apply_terminal_event; only full windows (--window events)
 are kept. Every text of those windows is in the encoder cache before timing (warm-up pass), so the
 batch numbers are featurize + temporal model + outputs, as in the steady-state scoring worker.
 Not a timed test: prints markdown.
@@ -26,9 +26,14 @@ from models import risk_trees, synthetic
 from models.encoder import TextCache, TextEncoder
 from models.features import event_text
 from models.scorer import Scorer, Window
-from streamproc.events import MIN_TS_MS, InvalidEvent, validate
-from streamproc.processing import apply_terminal_event, apply_user_event, new_terminal_state, new_user_state
-from streamproc.replay import read_events
+from streamproc.core.events import MIN_TS_MS, InvalidEvent, validate
+from streamproc.core.processing import (
+    apply_terminal_event,
+    apply_user_event,
+    new_terminal_state,
+    new_user_state,
+)
+from streamproc.feed.replay import read_events
 
 BATCH_SIZES = (1, 8, 32, 64, 128, 256, 512, 1024)
 MAX_AGE_MS = 30 * 86_400_000
@@ -138,7 +143,7 @@ def bench_encoder(device: str, n_texts: int, batch: int) -> dict[str, Any]:
 
 
 def movielens_texts(path: Path) -> tuple[list[str | None], list[bool], Counter[str]]:
-    """Per event of a MovieLens replay, in event-time order: its text, whether streamproc.events.validate
+    """Per event of a MovieLens replay, in event-time order: its text, whether streamproc.core.events.validate
     accepts it, and the rejections by reason.
 
     MovieLens-small has ratings from 1996 on, which older validators refused (bad_timestamp: before
@@ -169,7 +174,7 @@ def movielens_hit_rate(texts: list[str | None], accepted: list[bool], rejected: 
                        cache_size: int) -> list[dict[str, Any]]:
     """Cache lookups per event: over the events the validator accepts, and over all events."""
     rows = []
-    for name, keep in (("accepted by streamproc.events.validate", accepted), ("all events (timestamp check aside)",
+    for name, keep in (("accepted by streamproc.core.events.validate", accepted), ("all events (timestamp check aside)",
                                                                              [True] * len(texts))):
         cache = TextCache(cache_size)
         kept = [t for t, k in zip(texts, keep, strict=True) if k]

@@ -43,11 +43,11 @@ from _common import (
 from confluent_kafka import Consumer
 from latency_bench import event_source
 
-from streamproc.broker import create_topics
 from streamproc.config import Settings
-from streamproc.demo import folder_bytes
-from streamproc.readiness import read_metrics
-from streamproc.replay import replay
+from streamproc.demo.run import folder_bytes
+from streamproc.feed.replay import replay
+from streamproc.kafka.admin import create_topics
+from streamproc.observability.readiness import read_metrics
 
 MIB = 2**20
 

@@ -1,11 +1,11 @@
 """What counting a RocksDB table's keys costs the Faust worker's event loop: Faust's `len(table)` against
-streamproc.table_size's sliced count, and RocksDB's own estimate next to the true count.
+streamproc.stages.table_size's sliced count, and RocksDB's own estimate next to the true count.
 
 A real RocksDB database (rocksdict, raw mode, as Faust's store opens it) is filled with --keys keys of
 --value-bytes each, written --rounds times over (as write-behind overwrites each user's state).
   Faust len(table)  one pass over the keys in Python (Faust's Store._size), as the worker did every 10 s:
                     the event loop runs nothing else until it ends
-  sliced count      streamproc.table_size.count_keys, with a ticker task measuring the longest time the
+  sliced count      streamproc.stages.table_size.count_keys, with a ticker task measuring the longest time the
                     event loop went without a turn
   estimate          RocksDB's "rocksdb.estimate-num-keys" property
 Not a timed test: prints markdown.
@@ -25,7 +25,7 @@ from _common import fmt, header, table
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import Options, Rdict, WriteBatch
 
-from streamproc.table_size import count_keys, next_count_in_s
+from streamproc.stages.table_size import count_keys, next_count_in_s
 
 OFFSET_KEY = RocksDBStore.offset_key  # what Faust keeps in each partition's database
 

@@ -2,7 +2,7 @@
 
 Usage: PYTHONPATH=. python scripts/demo_holdout_check.py [--checkpoint checkpoints/demo] [--threshold 0.5]
 
-The demo replays `streamproc.replay.read_generator()` (seed 7, 500 users, 30 days); the demo
+The demo replays `streamproc.feed.replay.read_generator()` (seed 7, 500 users, 30 days); the demo
 checkpoint trains on the preset's stream (seed 0, 300 users, 60 days). This replays the demo stream
 offline as the pipeline would (the user's last 50 events, `models.train.replay_aggregates`, which
 the pipeline's tables compute alike) and prints, for every transaction, fraud AP, ROC-AUC and the
@@ -22,7 +22,7 @@ from models import synthetic
 from models.features import Window
 from models.scorer import Scorer
 from models.train import replay_aggregates
-from streamproc.replay import read_generator
+from streamproc.feed.replay import read_generator
 
 WINDOW = 50
 BATCH = 256

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the tests and the demo need, from Debian, installed only when missing:
-#   - a JDK and Maven: the local Apache Kafka (streamproc/local_kafka.py) runs on Java, its jars come from
+#   - a JDK and Maven: the local Apache Kafka (streamproc/kafka/local_kafka.py) runs on Java, its jars come from
 #     Maven Central through deploy/kafka/pom.xml;
 #   - openssl: the TLS tests make their certificates with it;
 #   - prometheus (with promtool): a real Prometheus server scrapes the pipeline in the tests.

@@ -4,7 +4,7 @@ Usage: PYTHONPATH=. python scripts/restart_loss_check.py [--runs N] [--burn K] [
 Each run: a fresh local Kafka, 3,000 synthetic events in thirds; SIGKILL after 500 sequence updates,
 restart; SIGKILL after 1,500 distinct updates, wipe the data directory, restart. Prints, per run,
 the accepted events that never got a sequence update within 150 s of the last restart, and
-whether a worker reported a stall (streamproc.stall_watch). --burn K keeps K busy processes
+whether a worker reported a stall (streamproc.observability.stall_watch). --burn K keeps K busy processes
 running beside it (the stall has come under load); --set overrides a Settings field (e.g.
 faust_fetch_wait_ms=50); --keep copies the worker logs of runs that lost events or stalled.
 """
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamproc.broker import create_topics
 from streamproc.config import Settings
-from streamproc.local_kafka import LocalKafka, free_port
+from streamproc.kafka.admin import create_topics
+from streamproc.kafka.local_kafka import LocalKafka, free_port
 from tests.integration.conftest import Process, TopicReader
 from tests.integration.pipeline_data import produce, synthetic_events
 

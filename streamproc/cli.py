@@ -29,13 +29,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_broker(args: argparse.Namespace) -> int:
     """A local Apache Kafka (KRaft) for development: kept under --data-dir across restarts; exits with the
     reason when a broker process dies."""
-    from streamproc.broker import create_topics
-    from streamproc.local_kafka import KafkaError, LocalKafka
+    from streamproc.kafka.admin import create_topics
+    from streamproc.kafka.local_kafka import KafkaError, LocalKafka
 
     settings = _settings(args)
     folder = args.kafka_dir or settings.data_dir / "kafka"
     if args.fresh:
-        from streamproc.broker import wipe
+        from streamproc.kafka.admin import wipe
 
         wipe(folder)
     stop = threading.Event()
@@ -67,7 +67,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streamproc.faust_worker import run_worker
+    from streamproc.stages.faust_worker import run_worker
 
     run_worker(_settings(args), logging.INFO if args.verbose else logging.WARNING)
     return 0
@@ -75,7 +75,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from models.scorer import Scorer
-    from streamproc.metrics import create_metrics, serve
+    from streamproc.observability.metrics import create_metrics, serve
     from streamproc.scoring.worker import ScoringWorker
 
     settings = _settings(args)
@@ -97,8 +97,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streamproc.broker import create_topics
-    from streamproc.replay import read_events, replay
+    from streamproc.feed.replay import read_events, replay
+    from streamproc.kafka.admin import create_topics
 
     settings = _settings(args)
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
@@ -115,7 +115,7 @@ def _external_kafka(args: argparse.Namespace) -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamproc.demo import run_demo
+    from streamproc.demo.run import run_demo
 
     external = _external_kafka(args)
     return run_demo(_settings(args), data=args.data, fmt=args.format, rate=args.rate, limit=args.limit,
@@ -125,8 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from streamproc.broker import create_topics
-    from streamproc.fraud_labels import label_message, send_label
+    from streamproc.feed.fraud_labels import label_message, send_label
+    from streamproc.kafka.admin import create_topics
 
     settings = _settings(args)
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions)
@@ -138,13 +138,13 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from streamproc.consumers import follow_alerts
+    from streamproc.kafka.consumers import follow_alerts
 
     return follow_alerts(_settings(args), from_beginning=args.from_beginning, max_alerts=args.max)
 
 
 def cmd_recs(args: argparse.Namespace) -> int:
-    from streamproc.consumers import show_recommendations
+    from streamproc.kafka.consumers import show_recommendations
 
     return show_recommendations(_settings(args), args.user)
 
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and _external_kafka(args) and args.brokers != 1:
         parser.error("demo --brokers starts a local Kafka; it does not go with a Kafka named by --bootstrap-servers")
     if args.command in KAFKA_COMMANDS or (args.command == "demo" and _external_kafka(args)):
-        from streamproc.kafka_check import KafkaUnreachable, check_kafka
+        from streamproc.kafka.reachability import KafkaUnreachable, check_kafka
 
         settings = _settings(args)
         try:

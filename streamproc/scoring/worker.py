@@ -25,9 +25,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from models import aggregates
 from models.scorer import Scorer, Scores, Window
 from streamproc.config import Settings
-from streamproc.events import InvalidEvent, dead_letter, decode, encode
-from streamproc.metrics import Metrics
-from streamproc.partition_gauges import PartitionGauges, records_behind
+from streamproc.core.events import InvalidEvent, dead_letter, decode, encode
+from streamproc.observability.metrics import Metrics
+from streamproc.observability.partition_gauges import PartitionGauges, records_behind
 from streamproc.scoring.batcher import MicroBatcher
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ PROVISIONING = DEPLOY / "grafana" / "provisioning"
 
 WORKER_JOB, SCORER_JOB = "streamproc-worker", "streamproc-scorer"
 
-# The metrics the processes expose (streamproc/metrics.py): kind, name as exposed, label names.
+# The metrics the processes expose (streamproc/observability/metrics.py): kind, name as exposed, label names.
 CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("counter", "streamproc_events_in_total", ("topic",)),
     ("counter", "streamproc_events_accepted_total", ("topic",)),
@@ -261,7 +261,7 @@ def test_compose_workers_and_gpu_scorer(compose: dict[str, Any]) -> None:
 
 def test_compose_topics_and_workers_agree_on_partitions(compose: dict[str, Any]) -> None:
     # Faust's tables need their changelogs co-partitioned with the input topics; the worker checks
-    # this at start (streamproc.broker.check_partitions) and refuses to run otherwise.
+    # this at start (streamproc.kafka.admin.check_partitions) and refuses to run otherwise.
     init = "\n".join(compose["services"]["kafka-init"]["command"])
     created = set(re.findall(r"--partitions (\d+)", init))
     assert len(created) == 1

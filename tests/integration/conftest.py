@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streamproc.broker import create_topics, end_offsets
 from streamproc.config import Settings
-from streamproc.demo import settings_env
-from streamproc.local_kafka import LocalKafka, die_with_parent, free_port
+from streamproc.demo.processes import settings_env
+from streamproc.kafka.admin import create_topics, end_offsets
+from streamproc.kafka.local_kafka import LocalKafka, die_with_parent, free_port
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ import pytest
 from confluent_kafka import Producer
 
 from models import aggregates, synthetic
-from streamproc.app import TERMINAL_TABLE, USER_TABLE
 from streamproc.config import Settings
-from streamproc.events import validate
-from streamproc.windowing import insert_event, window_for_event
+from streamproc.core.events import validate
+from streamproc.core.windowing import insert_event, window_for_event
+from streamproc.stages.app import TERMINAL_TABLE, USER_TABLE
 
 INVALID: list[tuple[str, bytes, str]] = [  # (topic kind, raw bytes, expected reason)
     ("clicks", b"{not json", "invalid_json"),

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.broker import create_topics, end_offsets
 from streamproc.config import Settings
-from streamproc.demo import settings_env
-from streamproc.kafka_check import KafkaUnreachable, check_kafka
-from streamproc.local_kafka import SASL_MECHANISMS, ClientSecurity, LocalKafka, free_port
-from streamproc.replay import read_events, replay
+from streamproc.demo.processes import settings_env
+from streamproc.feed.replay import read_events, replay
+from streamproc.kafka.admin import create_topics, end_offsets
+from streamproc.kafka.local_kafka import SASL_MECHANISMS, ClientSecurity, LocalKafka, free_port
+from streamproc.kafka.reachability import KafkaUnreachable, check_kafka
 from tests.integration.conftest import make_settings
 from tests.integration.tls import self_signed_certificate
 

@@ -15,11 +15,11 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from models import aggregates
-from streamproc.app import TERMINAL_TABLE
-from streamproc.demo import settings_env
-from streamproc.events import FraudLabel, validate_fraud_label
-from streamproc.fraud_labels import label_message
-from streamproc.readiness import read_metrics
+from streamproc.core.events import FraudLabel, validate_fraud_label
+from streamproc.demo.processes import settings_env
+from streamproc.feed.fraud_labels import label_message
+from streamproc.observability.readiness import read_metrics
+from streamproc.stages.app import TERMINAL_TABLE
 from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import produce, reference_terminal_states, synthetic_events
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamproc.replay import replay
+from streamproc.feed.replay import replay
 from tests.integration.conftest import make_settings
 from tests.integration.pipeline_data import INVALID, synthetic_events
 from tests.prometheus_server import dashboard_exprs, start_prometheus

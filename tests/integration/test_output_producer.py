@@ -8,9 +8,9 @@ import uuid
 import pytest
 from confluent_kafka import KafkaException
 
-from streamproc.broker import create_topics, end_offsets
 from streamproc.config import Settings
-from streamproc.output_producer import OutputNotAcknowledged, OutputProducer
+from streamproc.kafka.admin import create_topics, end_offsets
+from streamproc.kafka.output_producer import OutputNotAcknowledged, OutputProducer
 
 pytestmark = pytest.mark.integration
 

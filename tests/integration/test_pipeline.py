@@ -11,9 +11,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.scorer import Scorer, Window
-from streamproc.app import TERMINAL_TABLE, USER_TABLE
-from streamproc.consumers import follow_alerts, latest_scores_for, show_recommendations
-from streamproc.readiness import read_metrics
+from streamproc.kafka.consumers import follow_alerts, latest_scores_for, show_recommendations
+from streamproc.observability.readiness import read_metrics
+from streamproc.stages.app import TERMINAL_TABLE, USER_TABLE
 from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import (
     accepted_records,
@@ -74,7 +74,7 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     assert {user: [e["event_id"] for e in state["w"]] for user, state in restored.items()} == {
         user: [e["event_id"] for e in state["w"]] for user, state in expected.items()}
     assert all(d["detail"] for d in dead)
-    # the worker's table sizes, counted in slices from RocksDB (streamproc.table_size), every 10 s
+    # the worker's table sizes, counted in slices from RocksDB (streamproc.stages.table_size), every 10 s
     terminals = {m["terminal_id"] for topic, m in events if topic == "transactions"}
     want = {USER_TABLE: float(len(expected)), TERMINAL_TABLE: float(len(terminals))}
     r.poll_until(lambda: table_keys(s.worker_metrics_port) == want, deadline_s=30, watch=[worker])

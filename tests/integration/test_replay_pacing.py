@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from streamproc.broker import create_topics
-from streamproc.replay import replay
+from streamproc.feed.replay import replay
+from streamproc.kafka.admin import create_topics
 from tests.integration.conftest import make_settings
 
 pytestmark = pytest.mark.integration

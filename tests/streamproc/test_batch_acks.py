@@ -6,7 +6,7 @@ import faust
 import pytest
 from faust.types import Message
 
-from streamproc.agents import acked_only_when_settled
+from streamproc.stages.agents import acked_only_when_settled
 
 
 def _delivered_events(app: faust.App, n: int) -> list[faust.EventT]:

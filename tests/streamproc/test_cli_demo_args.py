@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from streamproc import cli, demo, kafka_check
+from streamproc import cli
 from streamproc.config import Settings
-from streamproc.demo import Summary, state_dir_for
+from streamproc.demo import run as demo_run
+from streamproc.demo import summary as demo_summary
+from streamproc.demo.run import state_dir_for
+from streamproc.demo.summary import Summary
+from streamproc.kafka import reachability
 
 
 @pytest.mark.parametrize(("argv", "env", "external"), [
@@ -22,9 +26,9 @@ def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_a_local
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     calls = []
-    monkeypatch.setattr(demo, "run_demo", lambda settings, **kw: calls.append((settings, kw)) or 0)
-    checked = []  # a named Kafka is checked first (streamproc.kafka_check); the local Kafka is not there yet
-    monkeypatch.setattr(kafka_check, "check_kafka", lambda options, timeout_s: checked.append(options) or 1)
+    monkeypatch.setattr(demo_run, "run_demo", lambda settings, **kw: calls.append((settings, kw)) or 0)
+    checked = []  # a named Kafka is checked first (streamproc.kafka.reachability); the local Kafka is not there yet
+    monkeypatch.setattr(reachability, "check_kafka", lambda options, timeout_s: checked.append(options) or 1)
     assert cli.main([*argv, "--limit", "5"]) == 0
     assert [o["bootstrap.servers"] for o in checked] == (["kafka:9092"] if external else [])
     (settings, kw), = calls
@@ -67,7 +71,7 @@ def test_demo_and_replay_default_to_their_label_modes_and_the_summary_counts_lab
 
 def test_the_summary_rate_is_the_rate_since_its_previous_line(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([102.0, 104.0, 104.1])
-    monkeypatch.setattr(demo.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(demo_summary.time, "monotonic", lambda: next(clock))
     summary = Summary(first_score_at=100.0)
     summary.scored.update(f"e{i}" for i in range(300))
     assert summary.recent_rate() == 150.0  # 300 scores in the 2 s since the first

@@ -6,7 +6,7 @@ from streamproc.config import Settings
 
 
 def test_the_fetch_wait_reaches_a_child_process_through_the_environment(monkeypatch):
-    from streamproc.demo import settings_env
+    from streamproc.demo.processes import settings_env
 
     assert Settings().faust_fetch_wait_ms == 100  # not Faust's 1,500 ms (docs/configuration.md)
     env = settings_env(Settings(faust_fetch_wait_ms=40))
@@ -25,8 +25,8 @@ def test_plaintext_adds_no_security_options() -> None:
 def test_tls_and_sasl_options_reach_librdkafka_and_faust_alike(tmp_path) -> None:
     from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-    from streamproc.app import broker_credentials
-    from streamproc.demo import settings_env
+    from streamproc.demo.processes import settings_env
+    from streamproc.stages.app import broker_credentials
 
     ca = tmp_path / "ca.pem"
     tls = Settings(security_protocol="SSL", ssl_ca_location=ca)

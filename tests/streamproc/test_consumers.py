@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamproc.consumers import partition_of
+from streamproc.kafka.consumers import partition_of
 
 
 @pytest.mark.parametrize(

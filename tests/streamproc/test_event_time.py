@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamproc.event_time import EventTimeClocks
-from streamproc.events import InvalidEvent
+from streamproc.core.event_time import EventTimeClocks
+from streamproc.core.events import InvalidEvent
 
 HOUR = 3_600_000
 NOW = 1_800_000_000_000

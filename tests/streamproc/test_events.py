@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamproc.events import (
+from streamproc.core.events import (
     FraudLabel,
     InvalidEvent,
     dead_letter,
@@ -139,7 +139,7 @@ def test_a_message_over_the_size_limit_is_too_large_and_its_dead_letter_keeps_si
     import base64
     import hashlib
 
-    from streamproc.events import DEAD_LETTER_PREFIX_BYTES, check_size, dead_letters
+    from streamproc.core.events import DEAD_LETTER_PREFIX_BYTES, check_size, dead_letters
 
     big = b'{"event_id": "' + b"x" * 2_000_000 + b'"}'
     check_size(big, len(big))  # at the limit: fine

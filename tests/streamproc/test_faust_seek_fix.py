@@ -10,7 +10,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streamproc.faust_seek_fix import deliver_until_seek, install_seek_guard, skips_unprocessed_offset
+from streamproc.compat.faust_seek_fix import deliver_until_seek, install_seek_guard, skips_unprocessed_offset
 
 TP0 = TP("clicks", 0)
 
@@ -70,7 +70,7 @@ def test_a_batch_fetched_before_a_seek_stops_and_the_seeks_read_offset_is_kept()
 def test_partitions_with_nothing_committed_are_read_again_from_the_beginning():
     from faust.transport.consumer import ThreadDelegateConsumer
 
-    from streamproc.faust_seek_fix import never_committed_stream_partitions
+    from streamproc.compat.faust_seek_fix import never_committed_stream_partitions
 
     install_seek_guard()
     committed = {TP("clicks", 0): 120, TP("user-events", 1): None, TP("user-events", 2): 0,

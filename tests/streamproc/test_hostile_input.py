@@ -10,9 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.features import Vocab, Window, featurize
-from streamproc.event_time import EventTimeClocks
-from streamproc.events import InvalidEvent, check_size, validate
-from streamproc.processing import apply_terminal_event, apply_user_event, new_terminal_state, new_user_state
+from streamproc.core.event_time import EventTimeClocks
+from streamproc.core.events import InvalidEvent, check_size, validate
+from streamproc.core.processing import (
+    apply_terminal_event,
+    apply_user_event,
+    new_terminal_state,
+    new_user_state,
+)
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from streamproc.local_kafka import free_port
-from streamproc.metrics import create_metrics, serve
-from streamproc.partition_gauges import PartitionGauges, records_behind
-from streamproc.readiness import input_partitions, missing_partitions, wait_until_ready
+from streamproc.kafka.local_kafka import free_port
+from streamproc.observability.metrics import create_metrics, serve
+from streamproc.observability.partition_gauges import PartitionGauges, records_behind
+from streamproc.observability.readiness import input_partitions, missing_partitions, wait_until_ready
 
 
 def test_records_behind() -> None:

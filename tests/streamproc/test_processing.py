@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import aggregates
-from streamproc.events import FraudLabel
-from streamproc.processing import (
+from streamproc.core.events import FraudLabel
+from streamproc.core.processing import (
     apply_fraud_label,
     apply_terminal_event,
     apply_user_event,
@@ -184,7 +184,7 @@ def test_training_replays_the_aggregates_the_pipeline_serves():
 
 
 def test_an_event_id_sent_twice_is_a_duplicate_but_a_redelivered_offset_is_not():
-    from streamproc.processing import is_duplicate_user_event
+    from streamproc.core.processing import is_duplicate_user_event
 
     state = new_user_state()
     apply_user_event(state, transaction(1), "clicks:0", 7, 50, 30 * DAY_MS)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from streamproc.events import validate, validate_fraud_label
-from streamproc.replay import detect_format, labels_as_topic, message_key, read_events
+from streamproc.core.events import validate, validate_fraud_label
+from streamproc.feed.replay import detect_format, labels_as_topic, message_key, read_events
 
 
 def _valid(messages):
@@ -99,7 +99,7 @@ def test_the_endless_generator_goes_on_with_fresh_ids_and_later_times_behind_the
     import itertools
     import time
 
-    from streamproc.replay import read_generator
+    from streamproc.feed.replay import read_generator
 
     first = list(read_generator())
     endless = list(itertools.islice(read_generator(endless=True), 2 * len(first) + 10))

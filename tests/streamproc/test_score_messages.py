@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models.scorer import Scores
-from streamproc.consumers import format_alert
+from streamproc.kafka.consumers import format_alert
 from streamproc.scoring.worker import score_messages
 
 UPDATE = {

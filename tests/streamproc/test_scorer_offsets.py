@@ -12,7 +12,7 @@ import pytest
 
 from models.scorer import Scores
 from streamproc.config import Settings
-from streamproc.metrics import create_metrics
+from streamproc.observability.metrics import create_metrics
 from streamproc.scoring.worker import Pending, ScoringWorker
 
 

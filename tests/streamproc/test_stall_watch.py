@@ -1,6 +1,6 @@
 """The stall watch's pure part: how long positions stood still, reported once, and which partitions wait."""
 
-from streamproc.stall_watch import StallWatch, waiting_partitions
+from streamproc.observability.stall_watch import StallWatch, waiting_partitions
 
 
 def test_a_standstill_is_timed_from_the_last_change_and_reported_once():

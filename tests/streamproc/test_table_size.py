@@ -10,7 +10,7 @@ import pytest
 from faust.stores.rocksdb import Store as RocksDBStore
 from rocksdict import Options, Rdict, WriteBatch
 
-from streamproc.table_size import CHECK_CLOCK_EVERY, MAX_SHARE, count_keys, next_count_in_s
+from streamproc.stages.table_size import CHECK_CLOCK_EVERY, MAX_SHARE, count_keys, next_count_in_s
 
 OFFSET_KEY = RocksDBStore.offset_key  # what Faust keeps in each partition's database
 

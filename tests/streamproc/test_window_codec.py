@@ -1,4 +1,4 @@
-"""Window JSON re-use (streamproc.window_codec): the bytes always equal a fresh encoding of the same window."""
+"""Window JSON re-use (streamproc.core.window_codec): the bytes always equal a fresh encoding of the same window."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.processing import apply_user_event, new_user_state
-from streamproc.window_codec import WindowEncodings
+from streamproc.core.processing import apply_user_event, new_user_state
+from streamproc.core.window_codec import WindowEncodings
 
 DAY_MS = 86_400_000
 MAX_AGE_MS = 30 * DAY_MS

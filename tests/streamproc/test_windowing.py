@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.windowing import evict, insert_event, window_for_event
+from streamproc.core.windowing import evict, insert_event, window_for_event
 
 
 def ev(i: int, ts: int) -> dict:

@@ -1,4 +1,4 @@
-"""Write-behind states (streamproc.write_behind): read once, written once per flush, in the key's partition.
+"""Write-behind states (streamproc.stages.write_behind): read once, written once per flush, in the key's partition.
 
 The table and producer here are small fakes that record calls; the real RocksDB store, changelog
 and commit are exercised by the integration tests (tests/integration/test_pipeline.py).
@@ -11,8 +11,8 @@ import faust
 import pytest
 from faust.types import TP, Message
 
-from streamproc.events import decode, encode
-from streamproc.write_behind import (
+from streamproc.core.events import decode, encode
+from streamproc.stages.write_behind import (
     StateCache,
     WriteBehind,
     in_context_of,

@@ -5,7 +5,7 @@ change it:
   transactions, fraud-labels (any key) -> validate -> streamproc.transactions-by-terminal (key terminal)
   by-terminal                 -> terminal velocity table -> streamproc.user-events (key user; transactions only)
   clicks + user-events        -> user window + velocity table -> sequence-updates (key user)
-Events are taken in batches and their states updated in memory (streamproc.write_behind); each
+Events are taken in batches and their states updated in memory (streamproc.stages.write_behind); each
 changed key is written to RocksDB and its changelog once per batch (state_flush="batch") or once
 per commit (state_flush="commit"), in the context of that key's own last event, and every output
 is acknowledged before the offsets are acknowledged or committed (at-least-once; redelivered
@@ -21,10 +21,9 @@ from contextlib import contextmanager
 
 import faust
 
-from streamproc.app import Topology
 from streamproc.config import Settings
-from streamproc.event_time import EventTimeClocks
-from streamproc.events import (
+from streamproc.core.event_time import EventTimeClocks
+from streamproc.core.events import (
     FraudLabel,
     InvalidEvent,
     ValidEvent,
@@ -35,9 +34,7 @@ from streamproc.events import (
     validate,
     validate_fraud_label,
 )
-from streamproc.metrics import Metrics
-from streamproc.output_producer import OutputProducer
-from streamproc.processing import (
+from streamproc.core.processing import (
     Lineage,
     State,
     apply_fraud_label,
@@ -50,9 +47,12 @@ from streamproc.processing import (
     new_user_state,
     sequence_update,
 )
-from streamproc.table_size import install_table_size_reporter
-from streamproc.window_codec import WindowEncodings
-from streamproc.write_behind import StateCache, WriteBehind
+from streamproc.core.window_codec import WindowEncodings
+from streamproc.kafka.output_producer import OutputProducer
+from streamproc.observability.metrics import Metrics
+from streamproc.stages.app import Topology
+from streamproc.stages.table_size import install_table_size_reporter
+from streamproc.stages.write_behind import StateCache, WriteBehind
 
 TAKE_MAX = 4000  # events per batch: more events per key per batch, fewer changelog records
 TAKE_WITHIN_S = 0.01

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import aggregates
-from streamproc.events import FraudLabel
-from streamproc.windowing import insert_event, window_for_event
+from streamproc.core.events import FraudLabel
+from streamproc.core.windowing import insert_event, window_for_event
 
 State = dict[str, Any]
 RECENT_IDS_PER_MAX_EVENTS = 4  # event ids remembered per user, in multiples of the window length

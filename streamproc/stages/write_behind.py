@@ -27,8 +27,8 @@ from faust.streams import _current_event
 from faust.types import TP
 from rocksdict import WriteBatch
 
-from streamproc.events import decode, encode
-from streamproc.output_producer import OutputProducer
+from streamproc.core.events import decode, encode
+from streamproc.kafka.output_producer import OutputProducer
 
 State = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def install_flush_before_commit() -> None:
     if getattr(cls, "_streamproc_flush_before_commit", False):
         return
     if not hasattr(cls, "_commit_offsets"):
-        raise RuntimeError("faust's Consumer has no _commit_offsets: streamproc.write_behind needs faust-streaming 0.15")
+        raise RuntimeError("faust's Consumer has no _commit_offsets: streamproc.stages.write_behind needs faust-streaming 0.15")
     original_commit_offsets = cls._commit_offsets
 
     async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:

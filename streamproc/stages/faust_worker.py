@@ -7,15 +7,15 @@ import logging
 import faust
 import uvloop
 
-from streamproc.agents import register_agents
-from streamproc.app import create_app, faust_internal_topics, quiet_faust_logging
-from streamproc.broker import check_partitions, create_topics
+from streamproc.compat.faust_seek_fix import install_seek_guard
 from streamproc.config import Settings
-from streamproc.faust_seek_fix import install_seek_guard
-from streamproc.metrics import create_metrics, serve
-from streamproc.partition_gauges import install_faust_partition_gauges
-from streamproc.stall_watch import install_stall_watch, log_consumer_state
-from streamproc.write_behind import install_flush_before_commit
+from streamproc.kafka.admin import check_partitions, create_topics
+from streamproc.observability.metrics import create_metrics, serve
+from streamproc.observability.partition_gauges import install_faust_partition_gauges
+from streamproc.observability.stall_watch import install_stall_watch, log_consumer_state
+from streamproc.stages.agents import register_agents
+from streamproc.stages.app import create_app, faust_internal_topics, quiet_faust_logging
+from streamproc.stages.write_behind import install_flush_before_commit
 
 
 def set_fetch_wait(fetch_wait_ms: int, fetch_min_bytes: int = 1) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from streamproc.events import InvalidEvent
+from streamproc.core.events import InvalidEvent
 
 
 @dataclass

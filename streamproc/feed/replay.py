@@ -24,8 +24,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from streamproc.config import Settings
-from streamproc.events import InvalidEvent, parse_ts_ms
-from streamproc.fraud_labels import label_message
+from streamproc.core.events import InvalidEvent, parse_ts_ms
+from streamproc.feed.fraud_labels import label_message
 
 Message = tuple[str, dict[str, Any]]  # (logical topic: "clicks" | "transactions" | "fraud_labels", wire message)
 LABEL_MODES = ("inline", "topic")

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streamproc.metrics import Metrics
+from streamproc.observability.metrics import Metrics
 
 FAUST_REPORT_EVERY_S = 1.0
 

@@ -47,7 +47,7 @@ def install_seek_guard() -> None:
     missing = [name for name in ("perform_seek", "getmany", "_new_offset") if not hasattr(cls, name)]
     missing += [name for name in ("seek_to_committed",) if not hasattr(delegate_cls, name)]
     if missing:
-        raise RuntimeError(f"faust's Consumer has no {missing}: streamproc.faust_seek_fix needs faust-streaming 0.15")
+        raise RuntimeError(f"faust's Consumer has no {missing}: streamproc.compat.faust_seek_fix needs faust-streaming 0.15")
     original_perform_seek = cls.perform_seek
     original_getmany = cls.getmany
     original_new_offset = cls._new_offset

@@ -1,0 +1,1 @@
+"""Patches of third-party internals, each version-checked and installed once."""

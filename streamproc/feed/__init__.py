@@ -1,0 +1,1 @@
+"""Producers of input: replay of data files and the generator, and the fraud-label feed."""

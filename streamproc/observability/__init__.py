@@ -1,0 +1,1 @@
+"""Prometheus metrics, partition gauges, stall reports and readiness probes."""
