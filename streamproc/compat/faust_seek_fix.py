@@ -32,57 +32,58 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from streamproc.compat.patching import replace_method
+
 log = logging.getLogger(__name__)
-_STATE: dict[str, bool] = {}
 
 
 def install_seek_guard() -> None:
     from faust.transport import consumer as faust_consumer
 
-    if _STATE.get("installed"):
-        return
-    _STATE["installed"] = True
     cls = faust_consumer.Consumer
-    delegate_cls = faust_consumer.ThreadDelegateConsumer
-    missing = [name for name in ("perform_seek", "getmany", "_new_offset") if not hasattr(cls, name)]
-    missing += [name for name in ("seek_to_committed",) if not hasattr(delegate_cls, name)]
-    if missing:
-        raise RuntimeError(f"faust's Consumer has no {missing}: streamproc.compat.faust_seek_fix needs faust-streaming 0.15")
-    original_perform_seek = cls.perform_seek
-    original_getmany = cls.getmany
-    original_new_offset = cls._new_offset
-    original_seek_to_committed = delegate_cls.seek_to_committed
 
-    async def perform_seek(self: Any) -> None:
-        self._streamproc_seek_epoch = getattr(self, "_streamproc_seek_epoch", 0) + 1
-        self._streamproc_seeking = True
-        try:
-            await original_perform_seek(self)
-        finally:
-            self._streamproc_seeking = False
-        self._streamproc_read_after_seek = dict(self._read_offset)
+    def perform_seek_replacement(original_perform_seek: Any) -> Any:
+        async def perform_seek(self: Any) -> None:
+            self._streamproc_seek_epoch = getattr(self, "_streamproc_seek_epoch", 0) + 1
+            self._streamproc_seeking = True
+            try:
+                await original_perform_seek(self)
+            finally:
+                self._streamproc_seeking = False
+            self._streamproc_read_after_seek = dict(self._read_offset)
+        return perform_seek
 
-    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
-        async for item in deliver_until_seek(self, original_getmany(self, timeout)):
-            yield item
+    def getmany_replacement(original_getmany: Any) -> Any:
+        async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+            async for item in deliver_until_seek(self, original_getmany(self, timeout)):
+                yield item
+        return getmany
 
-    def _new_offset(self: Any, tp: Any) -> int | None:
-        if skips_unprocessed_offset(self._acked[tp], self._committed_offset[tp], self._gap[tp]):
-            return None
-        return original_new_offset(self, tp)
+    def new_offset_replacement(original_new_offset: Any) -> Any:
+        def _new_offset(self: Any, tp: Any) -> int | None:
+            if skips_unprocessed_offset(self._acked[tp], self._committed_offset[tp], self._gap[tp]):
+                return None
+            return original_new_offset(self, tp)
+        return _new_offset
 
-    async def seek_to_committed(self: Any) -> Any:
-        committed = await original_seek_to_committed(self)
-        never = never_committed_stream_partitions(committed, self.app.tables.changelog_topics)
-        if never and self.app.conf.consumer_auto_offset_reset == "earliest":
-            for tp in never:  # as aiokafka seeks a partition to its committed offset (a log start above 0 resets)
-                self._thread.seek(tp, 0)
-        return committed
+    def seek_to_committed_replacement(original_seek_to_committed: Any) -> Any:
+        async def seek_to_committed(self: Any) -> Any:
+            committed = await original_seek_to_committed(self)
+            never = never_committed_stream_partitions(committed, self.app.tables.changelog_topics)
+            if never and self.app.conf.consumer_auto_offset_reset == "earliest":
+                for tp in never:  # as aiokafka seeks a partition to its committed offset (a log start above 0 resets)
+                    self._thread.seek(tp, 0)
+            return committed
+        return seek_to_committed
 
-    cls.perform_seek = perform_seek
-    delegate_cls.seek_to_committed = seek_to_committed
-    cls.getmany = getmany
-    cls._new_offset = _new_offset
+    for name in ("perform_seek", "getmany", "_new_offset"):  # check all before replacing any
+        if not hasattr(cls, name):
+            raise RuntimeError(f"faust's Consumer has no {name}: {__name__} needs faust-streaming 0.15")
+    replace_method(cls, "perform_seek", perform_seek_replacement, __name__)
+    replace_method(cls, "getmany", getmany_replacement, __name__)
+    replace_method(cls, "_new_offset", new_offset_replacement, __name__)
+    replace_method(faust_consumer.ThreadDelegateConsumer, "seek_to_committed", seek_to_committed_replacement,
+                   __name__)
 
 
 async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, Any]]) -> AsyncIterator[tuple[Any, Any]]:

@@ -88,7 +88,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     app = topo.app
     write_behind = WriteBehind(on_flush=lambda table, written, seconds: (
         metrics.state_writes.labels(table).inc(written), metrics.state_flush.observe(seconds)))
-    app.write_behind = write_behind  # flushed by Faust's commit (write_behind.install_flush_before_commit)
+    app.write_behind = write_behind  # flushed by Faust's commit (streamproc.compat.faust_commit_hook)
 
     def new_producer(name: str) -> OutputProducer:
         return write_behind.producer(OutputProducer(settings, name))

@@ -7,7 +7,7 @@ import logging
 import faust
 import uvloop
 
-from streamproc.compat.faust_seek_fix import install_seek_guard
+from streamproc.compat import install_faust_patches
 from streamproc.config import Settings
 from streamproc.kafka.admin import check_partitions, create_topics
 from streamproc.observability.metrics import create_metrics, serve
@@ -15,32 +15,11 @@ from streamproc.observability.partition_gauges import install_faust_partition_ga
 from streamproc.observability.stall_watch import install_stall_watch, log_consumer_state
 from streamproc.stages.agents import register_agents
 from streamproc.stages.app import create_app, faust_internal_topics, quiet_faust_logging
-from streamproc.stages.write_behind import install_flush_before_commit
-
-
-def set_fetch_wait(fetch_wait_ms: int, fetch_min_bytes: int = 1) -> None:
-    """Make Faust's aiokafka consumers wait at most `fetch_wait_ms` for a fetch of `fetch_min_bytes` (Faust
-    hard-codes 1,500 ms and 1 byte)."""
-    from faust.transport.drivers import aiokafka as faust_aiokafka
-
-    thread_cls = faust_aiokafka.AIOKafkaConsumerThread
-    original = getattr(thread_cls, "_streamproc_original_create_worker_consumer", thread_cls._create_worker_consumer)
-    thread_cls._streamproc_original_create_worker_consumer = original
-
-    def _create_worker_consumer(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        consumer = original(self, *args, **kwargs)
-        consumer._fetch_max_wait_ms = fetch_wait_ms  # read by AIOKafkaConsumer.start() when it builds its Fetcher
-        consumer._fetch_min_bytes = fetch_min_bytes
-        return consumer
-
-    thread_cls._create_worker_consumer = _create_worker_consumer
 
 
 def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
-    install_seek_guard()
-    install_flush_before_commit()
-    set_fetch_wait(settings.faust_fetch_wait_ms, settings.fetch_min_bytes)
+    install_faust_patches(settings)
     create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
     internal = faust_internal_topics(settings)
     for name, (partitions, config) in internal.items():

@@ -4,7 +4,7 @@ Faust writes a changelog record for every table write; with one write per event 
 stream was most of the worker's time. Here an agent reads and updates states in a `StateCache`
 and marks them dirty; `WriteBehind.flush` writes each dirty key once (RocksDB, then a changelog
 record to the partition of the key's events) and waits for every output and changelog record to be
-acknowledged. `install_flush_before_commit` runs that flush inside Faust's commit, after the
+acknowledged. `streamproc.compat.faust_commit_hook` runs that flush inside Faust's commit, after the
 offsets to commit are chosen and before they are committed, as Kafka Streams and Quix Streams
 flush their stores. So a committed offset is always covered by durable state and outputs; state
 ahead of the committed offsets is harmless, because states skip events they have already applied.
@@ -209,32 +209,3 @@ class WriteBehind:
     def forget_states(self) -> None:
         for cache in self.caches:
             cache.forget()
-
-
-def install_flush_before_commit() -> None:
-    """Make Faust's consumer run `app.write_behind.flush()` between choosing the offsets and committing them.
-
-    A failed flush crashes the worker without committing: the inputs are redelivered after a restart.
-    """
-    from faust.transport import consumer as faust_consumer
-
-    cls = faust_consumer.Consumer
-    if getattr(cls, "_streamproc_flush_before_commit", False):
-        return
-    if not hasattr(cls, "_commit_offsets"):
-        raise RuntimeError("faust's Consumer has no _commit_offsets: streamproc.stages.write_behind needs faust-streaming 0.15")
-    original_commit_offsets = cls._commit_offsets
-
-    async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
-        write_behind = getattr(self.app, "write_behind", None)
-        if write_behind is not None:
-            try:
-                await write_behind.flush()
-            except Exception as exc:
-                log.error("state flush failed; nothing committed: %r", exc)
-                await self.crash(exc)
-                return False
-        return await original_commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
-
-    cls._commit_offsets = _commit_offsets
-    cls._streamproc_flush_before_commit = True

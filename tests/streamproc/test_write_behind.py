@@ -11,12 +11,12 @@ import faust
 import pytest
 from faust.types import TP, Message
 
+from streamproc.compat import faust_commit_hook
 from streamproc.core.events import decode, encode
 from streamproc.stages.write_behind import (
     StateCache,
     WriteBehind,
     in_context_of,
-    install_flush_before_commit,
     put_all,
 )
 
@@ -170,7 +170,7 @@ def test_a_flush_writes_every_cache_then_waits_for_every_producers_generation(ap
 def test_a_failed_flush_commits_nothing_and_crashes_the_consumer() -> None:
     from faust.transport import consumer as faust_consumer
 
-    install_flush_before_commit()
+    faust_commit_hook.install()
     crashed: list[BaseException] = []
 
     class FailingFlush:
