@@ -57,7 +57,9 @@ def header(title: str, extra: dict[str, str] | None = None, broker: bool = True)
     rows = {
         "CPU": cpu_model(),
         "cores (os.cpu_count)": str(os.cpu_count()),
-        "cores usable (affinity)": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else "?",
+        "cores usable (affinity)": str(len(os.sched_getaffinity(0)))
+        if hasattr(os, "sched_getaffinity")
+        else "?",
         "RAM": ram_gib(),
         "OS": platform.platform(),
         "Python": platform.python_version(),
@@ -108,7 +110,11 @@ def kafka_version() -> str:
 def start_kafka(work: Path, nodes: int = 1) -> LocalKafka:
     """A fresh local Kafka under `work` (its start-up time on stderr)."""
     kafka = LocalKafka(work / "kafka", nodes=nodes).start()
-    print(f"Kafka ({nodes} node{'s' if nodes > 1 else ''}) started in {kafka.started_in_s:.1f} s", file=sys.stderr, flush=True)
+    print(
+        f"Kafka ({nodes} node{'s' if nodes > 1 else ''}) started in {kafka.started_in_s:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return kafka
 
 
@@ -116,7 +122,10 @@ def bench_settings(broker: LocalKafka, data_root: Path, **overrides: Any) -> Set
     """Settings with topics, app id and groups of their own (Settings.namespaced)."""
     p = f"b{uuid.uuid4().hex[:8]}"
     return Settings(bootstrap_servers=broker.bootstrap_servers).namespaced(
-        p, data_dir=data_root / p / "faust", worker_metrics_port=free_port(), scorer_metrics_port=free_port(),
+        p,
+        data_dir=data_root / p / "faust",
+        worker_metrics_port=free_port(),
+        scorer_metrics_port=free_port(),
         **overrides,
     )
 
@@ -140,8 +149,13 @@ class Child:
         env = dict(env or os.environ)
         env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=str(REPO), stdout=open(log_path, "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
+            argv,
+            env=env,
+            cwd=str(REPO),
+            stdout=open(log_path, "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     @property
@@ -168,7 +182,9 @@ class Child:
             return ""
 
 
-def streamproc_child(command: str, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> Child:
+def streamproc_child(
+    command: str, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+) -> Child:
     """`streamproc <command>` (worker | score) with these settings, as the integration tests start it."""
     env = settings_env(settings) | (extra_env or {})
     return Child([sys.executable, "-m", "streamproc.cli", command], log_path, env)

@@ -46,13 +46,15 @@ class HopReader(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, fetch_wait_ms: int) -> None:
         super().__init__(daemon=True)
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": f"broker-bench-{uuid.uuid4().hex[:8]}",  # required by the client, never joined
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": fetch_wait_ms,
-            "fetch.min.bytes": 1,
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"broker-bench-{uuid.uuid4().hex[:8]}",  # required by the client, never joined
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": fetch_wait_ms,
+                "fetch.min.bytes": 1,
+            }
+        )
         self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         self.seen: list[tuple[float, int]] = []
         self.stop = threading.Event()
@@ -83,21 +85,41 @@ class HopRun:
         def p50_p99(values: list[float]) -> str:
             return f"{fmt(percentile(values, 0.5))} / {fmt(percentile(values, 0.99))}"
 
-        return [str(self.linger_ms), str(self.fetch_wait_ms), str(self.value_bytes), fmt(self.idle_cpu),
-                ", ".join(fmt(c) for c in self.cpu), p50_p99(self.first), p50_p99(self.last),
-                f"{self.received:,} / {self.sent:,}"]
+        return [
+            str(self.linger_ms),
+            str(self.fetch_wait_ms),
+            str(self.value_bytes),
+            fmt(self.idle_cpu),
+            ", ".join(fmt(c) for c in self.cpu),
+            p50_p99(self.first),
+            p50_p99(self.last),
+            f"{self.received:,} / {self.sent:,}",
+        ]
 
 
-def run_one(rate: int, duration_s: float, interval_s: float, linger_ms: int, fetch_wait_ms: int,
-            value_bytes: int, partitions: int) -> HopRun:
+def run_one(
+    rate: int,
+    duration_s: float,
+    interval_s: float,
+    linger_ms: int,
+    fetch_wait_ms: int,
+    value_bytes: int,
+    partitions: int,
+) -> HopRun:
     folder = Path(tempfile.mkdtemp(prefix="broker-bench-"))
     with LocalKafka(folder) as broker:
         pid, topic = broker.pids()[0], "hop"
         create_topics(broker.bootstrap_servers, [topic], partitions=partitions)
         reader = HopReader(broker.bootstrap_servers, topic, partitions, fetch_wait_ms)
         reader.start()
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": linger_ms,
-                             "enable.idempotence": True, "partitioner": "murmur2_random"})
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap_servers,
+                "linger.ms": linger_ms,
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+            }
+        )
         producer.produce(topic, key=b"warm", value=b"x")  # the idempotent producer's id
         producer.flush(10)
         time.sleep(2.0)
@@ -160,45 +182,92 @@ def start_up(nodes: int, idle_s: float) -> list[str]:
         kafka.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return [str(nodes), fmt(cold, 1), fmt(warm, 1), fmt(killed, 1), ", ".join(fmt(r) for r in rss),
-            ", ".join(fmt(c, 1) for c in idle), f"{kafka.heap_mb} MiB"]
+    return [
+        str(nodes),
+        fmt(cold, 1),
+        fmt(warm, 1),
+        fmt(killed, 1),
+        ", ".join(fmt(r) for r in rss),
+        ", ".join(fmt(c, 1) for c in idle),
+        f"{kafka.heap_mb} MiB",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rate", type=int, default=1000, help="messages/s (default 1000)")
     parser.add_argument("--duration-s", type=float, default=40.0, help="seconds per setting (default 40)")
     parser.add_argument("--interval-s", type=float, default=5.0, help="CPU reported per interval (default 5)")
     parser.add_argument("--linger-ms", default="2,20", help="producer linger.ms values (default 2,20)")
-    parser.add_argument("--fetch-wait-ms", default="500", help="consumer fetch.wait.max.ms values (default 500)")
+    parser.add_argument(
+        "--fetch-wait-ms", default="500", help="consumer fetch.wait.max.ms values (default 500)"
+    )
     parser.add_argument("--value-bytes", default="4000", help="message sizes (default 4000)")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--idle-s", type=float, default=30.0, help="idle CPU measured over this long (default 30)")
+    parser.add_argument(
+        "--idle-s", type=float, default=30.0, help="idle CPU measured over this long (default 30)"
+    )
     parser.add_argument("--skip-start-up", action="store_true")
     args = parser.parse_args(argv)
 
     starts = [] if args.skip_start_up else [start_up(n, args.idle_s) for n in (1, 3)]
     results = []
-    for linger, wait, size in itertools.product(_ints(args.linger_ms), _ints(args.fetch_wait_ms), _ints(args.value_bytes)):
+    for linger, wait, size in itertools.product(
+        _ints(args.linger_ms), _ints(args.fetch_wait_ms), _ints(args.value_bytes)
+    ):
         print(f"linger {linger} ms, fetch wait {wait} ms, {size} B ...", file=sys.stderr, flush=True)
-        results.append(run_one(args.rate, args.duration_s, args.interval_s, linger, wait, size, args.partitions))
+        results.append(
+            run_one(args.rate, args.duration_s, args.interval_s, linger, wait, size, args.partitions)
+        )
 
-    print(header("broker_bench: the local Apache Kafka alone: start-up, memory, idle CPU, one paced hop", {
-        "workload": f"{args.rate} messages/s for {args.duration_s:g} s into a fresh topic of {args.partitions} "
-                    f"partitions, 500 keys; a fresh broker per setting",
-    }))
+    print(
+        header(
+            "broker_bench: the local Apache Kafka alone: start-up, memory, idle CPU, one paced hop",
+            {
+                "workload": f"{args.rate} messages/s for {args.duration_s:g} s into a fresh topic of {args.partitions} "
+                f"partitions, 500 keys; a fresh broker per setting",
+            },
+        )
+    )
     if starts:
-        print(table(["KRaft nodes", "cold start s (format + start)", "restart s", "node 1 SIGKILLed and restarted s",
-                     "RSS MiB per node after restart",
-                     f"idle CPU % per node ({args.idle_s:g} s, no client)", "max heap"], starts))
+        print(
+            table(
+                [
+                    "KRaft nodes",
+                    "cold start s (format + start)",
+                    "restart s",
+                    "node 1 SIGKILLed and restarted s",
+                    "RSS MiB per node after restart",
+                    f"idle CPU % per node ({args.idle_s:g} s, no client)",
+                    "max heap",
+                ],
+                starts,
+            )
+        )
         print()
     step = f"{args.interval_s:g} s"
-    print(table(["linger ms", "fetch wait ms", "value bytes", "broker CPU % idle",
-                 f"broker CPU % per {step} under load", f"hop latency p50 / p99 ms, first {step}",
-                 f"p50 / p99 ms, last {step}", "received / sent"], [r.row() for r in results]))
+    print(
+        table(
+            [
+                "linger ms",
+                "fetch wait ms",
+                "value bytes",
+                "broker CPU % idle",
+                f"broker CPU % per {step} under load",
+                f"hop latency p50 / p99 ms, first {step}",
+                f"p50 / p99 ms, last {step}",
+                "received / sent",
+            ],
+            [r.row() for r in results],
+        )
+    )
     print()
-    print("- CPU in % of one core (the machine has the cores in the header); latency = consumer arrival "
-          "- CreateTime, both on this machine's clock")
+    print(
+        "- CPU in % of one core (the machine has the cores in the header); latency = consumer arrival "
+        "- CreateTime, both on this machine's clock"
+    )
     return 0
 
 

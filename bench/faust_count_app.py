@@ -28,10 +28,15 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--mode", choices=["take", "iter", "layout"], default="take")
-    parser.add_argument("--layout-topics", default="",
-                        help="--mode layout: comma list of 4 more topics, laid out over three counting agents "
-                             "as streamproc's worker lays out its five (1+2 with --topic, 3+4, 5)")
-    parser.add_argument("--uvloop", action="store_true", help="install uvloop first, as streamproc's worker does")
+    parser.add_argument(
+        "--layout-topics",
+        default="",
+        help="--mode layout: comma list of 4 more topics, laid out over three counting agents "
+        "as streamproc's worker lays out its five (1+2 with --topic, 3+4, 5)",
+    )
+    parser.add_argument(
+        "--uvloop", action="store_true", help="install uvloop first, as streamproc's worker does"
+    )
     parser.add_argument("--datadir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -57,7 +62,9 @@ def main() -> None:
         logging_config=None,
         loghandlers=[],
     )
-    topic = app.topic(args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    topic = app.topic(
+        args.topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
     state = {"count": 0, "first_ts": None, "last_ts": None, "written": False}
     out = Path(args.out)
 
@@ -74,23 +81,31 @@ def main() -> None:
             tmp.rename(out)
 
     if args.mode == "take":
+
         @app.agent(topic, name="bench.count-take")
         async def count_take(stream: faust.StreamT) -> None:
             async for events in stream.take_events(1000, within=0.01):
                 record(len(events))
     elif args.mode == "layout":  # the worker's three agents over five topics, only --topic holding events
+
         def raw_topics(*names: str) -> faust.TopicT:
-            return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+            return app.topic(
+                *names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            )
 
         user_events, transactions, labels, by_terminal = args.layout_topics.split(",")
-        for name, channel in (("users", raw_topics(args.topic, user_events)),
-                              ("route", raw_topics(transactions, labels)),
-                              ("terminal", raw_topics(by_terminal))):
+        for name, channel in (
+            ("users", raw_topics(args.topic, user_events)),
+            ("route", raw_topics(transactions, labels)),
+            ("terminal", raw_topics(by_terminal)),
+        ):
+
             @app.agent(channel, name=f"bench.count-{name}")
             async def count_layout(stream: faust.StreamT) -> None:
                 async for events in stream.take_events(1000, within=0.01):
                     record(len(events))
     else:
+
         @app.agent(topic, name="bench.count-iter")
         async def count_iter(stream: faust.StreamT) -> None:
             async for _value in stream:

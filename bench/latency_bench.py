@@ -69,11 +69,17 @@ class ScoreReader(threading.Thread):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.bootstrap_servers, "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 5,
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+            }
+        )
         self.consumer.subscribe([settings.risk_scores_topic])
         self.rows: list[tuple[str, int, int, int, str, int | None]] = []
         self.lock = threading.Lock()
@@ -92,8 +98,16 @@ class ScoreReader(threading.Thread):
                     lineage = v.get("lineage") or {}
                     ingest = lineage.get("ingest_ts_ms")
                     if ingest is not None:
-                        got.append((v["event_id"], int(ingest), int(v["scored_ts_ms"]), arrival,
-                                    str(lineage.get("topic")), lineage.get("emitted_ts_ms")))
+                        got.append(
+                            (
+                                v["event_id"],
+                                int(ingest),
+                                int(v["scored_ts_ms"]),
+                                arrival,
+                                str(lineage.get("topic")),
+                                lineage.get("emitted_ts_ms"),
+                            )
+                        )
                 if got:
                     with self.lock:
                         self.rows.extend(got)
@@ -127,8 +141,15 @@ def wait_scored(reader: ScoreReader, ids: set[str], timeout_s: float, children: 
     return None
 
 
-def run_step(settings: Settings, reader: ScoreReader, events: list[tuple[str, dict[str, Any]]], rate: float,
-             args: argparse.Namespace, children: list[Child], pids: dict[str, int]) -> dict[str, Any]:
+def run_step(
+    settings: Settings,
+    reader: ScoreReader,
+    events: list[tuple[str, dict[str, Any]]],
+    rate: float,
+    args: argparse.Namespace,
+    children: list[Child],
+    pids: dict[str, int],
+) -> dict[str, Any]:
     start_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -168,40 +189,74 @@ def run_step(settings: Settings, reader: ScoreReader, events: list[tuple[str, di
     if drain_s is None:
         reasons.append(f"not drained in {args.drain_s:.0f}s")
     return {
-        "target": rate, "produced": produced, "offered": offered, "scored_rate": scored_rate,
+        "target": rate,
+        "produced": produced,
+        "offered": offered,
+        "scored_rate": scored_rate,
         "scored_pct": 100 * scored_rate / offered_in_window if offered_in_window else None,
-        "n": len(measured), "e2e": e2e, "stamp": stamp, "stages": stages, "trend": trend, "drain_s": drain_s,
-        "missing": missing, "sustainable": not reasons, "why": ", ".join(reasons), "cpu": cpu,
+        "n": len(measured),
+        "e2e": e2e,
+        "stamp": stamp,
+        "stages": stages,
+        "trend": trend,
+        "drain_s": drain_s,
+        "missing": missing,
+        "sustainable": not reasons,
+        "why": ", ".join(reasons),
+        "cpu": cpu,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, default=Path("/tmp/bench_ckpt"),
-                        help="trained checkpoint (python -m models.train --preset demo --out /tmp/bench_ckpt)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path("/tmp/bench_ckpt"),
+        help="trained checkpoint (python -m models.train --preset demo --out /tmp/bench_ckpt)",
+    )
     parser.add_argument("--rates", default="1000,2000,3000,5000", help="events/s per step, increasing")
     parser.add_argument("--duration-s", type=float, default=30.0, help="seconds per rate step (default 30)")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="dropped at the start of each step")
     parser.add_argument("--warmup-events", type=int, default=300, help="events scored before the first step")
     parser.add_argument("--drain-s", type=float, default=30.0, help="max wait for the backlog after a step")
     parser.add_argument("--p99-max-ms", type=float, default=2000.0, help="p99 bound for 'sustainable'")
-    parser.add_argument("--max-trend-ms", type=float, default=500.0,
-                        help="max rise of the median latency over a step for 'sustainable'")
-    parser.add_argument("--probe-down", type=int, default=3,
-                        help="when no rate is sustainable yet, halve the rate this many times (fresh pipeline each)")
-    parser.add_argument("--keep-going", action="store_true", help="run every rate even after an unsustainable one")
+    parser.add_argument(
+        "--max-trend-ms",
+        type=float,
+        default=500.0,
+        help="max rise of the median latency over a step for 'sustainable'",
+    )
+    parser.add_argument(
+        "--probe-down",
+        type=int,
+        default=3,
+        help="when no rate is sustainable yet, halve the rate this many times (fresh pipeline each)",
+    )
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run every rate even after an unsustainable one"
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--users", type=int, default=500, help="users per generator chunk (default 500)")
     parser.add_argument("--days", type=int, default=30, help="days per generator chunk (default 30)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--device", default="cpu", help="scoring worker device (default cpu)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="a Settings override for the pipeline, e.g. --set producer_linger_ms=5")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a Settings override for the pipeline, e.g. --set producer_linger_ms=5",
+    )
     parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed)")
     args = parser.parse_args(argv)
     if not (args.checkpoint / "config.json").exists():
-        parser.error(f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
-                     f"--out {args.checkpoint} --threads 1")
+        parser.error(
+            f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
+            f"--out {args.checkpoint} --threads 1"
+        )
     rates = [float(r) for r in args.rates.split(",")]
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="latency-bench-"))
@@ -217,8 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         for c in reversed(children):
             c.stop()
         children.clear()
-        settings = bench_settings(broker, work, partitions=args.partitions, checkpoint=args.checkpoint.resolve(),
-                                  device=args.device, **dict(item.split("=", 1) for item in args.set))
+        settings = bench_settings(
+            broker,
+            work,
+            partitions=args.partitions,
+            checkpoint=args.checkpoint.resolve(),
+            device=args.device,
+            **dict(item.split("=", 1) for item in args.set),
+        )
         create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
         children.append(streamproc_child("worker", settings, work / f"worker-{len(steps)}.log"))
         children.append(streamproc_child("score", settings, work / f"score-{len(steps)}.log"))
@@ -229,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         warm = list(islice(source, args.warmup_events))
         replay(settings, iter(warm), rate=200, progress=False)
         if wait_scored(reader, {m["event_id"] for _, m in warm}, 240, children) is None:
-            raise RuntimeError("warm-up events not scored within 240 s:\n" + "\n".join(c.log_tail() for c in children))
+            raise RuntimeError(
+                "warm-up events not scored within 240 s:\n" + "\n".join(c.log_tail() for c in children)
+            )
         print(f"pipeline warm after {time.monotonic() - t0:.1f}s", file=sys.stderr, flush=True)
         return settings, reader
 
@@ -240,11 +303,19 @@ def main(argv: list[str] | None = None) -> int:
         while queue:
             rate = queue.pop(0)
             events = list(islice(source, int(rate * args.duration_s)))
-            pids = {"Faust worker": children[0].pid, "scoring worker": children[1].pid,
-                    "Kafka broker": broker.pids()[0], "bench (producer + reader)": os.getpid()}
+            pids = {
+                "Faust worker": children[0].pid,
+                "scoring worker": children[1].pid,
+                "Kafka broker": broker.pids()[0],
+                "bench (producer + reader)": os.getpid(),
+            }
             step = run_step(settings, reader, events, rate, args, children, pids)
             steps.append(step)
-            print({k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages", "cpu")}, file=sys.stderr, flush=True)
+            print(
+                {k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages", "cpu")},
+                file=sys.stderr,
+                flush=True,
+            )
             if step["sustainable"] or args.keep_going:
                 continue
             ok = any(s["sustainable"] for s in steps)
@@ -265,53 +336,124 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(header("latency_bench: produce-to-score latency of the full pipeline", {
-        "pipeline": f"streamproc worker + streamproc score (device {args.device}, checkpoint {args.checkpoint}), "
-                    f"{args.partitions} partitions, batch_max_size {settings.batch_max_size}, "
-                    f"batch_max_wait_ms {settings.batch_max_wait_ms}, Faust fetch wait "
-                    f"{settings.faust_fetch_wait_ms} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
-                    f"producer linger {settings.producer_linger_ms} ms, state_flush {settings.state_flush}",
-        "workload": f"models.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
-                    f"chunk, paced by streamproc.feed.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "
-                    f"first {args.warmup_s:.0f} s dropped",
-    }))
+    print(
+        header(
+            "latency_bench: produce-to-score latency of the full pipeline",
+            {
+                "pipeline": f"streamproc worker + streamproc score (device {args.device}, checkpoint {args.checkpoint}), "
+                f"{args.partitions} partitions, batch_max_size {settings.batch_max_size}, "
+                f"batch_max_wait_ms {settings.batch_max_wait_ms}, Faust fetch wait "
+                f"{settings.faust_fetch_wait_ms} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
+                f"producer linger {settings.producer_linger_ms} ms, state_flush {settings.state_flush}",
+                "workload": f"models.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
+                f"chunk, paced by streamproc.feed.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "
+                f"first {args.warmup_s:.0f} s dropped",
+            },
+        )
+    )
     rows = []
     for s in steps:
         e2e, stamp = s["e2e"], s["stamp"]
-        rows.append([
-            fmt(s["target"]), fmt(s["offered"]), fmt(s["scored_rate"]), fmt(s["scored_pct"], 1) + "%", f"{s['n']:,}",
-            fmt(percentile(e2e, 0.5)), fmt(percentile(e2e, 0.95)), fmt(percentile(e2e, 0.99)),
-            fmt(percentile(stamp, 0.5)), fmt(percentile(stamp, 0.95)), fmt(percentile(stamp, 0.99)),
-            fmt(s["trend"]), fmt(s["drain_s"], 1) if s["drain_s"] is not None else "no", f"{s['missing']:,}",
-            "yes" if s["sustainable"] else f"NO ({s['why']})",
-        ])
-    print(table(["target ev/s", "offered ev/s", "scored ev/s", "scored/offered", "scores measured",
-                 "e2e p50 ms", "e2e p95 ms", "e2e p99 ms", "scorer-stamp p50 ms", "p95 ms", "p99 ms",
-                 "median rise ms", "drain s", "unscored after drain", "sustainable"], rows))
+        rows.append(
+            [
+                fmt(s["target"]),
+                fmt(s["offered"]),
+                fmt(s["scored_rate"]),
+                fmt(s["scored_pct"], 1) + "%",
+                f"{s['n']:,}",
+                fmt(percentile(e2e, 0.5)),
+                fmt(percentile(e2e, 0.95)),
+                fmt(percentile(e2e, 0.99)),
+                fmt(percentile(stamp, 0.5)),
+                fmt(percentile(stamp, 0.95)),
+                fmt(percentile(stamp, 0.99)),
+                fmt(s["trend"]),
+                fmt(s["drain_s"], 1) if s["drain_s"] is not None else "no",
+                f"{s['missing']:,}",
+                "yes" if s["sustainable"] else f"NO ({s['why']})",
+            ]
+        )
+    print(
+        table(
+            [
+                "target ev/s",
+                "offered ev/s",
+                "scored ev/s",
+                "scored/offered",
+                "scores measured",
+                "e2e p50 ms",
+                "e2e p95 ms",
+                "e2e p99 ms",
+                "scorer-stamp p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "median rise ms",
+                "drain s",
+                "unscored after drain",
+                "sustainable",
+            ],
+            rows,
+        )
+    )
     print()
     stage_rows = []
     for s in steps:
         for topic, (faust_ms, scorer_ms) in s["stages"].items():
-            stage_rows.append([fmt(s["target"]), topic.split("-", 1)[-1], f"{len(faust_ms):,}",
-                               *(fmt(percentile(faust_ms, q)) for q in (0.5, 0.95, 0.99)),
-                               *(fmt(percentile(scorer_ms, q)) for q in (0.5, 0.95, 0.99))])
-    print(table(["target ev/s", "input topic", "scores", "Faust p50 ms", "p95 ms", "p99 ms",
-                 "scorer p50 ms", "p95 ms", "p99 ms"], stage_rows))
+            stage_rows.append(
+                [
+                    fmt(s["target"]),
+                    topic.split("-", 1)[-1],
+                    f"{len(faust_ms):,}",
+                    *(fmt(percentile(faust_ms, q)) for q in (0.5, 0.95, 0.99)),
+                    *(fmt(percentile(scorer_ms, q)) for q in (0.5, 0.95, 0.99)),
+                ]
+            )
+    print(
+        table(
+            [
+                "target ev/s",
+                "input topic",
+                "scores",
+                "Faust p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "scorer p50 ms",
+                "p95 ms",
+                "p99 ms",
+            ],
+            stage_rows,
+        )
+    )
     print()
     names = list(steps[0]["cpu"]) if steps else []
-    print(table(["target ev/s", *(f"{n} CPU %" for n in names), "total CPU %"],
-                [[fmt(s["target"]), *(fmt(s["cpu"][n]) for n in names), fmt(sum(s["cpu"].values()))] for s in steps]))
-    print(f"- CPU % of one core while the step's events were produced ({os.cpu_count()} cores on this machine)")
+    print(
+        table(
+            ["target ev/s", *(f"{n} CPU %" for n in names), "total CPU %"],
+            [
+                [fmt(s["target"]), *(fmt(s["cpu"][n]) for n in names), fmt(sum(s["cpu"].values()))]
+                for s in steps
+            ],
+        )
+    )
+    print(
+        f"- CPU % of one core while the step's events were produced ({os.cpu_count()} cores on this machine)"
+    )
     ok = [s["target"] for s in steps if s["sustainable"]]
     print()
-    print(f"- highest sustainable rate tried: **{fmt(max(ok)) if ok else 'none'} events/s** "
-          f"(criteria: scored >= 95% of offered, e2e p99 <= {args.p99_max_ms:.0f} ms, median rise <= "
-          f"{args.max_trend_ms:.0f} ms, backlog drained within {args.drain_s:.0f} s)")
+    print(
+        f"- highest sustainable rate tried: **{fmt(max(ok)) if ok else 'none'} events/s** "
+        f"(criteria: scored >= 95% of offered, e2e p99 <= {args.p99_max_ms:.0f} ms, median rise <= "
+        f"{args.max_trend_ms:.0f} ms, backlog drained within {args.drain_s:.0f} s)"
+    )
     if steps and not steps[-1]["sustainable"] and not args.keep_going:
-        print("- the sweep stopped at the first unsustainable rate (--keep-going runs them all); when no rate "
-              "was sustainable it halved the rate on a fresh pipeline (--probe-down times)")
-    print("- latency columns cover only the events that were scored; on an unsustainable step they "
-          "understate the real latency (see 'unscored after drain')")
+        print(
+            "- the sweep stopped at the first unsustainable rate (--keep-going runs them all); when no rate "
+            "was sustainable it halved the rate on a fresh pipeline (--probe-down times)"
+        )
+    print(
+        "- latency columns cover only the events that were scored; on an unsustainable step they "
+        "understate the real latency (see 'unscored after drain')"
+    )
     return 0
 
 

@@ -57,11 +57,20 @@ def make_clicks(n: int, users: int, seed: int) -> list[tuple[str, dict[str, Any]
     out = []
     for k in range(n):
         item = rng.randrange(2000)
-        out.append(("clicks", {
-            "event_id": f"e{k:09d}", "user_id": f"u{rng.randrange(users):05d}", "item_id": f"i{item:04d}",
-            "action": rng.choice(ACTIONS), "ts": START_MS + 50 * k,
-            "title": f"Item {item} of the shop", "category": CATEGORIES[item % len(CATEGORIES)],
-        }))
+        out.append(
+            (
+                "clicks",
+                {
+                    "event_id": f"e{k:09d}",
+                    "user_id": f"u{rng.randrange(users):05d}",
+                    "item_id": f"i{item:04d}",
+                    "action": rng.choice(ACTIONS),
+                    "ts": START_MS + 50 * k,
+                    "title": f"Item {item} of the shop",
+                    "category": CATEGORIES[item % len(CATEGORIES)],
+                },
+            )
+        )
     return out
 
 
@@ -77,11 +86,18 @@ def failed(name: str, why: str) -> dict[str, Any]:
 
 # -- (a) ------------------------------------------------------------------------------------------
 def run_raw_consumer(settings: Settings, n: int, window: int, timeout_s: float) -> dict[str, Any]:
-    consumer = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers, "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": True, "auto.commit.interval.ms": 1000,
-        "fetch.wait.max.ms": 10, "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 1000,
+            "fetch.wait.max.ms": 10,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+        }
+    )
     consumer.subscribe([settings.clicks_topic])
     windows: dict[bytes, deque[dict[str, Any]]] = {}
     count, first, last = 0, None, None
@@ -105,7 +121,9 @@ def run_raw_consumer(settings: Settings, n: int, window: int, timeout_s: float) 
     finally:
         consumer.close()
     note = f"{len(windows)} user windows" + ("" if count >= n else f"; TIMED OUT at {count}/{n}")
-    return result("(a) raw confluent-kafka consumer, dict of per-user last-50 deques", count, first, last, note)
+    return result(
+        "(a) raw confluent-kafka consumer, dict of per-user last-50 deques", count, first, last, note
+    )
 
 
 # -- (b) ------------------------------------------------------------------------------------------
@@ -121,25 +139,56 @@ def wait_for_file(path: Path, child: Child, timeout_s: float) -> dict[str, Any] 
 
 
 def run_faust_count(settings: Settings, n: int, mode: str, work: Path, timeout_s: float) -> dict[str, Any]:
-    label = {"take": "(b) Faust raw consume, stream.take_events(1000, within=0.01)",
-             "take-uvloop": "(b) Faust raw consume, stream.take_events(1000, within=0.01) on uvloop, the worker's loop",
-             "iter": "(b) Faust raw consume, plain `async for value in stream`",
-             "layout": "(b) Faust raw consume, the worker's layout: three take_events agents over its five topics"}[mode]
+    label = {
+        "take": "(b) Faust raw consume, stream.take_events(1000, within=0.01)",
+        "take-uvloop": "(b) Faust raw consume, stream.take_events(1000, within=0.01) on uvloop, the worker's loop",
+        "iter": "(b) Faust raw consume, plain `async for value in stream`",
+        "layout": "(b) Faust raw consume, the worker's layout: three take_events agents over its five topics",
+    }[mode]
     tag = f"faust-{mode}-{uuid.uuid4().hex[:6]}"
     mode, loop = (mode.removesuffix("-uvloop"), ["--uvloop"]) if mode.endswith("-uvloop") else (mode, [])
     out = work / f"{tag}.json"
-    child = Child([sys.executable, str(HERE / "faust_count_app.py"), "--bootstrap", settings.bootstrap_servers,
-                   "--topic", settings.clicks_topic, "--app-id", f"bench-{tag}", "--partitions",
-                   str(settings.partitions), "--n", str(n), "--mode", mode, "--datadir", str(work / tag),
-                   "--layout-topics", ",".join((settings.user_events_topic, settings.transactions_topic,
-                                                settings.fraud_labels_topic, settings.tx_by_terminal_topic)),
-                   "--out", str(out), *loop], work / f"{tag}.log")
+    child = Child(
+        [
+            sys.executable,
+            str(HERE / "faust_count_app.py"),
+            "--bootstrap",
+            settings.bootstrap_servers,
+            "--topic",
+            settings.clicks_topic,
+            "--app-id",
+            f"bench-{tag}",
+            "--partitions",
+            str(settings.partitions),
+            "--n",
+            str(n),
+            "--mode",
+            mode,
+            "--datadir",
+            str(work / tag),
+            "--layout-topics",
+            ",".join(
+                (
+                    settings.user_events_topic,
+                    settings.transactions_topic,
+                    settings.fraud_labels_topic,
+                    settings.tx_by_terminal_topic,
+                )
+            ),
+            "--out",
+            str(out),
+            *loop,
+        ],
+        work / f"{tag}.log",
+    )
     try:
         res = wait_for_file(out, child, timeout_s)
     finally:
         child.stop()
     if res is None:
-        return failed(label, f"no result (child {'died' if not child.alive() else 'timed out'}); log {child.log_path}")
+        return failed(
+            label, f"no result (child {'died' if not child.alive() else 'timed out'}); log {child.log_path}"
+        )
     return result(label, res["count"], res["first_ts"], res["last_ts"], "agent only counts events")
 
 
@@ -157,10 +206,15 @@ def metric_value(port: int, name: str) -> float | None:
 
 def read_updates(bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[set[bytes], list[int]]:
     """Distinct event ids and emitted_ts_ms values of an output topic, read from the beginning."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])  # no group join
     ids: set[bytes] = set()
@@ -192,12 +246,29 @@ def read_updates(bootstrap: str, topic: str, n: int, timeout_s: float) -> tuple[
 def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the worker (all threads, non-blocking) into collapsed stacks; SIGINT ends it."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([exe, "record", "--format", "raw", "--threads", "--nonblocking", "--rate", "100",
-                             "-o", str(out), "--pid", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            exe,
+            "record",
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "--rate",
+            "100",
+            "-o",
+            str(out),
+            "--pid",
+            str(pid),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
 
 
-def run_streamproc_worker(settings: Settings, n: int, work: Path, timeout_s: float,
-                          py_spy_out: Path | None = None) -> tuple[dict[str, Any], Child | None]:
+def run_streamproc_worker(
+    settings: Settings, n: int, work: Path, timeout_s: float, py_spy_out: Path | None = None
+) -> tuple[dict[str, Any], Child | None]:
     label = "(c) streamproc Faust worker (validate, RocksDB user table + changelog, sequence-updates)"
     child = streamproc_child("worker", settings, work / "streamproc-worker.log")
     deadline = time.monotonic() + timeout_s
@@ -215,7 +286,9 @@ def run_streamproc_worker(settings: Settings, n: int, work: Path, timeout_s: flo
             if done >= n:
                 if cpu_from is not None and done > cpu_from[0]:
                     per_event_us = 1e6 * (cpu_seconds(child.pid) - cpu_from[1]) / (done - cpu_from[0])
-                    cpu_note = f"worker CPU {per_event_us:,.0f} us per event (all threads, before the final flush); "
+                    cpu_note = (
+                        f"worker CPU {per_event_us:,.0f} us per event (all threads, before the final flush); "
+                    )
                 break
             time.sleep(METRICS_POLL_S)
         if done >= n:  # the counter moves at send(); let the last batches be flushed and acknowledged
@@ -235,8 +308,13 @@ def run_streamproc_worker(settings: Settings, n: int, work: Path, timeout_s: flo
         return failed(label, note or "no sequence updates read"), child
     if not note and len(ids) < n:
         note = f"only {len(ids):,} of {n:,} distinct ids read back (worker stopped before its last flush?); "
-    res = result(label, len(ids), min(emitted) / 1000, max(emitted) / 1000,
-                 note + cpu_note + "first→last emitted_ts_ms of the sequence updates; distinct event ids")
+    res = result(
+        label,
+        len(ids),
+        min(emitted) / 1000,
+        max(emitted) / 1000,
+        note + cpu_note + "first→last emitted_ts_ms of the sequence updates; distinct event ids",
+    )
     return res, child
 
 
@@ -244,26 +322,55 @@ def run_streamproc_worker(settings: Settings, n: int, work: Path, timeout_s: flo
 def quix_python(explicit: str | None) -> str | None:
     candidates = [explicit] if explicit else [sys.executable]
     for python in candidates:
-        if python and subprocess.run([python, "-c", "import quixstreams"], capture_output=True).returncode == 0:
+        if (
+            python
+            and subprocess.run([python, "-c", "import quixstreams"], capture_output=True).returncode == 0
+        ):
             return python
     return None
 
 
-def run_quix(settings: Settings, n: int, window: int, work: Path, timeout_s: float, python: str | None) -> dict[str, Any]:
+def run_quix(
+    settings: Settings, n: int, window: int, work: Path, timeout_s: float, python: str | None
+) -> dict[str, Any]:
     label = "(d) Quix Streams: last-50 window in RocksDB state + changelog, one output per event"
     py = quix_python(python)
     if py is None:
-        return failed(label, "NOT RUN: quixstreams is not importable (pass --quix-python; see 'The scripts' in docs/benchmarks.md)")
-    version = subprocess.run([py, "-c", "import quixstreams; print(quixstreams.__version__)"],
-                             capture_output=True, text=True).stdout.strip()
+        return failed(
+            label,
+            "NOT RUN: quixstreams is not importable (pass --quix-python; see 'The scripts' in docs/benchmarks.md)",
+        )
+    version = subprocess.run(
+        [py, "-c", "import quixstreams; print(quixstreams.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
     tag = f"quix-{uuid.uuid4().hex[:6]}"
     output = f"{settings.clicks_topic}-{tag}-out"
     create_topics(settings.bootstrap_servers, [output], settings.partitions)
     out = work / f"{tag}.json"
-    child = Child([py, str(HERE / "quix_window_app.py"), "--bootstrap", settings.bootstrap_servers,
-                   "--input", settings.clicks_topic, "--output", output, "--group", f"bench-{tag}",
-                   "--state-dir", str(work / tag), "--window", str(window), "--n", str(n), "--out", str(out)],
-                  work / f"{tag}.log", env=dict(os.environ))
+    child = Child(
+        [
+            py,
+            str(HERE / "quix_window_app.py"),
+            "--bootstrap",
+            settings.bootstrap_servers,
+            "--input",
+            settings.clicks_topic,
+            "--output",
+            output,
+            "--group",
+            f"bench-{tag}",
+            "--state-dir",
+            str(work / tag),
+            "--window",
+            str(window),
+            "--n",
+            str(n),
+            "--out",
+            str(out),
+        ],
+        work / f"{tag}.log",
+        env=dict(os.environ),
+    )
     try:
         res = wait_for_file(out, child, timeout_s)
         time.sleep(1.0)  # let the last outputs be produced
@@ -271,28 +378,48 @@ def run_quix(settings: Settings, n: int, window: int, work: Path, timeout_s: flo
         child.stop()
     if res is None:
         tail = " ".join(child.log_tail(400).split())
-        return failed(label, f"quixstreams {version}: no result ({'died' if child.proc.returncode not in (None, 0, -15) else 'timed out'}): {tail}")
+        return failed(
+            label,
+            f"quixstreams {version}: no result ({'died' if child.proc.returncode not in (None, 0, -15) else 'timed out'}): {tail}",
+        )
     ids, emitted = read_updates(settings.bootstrap_servers, output, n, 120)
     if not emitted:
         return failed(label, f"quixstreams {version}: processed {res['count']} but no output read")
-    return result(label, len(ids), min(emitted) / 1000, max(emitted) / 1000,
-                  f"quixstreams {version}; first→last emitted_ts_ms of the outputs; distinct event ids")
+    return result(
+        label,
+        len(ids),
+        min(emitted) / 1000,
+        max(emitted) / 1000,
+        f"quixstreams {version}; first→last emitted_ts_ms of the outputs; distinct event ids",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=50_000, help="click events produced once (default 50000)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--events", type=int, default=50_000, help="click events produced once (default 50000)"
+    )
     parser.add_argument("--users", type=int, default=2_000, help="distinct users / keys (default 2000)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--window", type=int, default=50, help="events per user window (default 50)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--stage-timeout-s", type=float, default=180, help="give up on one consumer after this")
+    parser.add_argument(
+        "--stage-timeout-s", type=float, default=180, help="give up on one consumer after this"
+    )
     parser.add_argument("--only", default="a,b,c,d", help="comma list of a,b,c,d (default all)")
     parser.add_argument("--quix-python", help="interpreter that has quixstreams (default: this one)")
-    parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed unless --keep)")
+    parser.add_argument(
+        "--work-dir", type=Path, help="logs and state (default: a temp dir, removed unless --keep)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (child logs)")
-    parser.add_argument("--py-spy", type=Path, metavar="OUT",
-                        help="profile (c) with py-spy (raw collapsed stacks to OUT; see bench/profile_top.py)")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="OUT",
+        help="profile (c) with py-spy (raw collapsed stacks to OUT; see bench/profile_top.py)",
+    )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
 
@@ -307,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         produced = replay(settings, iter(events), rate=0, progress=False)
         produce_s = time.perf_counter() - t0
-        print(f"produced {produced} events to {settings.clicks_topic} in {produce_s:.1f}s", file=sys.stderr, flush=True)
+        print(
+            f"produced {produced} events to {settings.clicks_topic} in {produce_s:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
         if "a" in only:
             rows.append(run_raw_consumer(settings, args.events, args.window, args.stage_timeout_s))
             print(rows[-1], file=sys.stderr, flush=True)
@@ -316,24 +447,37 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_faust_count(settings, args.events, mode, work, args.stage_timeout_s))
                 print(rows[-1], file=sys.stderr, flush=True)
         if "c" in only:
-            res, _child = run_streamproc_worker(settings, args.events, work, args.stage_timeout_s, args.py_spy)
+            res, _child = run_streamproc_worker(
+                settings, args.events, work, args.stage_timeout_s, args.py_spy
+            )
             rows.append(res)
             print(rows[-1], file=sys.stderr, flush=True)
         if "d" in only:
-            rows.append(run_quix(settings, args.events, args.window, work, args.stage_timeout_s, args.quix_python))
+            rows.append(
+                run_quix(settings, args.events, args.window, work, args.stage_timeout_s, args.quix_python)
+            )
             print(rows[-1], file=sys.stderr, flush=True)
     finally:
         broker.stop()
         if not (args.keep or args.work_dir):
             shutil.rmtree(work, ignore_errors=True)
 
-    print(header("pipeline_bench: consumer throughput on a local Apache Kafka", {
-        "workload": f"{args.events:,} JSON click events, {args.users:,} users (keys), {args.partitions} partitions, "
-                    f"murmur2 keyed by user, window {args.window}; produced once before any consumer "
-                    f"({produced:,} acked in {produce_s:.1f} s)",
-    }))
-    print(table(["consumer", "events", "seconds (first→last)", "events/s", "notes"],
-                [[r["name"], f"{r['count']:,}", fmt(r["seconds"], 2), fmt(r["rate"]), r["note"]] for r in rows]))
+    print(
+        header(
+            "pipeline_bench: consumer throughput on a local Apache Kafka",
+            {
+                "workload": f"{args.events:,} JSON click events, {args.users:,} users (keys), {args.partitions} partitions, "
+                f"murmur2 keyed by user, window {args.window}; produced once before any consumer "
+                f"({produced:,} acked in {produce_s:.1f} s)",
+            },
+        )
+    )
+    print(
+        table(
+            ["consumer", "events", "seconds (first→last)", "events/s", "notes"],
+            [[r["name"], f"{r['count']:,}", fmt(r["seconds"], 2), fmt(r["rate"]), r["note"]] for r in rows],
+        )
+    )
     by = {r["name"][:3]: r for r in rows}
     c = next((r for r in rows if r["name"].startswith("(c)")), None)
     base = [r for r in rows if r["name"].startswith("(b)")]
@@ -341,12 +485,18 @@ def main(argv: list[str] | None = None) -> int:
         print()
         for b in base:
             pct = 100 * c["rate"] / b["rate"] if c["rate"] and b["rate"] else None
-            why = ("Faust's path as the worker subscribes, our code aside" if "layout" in b["name"]
-                   else "target: 70%; like for like: the worker also runs on uvloop" if "uvloop" in b["name"]
-                   else "target: 70%")
+            why = (
+                "Faust's path as the worker subscribes, our code aside"
+                if "layout" in b["name"]
+                else "target: 70%; like for like: the worker also runs on uvloop"
+                if "uvloop" in b["name"]
+                else "target: 70%"
+            )
             print(f"- (c) streamproc worker = **{fmt(pct, 1)}%** of {b['name'][4:]} ({why})")
     if "(a)" in by and c and by["(a)"]["rate"] and c["rate"]:
-        print(f"- (c) streamproc worker = {fmt(100 * c['rate'] / by['(a)']['rate'], 1)}% of (a) raw confluent-kafka")
+        print(
+            f"- (c) streamproc worker = {fmt(100 * c['rate'] / by['(a)']['rate'], 1)}% of (a) raw confluent-kafka"
+        )
     if args.keep or args.work_dir:
         print(f"\nlogs and state kept in {work}")
     return 0

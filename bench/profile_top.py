@@ -1,7 +1,7 @@
 """Top hot spots of a py-spy `--format raw` profile (collapsed stacks), self and inclusive, in percent.
 
-    py-spy record --format raw --threads --nonblocking -o /tmp/worker.txt --pid PID
-    python bench/profile_top.py /tmp/worker.txt --top 15
+py-spy record --format raw --threads --nonblocking -o /tmp/worker.txt --pid PID
+python bench/profile_top.py /tmp/worker.txt --top 15
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def frame_name(frame: str, keep_lines: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--lines", action="store_true", help="keep line numbers (per line, not per function)")

@@ -64,8 +64,12 @@ def main() -> None:
             tmp = out.with_suffix(".tmp")
             tmp.write_text(json.dumps({k: progress[k] for k in ("count", "first_ts", "last_ts")}))
             tmp.rename(out)
-        return {"user_id": value["user_id"], "event_id": value["event_id"],
-                "emitted_ts_ms": int(now * 1000), "window": events}
+        return {
+            "user_id": value["user_id"],
+            "event_id": value["event_id"],
+            "emitted_ts_ms": int(now * 1000),
+            "window": events,
+        }
 
     sdf = app.dataframe(source)
     sdf = sdf.apply(window, stateful=True)

@@ -69,8 +69,14 @@ def total_lag(port: int) -> int | None:
     page = read_metrics(f"http://127.0.0.1:{port}/metrics")
     if page is None:
         return None
-    return int(sum(s.value for f in text_string_to_metric_families(page) if f.name == "streamproc_consumer_lag"
-                   for s in f.samples))
+    return int(
+        sum(
+            s.value
+            for f in text_string_to_metric_families(page)
+            if f.name == "streamproc_consumer_lag"
+            for s in f.samples
+        )
+    )
 
 
 class MinuteReader(threading.Thread):
@@ -79,10 +85,15 @@ class MinuteReader(threading.Thread):
 
     def __init__(self, settings: Settings, start_ms: int) -> None:
         super().__init__(daemon=True)
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.bootstrap_servers, "group.id": f"bench-soak-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False, "fetch.wait.max.ms": 5,
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "group.id": f"bench-soak-{uuid.uuid4().hex[:6]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
         self.consumer.subscribe([settings.risk_scores_topic])
         self.start_ms = start_ms
         self.latencies: dict[int, list[int]] = defaultdict(list)
@@ -110,19 +121,25 @@ class MinuteReader(threading.Thread):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/demo"))
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second (default 1000)")
     parser.add_argument("--minutes", type=int, default=30)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--users", type=int, default=5000, help="users per generator chunk (default 5000)")
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a Settings override")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a Settings override"
+    )
     parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed)")
     args = parser.parse_args(argv)
     if not (args.checkpoint / "config.json").exists():
-        parser.error(f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
-                     f"--out {args.checkpoint}")
+        parser.error(
+            f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
+            f"--out {args.checkpoint}"
+        )
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="soak-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     kafka = start_kafka(work)
@@ -130,11 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[Any]] = []
     summary: dict[str, Any] = {}
     try:
-        settings = bench_settings(kafka, work, partitions=args.partitions, checkpoint=args.checkpoint.resolve(),
-                                  device="cpu", **dict(item.split("=", 1) for item in args.set))
+        settings = bench_settings(
+            kafka,
+            work,
+            partitions=args.partitions,
+            checkpoint=args.checkpoint.resolve(),
+            device="cpu",
+            **dict(item.split("=", 1) for item in args.set),
+        )
         create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
-        children += [streamproc_child("worker", settings, work / "worker.log"),
-                     streamproc_child("score", settings, work / "score.log")]
+        children += [
+            streamproc_child("worker", settings, work / "worker.log"),
+            streamproc_child("score", settings, work / "score.log"),
+        ]
         source = event_source(args.users, args.days, seed=7)
         warm = [next(source) for _ in range(200)]
         warm_reader = MinuteReader(settings, 0)
@@ -142,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         replay(settings, iter(warm), rate=200, progress=False)
         deadline = time.monotonic() + 240
         while sum(len(v) for v in warm_reader.latencies.values()) < len(warm):  # the pipeline warm
-            assert time.monotonic() < deadline, "warm-up not scored:\n" + "\n".join(c.log_tail() for c in children)
+            assert time.monotonic() < deadline, "warm-up not scored:\n" + "\n".join(
+                c.log_tail() for c in children
+            )
             time.sleep(0.5)  # polling the warm-up reader
         warm_reader.stopping.set()
 
@@ -155,14 +182,24 @@ def main(argv: list[str] | None = None) -> int:
 
         def produce() -> None:
             try:
-                produced[0] = replay(settings, source, rate=args.rate, limit=limit, progress=False,
-                                     on_delivered=lambda n: produced.__setitem__(0, n))
+                produced[0] = replay(
+                    settings,
+                    source,
+                    rate=args.rate,
+                    limit=limit,
+                    progress=False,
+                    on_delivered=lambda n: produced.__setitem__(0, n),
+                )
             finally:
                 done.set()
 
         threading.Thread(target=produce, name="replay", daemon=True).start()
-        pids = {"Faust worker": children[0].pid, "scoring worker": children[1].pid, "Kafka": kafka.pids()[0],
-                "bench": os.getpid()}
+        pids = {
+            "Faust worker": children[0].pid,
+            "scoring worker": children[1].pid,
+            "Kafka": kafka.pids()[0],
+            "bench": os.getpid(),
+        }
         cpu_before = {n: cpu_seconds(p) for n, p in pids.items()}
         produced_before = 0
         for minute in range(args.minutes):
@@ -178,11 +215,20 @@ def main(argv: list[str] | None = None) -> int:
             produced_before = produced[0]
             time.sleep(2)  # scores of the minute's last events still on their way (p99 well under 2 s)
             lat = reader.minute(minute)
-            rows.append([minute + 1, f"{in_minute:,}", f"{len(lat):,}", fmt(percentile(lat, 0.5)),
-                         fmt(percentile(lat, 0.99)), fmt(lag[0]) if lag[0] is not None else "?",
-                         fmt(lag[1]) if lag[1] is not None else "?",
-                         *(fmt(rss_mib(p)) for p in pids.values()), *(fmt(cpu[n]) for n in pids),
-                         fmt(folder_bytes(kafka.folder) / MIB)])
+            rows.append(
+                [
+                    minute + 1,
+                    f"{in_minute:,}",
+                    f"{len(lat):,}",
+                    fmt(percentile(lat, 0.5)),
+                    fmt(percentile(lat, 0.99)),
+                    fmt(lag[0]) if lag[0] is not None else "?",
+                    fmt(lag[1]) if lag[1] is not None else "?",
+                    *(fmt(rss_mib(p)) for p in pids.values()),
+                    *(fmt(cpu[n]) for n in pids),
+                    fmt(folder_bytes(kafka.folder) / MIB),
+                ]
+            )
             print(" | ".join(str(c) for c in rows[-1]), file=sys.stderr, flush=True)
         done.wait(120)
         summary = {"p99": [percentile(reader.minute(m), 0.99) for m in range(args.minutes)]}
@@ -194,14 +240,39 @@ def main(argv: list[str] | None = None) -> int:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(header(f"soak_bench: the pipeline at {args.rate:,.0f} events/s for {args.minutes} minutes", {
-        "pipeline": f"streamproc worker + streamproc score (CPU, checkpoint {args.checkpoint}), {args.partitions} "
-                    f"partitions, Kafka retention {kafka.retention.bytes_per_partition // MIB} MiB per partition",
-        "workload": f"models.synthetic clicks and transactions, {args.users:,} users x {args.days} days per chunk",
-    }))
-    print(table(["minute", "produced", "scored", "e2e p50 ms", "e2e p99 ms", "Faust worker lag", "scorer lag",
-                 "RSS worker MiB", "RSS scorer MiB", "RSS Kafka MiB", "RSS bench MiB", "CPU worker %",
-                 "CPU scorer %", "CPU Kafka %", "CPU bench %", "Kafka disk MiB"], rows))
+    print(
+        header(
+            f"soak_bench: the pipeline at {args.rate:,.0f} events/s for {args.minutes} minutes",
+            {
+                "pipeline": f"streamproc worker + streamproc score (CPU, checkpoint {args.checkpoint}), {args.partitions} "
+                f"partitions, Kafka retention {kafka.retention.bytes_per_partition // MIB} MiB per partition",
+                "workload": f"models.synthetic clicks and transactions, {args.users:,} users x {args.days} days per chunk",
+            },
+        )
+    )
+    print(
+        table(
+            [
+                "minute",
+                "produced",
+                "scored",
+                "e2e p50 ms",
+                "e2e p99 ms",
+                "Faust worker lag",
+                "scorer lag",
+                "RSS worker MiB",
+                "RSS scorer MiB",
+                "RSS Kafka MiB",
+                "RSS bench MiB",
+                "CPU worker %",
+                "CPU scorer %",
+                "CPU Kafka %",
+                "CPU bench %",
+                "Kafka disk MiB",
+            ],
+            rows,
+        )
+    )
     p99 = summary.get("p99") or []
     if len(p99) >= 2 and p99[1] and p99[-1]:
         print(f"\n- p99 of the last minute / the second minute: **{p99[-1] / p99[1]:.2f}** (goal <= 1.5)")

@@ -66,7 +66,9 @@ async def sliced(db: Rdict) -> tuple[int, float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--keys", default="10000,100000,500000", help="comma-separated table sizes")
     parser.add_argument("--value-bytes", type=int, default=2_000, help="a user state is 2-10 KB")
     parser.add_argument("--rounds", type=int, default=3, help="times each key is written")
@@ -83,19 +85,47 @@ def main(argv: list[str] | None = None) -> int:
             faust_s = time.perf_counter() - started
             counted, wall, busy, gap = asyncio.run(sliced(db))
             estimate = db.property_int_value("rocksdb.estimate-num-keys")
-            rows.append([f"{keys:,}", f"{exact:,}", fmt(faust_s * 1000), fmt(faust_s / exact * 1e6, 1),
-                         f"{counted:,}", fmt(wall * 1000), fmt(gap * 1000, 1), fmt(next_count_in_s(busy, 10.0)),
-                         f"{estimate:,}"])
+            rows.append(
+                [
+                    f"{keys:,}",
+                    f"{exact:,}",
+                    fmt(faust_s * 1000),
+                    fmt(faust_s / exact * 1e6, 1),
+                    f"{counted:,}",
+                    fmt(wall * 1000),
+                    fmt(gap * 1000, 1),
+                    fmt(next_count_in_s(busy, 10.0)),
+                    f"{estimate:,}",
+                ]
+            )
         finally:
             db.close()
             shutil.rmtree(folder, ignore_errors=True)
         print(rows[-1], file=sys.stderr)
 
-    print(header("table_size_bench: counting a RocksDB table's keys",
-                 {"workload": f"{args.value_bytes:,}-byte values, each key written {args.rounds} times"}, broker=False))
-    print(table(["keys", "Faust len(table)", "event loop stopped for (ms)", "us per key", "sliced count",
-                 "sliced count took (ms)", "longest event-loop gap (ms)", "next count in (s)",
-                 "RocksDB estimate-num-keys"], rows))
+    print(
+        header(
+            "table_size_bench: counting a RocksDB table's keys",
+            {"workload": f"{args.value_bytes:,}-byte values, each key written {args.rounds} times"},
+            broker=False,
+        )
+    )
+    print(
+        table(
+            [
+                "keys",
+                "Faust len(table)",
+                "event loop stopped for (ms)",
+                "us per key",
+                "sliced count",
+                "sliced count took (ms)",
+                "longest event-loop gap (ms)",
+                "next count in (s)",
+                "RocksDB estimate-num-keys",
+            ],
+            rows,
+        )
+    )
     return 0
 
 

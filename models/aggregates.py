@@ -74,7 +74,9 @@ def update(state: VelocityState, ts_ms: int, amount: float, label: int | None = 
     minutes = state.setdefault("m", {})  # states written before minute buckets existed have none
     minute = int(ts_ms) // MINUTE_MS
     newest_minute = max([minute, *(int(m) for m in minutes)])
-    if minute > newest_minute - HOUR_MINUTES:  # a late event older than the newest hour counts in its day only
+    if (
+        minute > newest_minute - HOUR_MINUTES
+    ):  # a late event older than the newest hour counts in its day only
         recent = minutes.setdefault(str(minute), [0, 0.0])
         recent[0] += 1
         recent[1] += float(amount)

@@ -111,12 +111,20 @@ def checkpoint_next_item(
             val_recs[r["user_id"]] = r
     val_windows = [train_recs[u] for u in data.users]
     test_windows = [train_recs[u] + [val_recs[u]] for u in data.users]
-    val = bl.next_item_ranks(CheckpointItemScores(scorer, val_windows, data), data.val_input, data.val_target,
-                             data.n_items)
-    test = bl.next_item_ranks(CheckpointItemScores(scorer, test_windows, data), data.test_input,
-                              data.test_target, data.n_items)
-    sampled = bl.next_item_ranks(CheckpointItemScores(scorer, test_windows, data), data.test_input,
-                                 data.test_target, data.n_items, n_negatives, seed)
+    val = bl.next_item_ranks(
+        CheckpointItemScores(scorer, val_windows, data), data.val_input, data.val_target, data.n_items
+    )
+    test = bl.next_item_ranks(
+        CheckpointItemScores(scorer, test_windows, data), data.test_input, data.test_target, data.n_items
+    )
+    sampled = bl.next_item_ranks(
+        CheckpointItemScores(scorer, test_windows, data),
+        data.test_input,
+        data.test_target,
+        data.n_items,
+        n_negatives,
+        seed,
+    )
     hours = [
         s.time_to_next_s / 3600
         for start in range(0, len(test_windows), 256)

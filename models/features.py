@@ -189,7 +189,9 @@ def numeric_features(
             np.cos(dow),
             np.sign(safe_amount) * np.log1p(np.abs(safe_amount)),
             has_amount,
-            np.where(has_value, np.clip(value, -VALUE_CLIP, VALUE_CLIP), 0.0),  # no float32 overflow, whatever comes
+            np.where(
+                has_value, np.clip(value, -VALUE_CLIP, VALUE_CLIP), 0.0
+            ),  # no float32 overflow, whatever comes
             has_value,
         ],
         axis=-1,

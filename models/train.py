@@ -148,18 +148,54 @@ DEFAULT_PRESET = "demo"  # the synthetic stream trained when neither --preset no
 # Each data set's default configuration (TrainConfig overrides, before the command line's --set): the
 # setting chosen on validation, within about 15 minutes of this machine's two CPU cores (ML-1M 865 s,
 # Beauty 686 s, 2026-11-30). docs/results.md gives its figures.
-_NEXT_ITEM_ONLY = ["use_text=false", "loss_weights.action=0", "loss_weights.time=0", "loss_weights.risk=0",
-                   "d_model=64", "n_layers=2", "n_heads=2", "lr=3e-3", "batch_size=128", "lr_decay=linear",
-                   "warmup_steps=50", "patience=100", "select_on=item_ndcg10"]
+_NEXT_ITEM_ONLY = [
+    "use_text=false",
+    "loss_weights.action=0",
+    "loss_weights.time=0",
+    "loss_weights.risk=0",
+    "d_model=64",
+    "n_layers=2",
+    "n_heads=2",
+    "lr=3e-3",
+    "batch_size=128",
+    "lr_decay=linear",
+    "warmup_steps=50",
+    "patience=100",
+    "select_on=item_ndcg10",
+]
 DATASET_DEFAULTS: dict[str, list[str]] = {
-    "ml-1m": [*_NEXT_ITEM_ONLY, "max_len=50", "dropout=0.2", "sampling=event", "max_steps=2700",
-              "max_seconds=1200", "eval_every=300", "val_windows=6040"],
-    "amazon-beauty": [*_NEXT_ITEM_ONLY, "max_len=50", "dropout=0.5", "sampling=user_last", "max_steps=3000",
-                      "max_seconds=1200", "eval_every=200", "val_windows=5000"],
+    "ml-1m": [
+        *_NEXT_ITEM_ONLY,
+        "max_len=50",
+        "dropout=0.2",
+        "sampling=event",
+        "max_steps=2700",
+        "max_seconds=1200",
+        "eval_every=300",
+        "val_windows=6040",
+    ],
+    "amazon-beauty": [
+        *_NEXT_ITEM_ONLY,
+        "max_len=50",
+        "dropout=0.5",
+        "sampling=user_last",
+        "max_steps=3000",
+        "max_seconds=1200",
+        "eval_every=200",
+        "val_windows=5000",
+    ],
     # chosen on validation among 6 runs of 450 steps (docs/results.md, v7); keeps the time-to-next head
-    "movielens-small": [*_NEXT_ITEM_ONLY, "loss_weights.time=0.2", "max_len=50", "dropout=0.3",
-                        "sampling=user_last", "max_steps=450", "max_seconds=1200", "eval_every=75",
-                        "val_windows=610"],
+    "movielens-small": [
+        *_NEXT_ITEM_ONLY,
+        "loss_weights.time=0.2",
+        "max_len=50",
+        "dropout=0.3",
+        "sampling=user_last",
+        "max_steps=450",
+        "max_seconds=1200",
+        "eval_every=75",
+        "val_windows=610",
+    ],
     # as chosen on the fraud validation folds (models.evaluate, docs/results.md): no terminal ids, risk trees
     "fraud-handbook": ["use_item_ids=false", "risk_trees=true", "use_text=false"],
 }
@@ -519,7 +555,9 @@ def train(
     labelled = np.flatnonzero(~np.isnan(train_data.risk))
 
     def snapshot() -> dict[str, Any]:
-        return copy.deepcopy({"model": model.state_dict(), "tuner": tuner.top.state_dict() if tuner else None})
+        return copy.deepcopy(
+            {"model": model.state_dict(), "tuner": tuner.top.state_dict() if tuner else None}
+        )
 
     best: tuple[float, dict[str, Any], dict[str, Any]] = (float("inf"), {}, snapshot())
     history, bad, t0 = [], 0, time.monotonic()
@@ -544,7 +582,9 @@ def train(
         out_of_time = time.monotonic() - t0 > config.max_seconds
         if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
             table = tuner.embed_all() if tuner is not None else text_table
-            metrics = {"step": step, "train_loss": loss.item()} | evaluate(model, val_data, val_ends, config, table)
+            metrics = {"step": step, "train_loss": loss.item()} | evaluate(
+                model, val_data, val_ends, config, table
+            )
             history.append(metrics)
             tqdm.write(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
             score = metrics["loss"] if config.select_on == "loss" else -metrics.get(config.select_on, 0.0)
@@ -708,7 +748,8 @@ def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainCon
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--preset", choices=sorted(PRESETS),
+        "--preset",
+        choices=sorted(PRESETS),
         help="synthetic stream and setting (default: demo); with --dataset, a base setting instead of TrainConfig()",
     )
     parser.add_argument("--out", required=True)
@@ -718,7 +759,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--device", help="auto (default: cuda when available, else cpu), cpu or cuda[:N]")
     parser.add_argument(
-        "--dataset", choices=sorted(DATASET_LOADERS),
+        "--dataset",
+        choices=sorted(DATASET_LOADERS),
         help="train on a data set, not synthetic (with its DATASET_DEFAULTS setting, about 15 minutes)",
     )
     parser.add_argument("--data", help="path of the data set (file or folder, as its loader expects)")

@@ -29,7 +29,9 @@ BATCH = 256
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default="checkpoints/demo")
     parser.add_argument("--threshold", type=float, default=0.5, help="the alert threshold (default 0.5)")
     args = parser.parse_args()
@@ -46,7 +48,9 @@ def main() -> None:
         clicks = [i for i, e in enumerate(events) if e["kind"] == "click"]
         next_click = dict(zip(clicks, clicks[1:], strict=False))
         for i, event in enumerate(events):
-            window = Window(events=events[max(0, i + 1 - WINDOW): i + 1], aggregates=aggregates[event["event_id"]])
+            window = Window(
+                events=events[max(0, i + 1 - WINDOW) : i + 1], aggregates=aggregates[event["event_id"]]
+            )
             if event["kind"] == "transaction":
                 tx_windows.append(window)
                 tx_ids.append(event["event_id"])
@@ -57,19 +61,27 @@ def main() -> None:
                 click_windows.append(window)
                 next_items.append(events[next_click[i]]["item_id"])
     scorer = Scorer.load(args.checkpoint)
-    risk = np.array([s.risk for b in range(0, len(tx_windows), BATCH) for s in scorer.score(tx_windows[b:b + BATCH])])
+    risk = np.array(
+        [s.risk for b in range(0, len(tx_windows), BATCH) for s in scorer.score(tx_windows[b : b + BATCH])]
+    )
     y = np.array([labels[i] for i in tx_ids])
     alerts = risk >= args.threshold
     hits = sum(
         nxt in [item for item, _ in s.top_items[:10]]
         for b in range(0, len(click_windows), BATCH)
-        for s, nxt in zip(scorer.score(click_windows[b:b + BATCH]), next_items[b:b + BATCH], strict=True)
+        for s, nxt in zip(scorer.score(click_windows[b : b + BATCH]), next_items[b : b + BATCH], strict=True)
     )
-    print(f"checkpoint {args.checkpoint} (model {scorer.model_version}) on the demo stream (seed 7, 500 users, 30 days)")
-    print(f"transactions {len(y):,}, frauds {int(y.sum()):,}: AP {average_precision_score(y, risk):.3f}, "
-          f"ROC-AUC {roc_auc_score(y, risk):.3f}; at threshold {args.threshold}: {int(alerts.sum()):,} alerts, "
-          f"precision {(alerts & (y == 1)).sum() / max(1, alerts.sum()):.2f}, recall {(alerts & (y == 1)).sum() / max(1, y.sum()):.2f}")
-    print(f"next click in the top 10 (HR@10): {hits / max(1, len(next_items)):.3f} over {len(next_items):,} clicks")
+    print(
+        f"checkpoint {args.checkpoint} (model {scorer.model_version}) on the demo stream (seed 7, 500 users, 30 days)"
+    )
+    print(
+        f"transactions {len(y):,}, frauds {int(y.sum()):,}: AP {average_precision_score(y, risk):.3f}, "
+        f"ROC-AUC {roc_auc_score(y, risk):.3f}; at threshold {args.threshold}: {int(alerts.sum()):,} alerts, "
+        f"precision {(alerts & (y == 1)).sum() / max(1, alerts.sum()):.2f}, recall {(alerts & (y == 1)).sum() / max(1, y.sum()):.2f}"
+    )
+    print(
+        f"next click in the top 10 (HR@10): {hits / max(1, len(next_items)):.3f} over {len(next_items):,} clicks"
+    )
 
 
 if __name__ == "__main__":

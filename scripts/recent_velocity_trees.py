@@ -39,11 +39,15 @@ def main() -> None:
     log = ds.load_fraud_handbook(args.data, since=folds[0].train_start - dt.timedelta(days=8))
     frame = bl.fraud_frame(log)
     splits = [ds.fold_event_ids(log, f) for f in folds]
-    print(f"{len(frame):,} transactions loaded and replayed in {time.monotonic() - started:.0f} s", flush=True)
+    print(
+        f"{len(frame):,} transactions loaded and replayed in {time.monotonic() - started:.0f} s", flush=True
+    )
 
     rows = []
-    for name, features in (("v6 trees' features (HISTORY_FEATURES)", risk_trees.HISTORY_FEATURES),
-                           ("+ recent velocity (TREE_FEATURES)", risk_trees.TREE_FEATURES)):
+    for name, features in (
+        ("v6 trees' features (HISTORY_FEATURES)", risk_trees.HISTORY_FEATURES),
+        ("+ recent velocity (TREE_FEATURES)", risk_trees.TREE_FEATURES),
+    ):
         per_seed = []
         for seed in args.seeds:
             reports = []
@@ -53,9 +57,11 @@ def main() -> None:
                 reports.append(bl.fraud_report(frame.loc[test_ids], scores))
             per_seed.append(pd.DataFrame(reports).mean())
         means = pd.DataFrame(per_seed)
-        rows.append({"features": name, "seeds": len(args.seeds)}
-                    | {f"{k} (mean)": round(float(means[k].mean()), 4) for k in means.columns}
-                    | {"AP min..max over seeds": f"{means['AP'].min():.4f}..{means['AP'].max():.4f}"})
+        rows.append(
+            {"features": name, "seeds": len(args.seeds)}
+            | {f"{k} (mean)": round(float(means[k].mean()), 4) for k in means.columns}
+            | {"AP min..max over seeds": f"{means['AP'].min():.4f}..{means['AP'].max():.4f}"}
+        )
         print(rows[-1], flush=True)
     print(markdown_table(rows))
     print(f"validation folds from {folds[0].train_start}; {time.monotonic() - started:.0f} s in all")

@@ -30,8 +30,13 @@ from tests.integration.pipeline_data import produce, synthetic_events
 def one_run(work: Path, checkpoint: Path, overrides: dict[str, str]) -> int:
     with LocalKafka(work / "kafka") as broker:
         s = Settings(bootstrap_servers=broker.bootstrap_servers).namespaced(
-            "check", data_dir=work / "faust", checkpoint=checkpoint,
-            worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides)
+            "check",
+            data_dir=work / "faust",
+            checkpoint=checkpoint,
+            worker_metrics_port=free_port(),
+            scorer_metrics_port=free_port(),
+            **overrides,
+        )
         create_topics(s.bootstrap_servers, s.all_topics(), s.partitions)
         workers: list[Process] = []
 
@@ -74,8 +79,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--burn", type=int, default=0, help="busy processes beside the check")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a Settings override")
-    parser.add_argument("--keep", type=Path, help="copy the worker logs of runs that lost events or stalled here")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE", help="a Settings override"
+    )
+    parser.add_argument(
+        "--keep", type=Path, help="copy the worker logs of runs that lost events or stalled here"
+    )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     burners = [multiprocessing.Process(target=burn, daemon=True) for _ in range(args.burn)]
@@ -84,8 +93,21 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = Path(tmp) / "tiny"
-            subprocess.run([sys.executable, "-m", "models.train", "--preset", "tiny", "--out", str(checkpoint),
-                            "--threads", "1"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "models.train",
+                    "--preset",
+                    "tiny",
+                    "--out",
+                    str(checkpoint),
+                    "--threads",
+                    "1",
+                ],
+                check=True,
+                capture_output=True,
+            )
             print("| run | events lost of 3,000 | stall reported | seconds |\n|---|---|---|---|", flush=True)
             for n in range(args.runs):
                 work = Path(tmp) / f"run{n}"
@@ -94,7 +116,10 @@ def main() -> None:
                 lost = one_run(work, checkpoint, overrides)
                 logs = sorted(work.glob("worker-*.log"), key=lambda p: p.stat().st_mtime)
                 stalled = any("worker stalled" in p.read_text(errors="replace") for p in logs)
-                print(f"| {n + 1} | {lost} | {'yes' if stalled else 'no'} | {time.monotonic() - started:.0f} |", flush=True)
+                print(
+                    f"| {n + 1} | {lost} | {'yes' if stalled else 'no'} | {time.monotonic() - started:.0f} |",
+                    flush=True,
+                )
                 if args.keep and (lost or stalled):
                     for i, p in enumerate(logs):
                         (args.keep / f"run{n + 1}").mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,9 @@ class Settings(BaseSettings):
     # librdkafka compression of what the agents write (sequence updates, changelogs, re-keyed events);
     # Faust (aiokafka) reads lz4, zstd and snappy back through cramjam
     output_compression: Literal["none", "lz4", "zstd", "gzip", "snappy"] = "lz4"
-    torch_threads: int = Field(1, ge=1)  # CPU threads for the model; 1 keeps small batches fast beside the worker
+    torch_threads: int = Field(
+        1, ge=1
+    )  # CPU threads for the model; 1 keeps small batches fast beside the worker
     # librdkafka linger of the worker's output producers and the scoring worker's producer: the longest a
     # record waits for others to share its produce request (fewer requests: less broker CPU, more latency)
     producer_linger_ms: int = Field(2, ge=0)
@@ -104,12 +106,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_security(self) -> Settings:
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
-            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password")
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and sasl_password"
+            )
         if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
             raise ValueError("ssl_certificate_location and ssl_key_location go together (mutual TLS)")
         if self.ssl_certificate_location and not self.security_protocol.endswith("SSL"):
-            raise ValueError(f"a client certificate needs TLS: security_protocol SSL or SASL_SSL, "
-                             f"not {self.security_protocol}")
+            raise ValueError(
+                f"a client certificate needs TLS: security_protocol SSL or SASL_SSL, "
+                f"not {self.security_protocol}"
+            )
         return self
 
     def kafka_security(self) -> dict[str, Any]:
@@ -117,21 +123,30 @@ class Settings(BaseSettings):
         if self.security_protocol == "PLAINTEXT":
             return {}
         options: dict[str, Any] = {"security.protocol": self.security_protocol}
-        for name, value in (("ssl.ca.location", self.ssl_ca_location),
-                            ("ssl.certificate.location", self.ssl_certificate_location),
-                            ("ssl.key.location", self.ssl_key_location)):
+        for name, value in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
             if value is not None and self.security_protocol.endswith("SSL"):
                 options[name] = str(value)
         if self.security_protocol.startswith("SASL"):
             assert self.sasl_password is not None  # _check_security
-            options |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": self.sasl_username,
-                        "sasl.password": self.sasl_password.get_secret_value()}
+            options |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password.get_secret_value(),
+            }
         return options
 
     def kafka_common(self) -> dict[str, Any]:
         """librdkafka options shared by every confluent-kafka client, in their dotted names."""
-        return {"bootstrap.servers": self.bootstrap_servers, "client.id": self.app_id,
-                "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms, **self.kafka_security()}
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.app_id,
+            "topic.metadata.refresh.interval.ms": self.metadata_refresh_ms,
+            **self.kafka_security(),
+        }
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced (None values are ignored), validated again."""
@@ -142,12 +157,23 @@ class Settings(BaseSettings):
     def namespaced(self, prefix: str, **overrides: Any) -> Settings:
         """A copy whose topics, app id and scorer group start with `prefix`, so that several pipelines
         (tests, benchmarks, tenants) share one Kafka cluster without seeing each other's messages."""
-        names = {field: f"{prefix}-{getattr(self, field)}" for field in (*self._TOPIC_FIELDS, "app_id", "scorer_group")}
+        names = {
+            field: f"{prefix}-{getattr(self, field)}"
+            for field in (*self._TOPIC_FIELDS, "app_id", "scorer_group")
+        }
         return self.with_overrides(**names, **overrides)
 
     _TOPIC_FIELDS = (
-        "clicks_topic", "transactions_topic", "fraud_labels_topic", "sequence_updates_topic", "risk_scores_topic", "next_action_topic",
-        "fraud_alerts_topic", "dead_letter_topic", "tx_by_terminal_topic", "user_events_topic",
+        "clicks_topic",
+        "transactions_topic",
+        "fraud_labels_topic",
+        "sequence_updates_topic",
+        "risk_scores_topic",
+        "next_action_topic",
+        "fraud_alerts_topic",
+        "dead_letter_topic",
+        "tx_by_terminal_topic",
+        "user_events_topic",
     )
 
     def input_topics(self) -> tuple[str, ...]:

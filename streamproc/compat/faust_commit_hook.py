@@ -28,6 +28,7 @@ def install() -> None:
                     await self.crash(exc)
                     return False
             return await original_commit_offsets(self, offsets, start_new_transaction=start_new_transaction)
+
         return _commit_offsets
 
     replace_method(faust_consumer.Consumer, "_commit_offsets", replacement, __name__)

@@ -24,10 +24,15 @@ def install(fetch_wait_ms: int, fetch_min_bytes: int = 1) -> None:
             consumer = original(self, *args, **kwargs)
             for field in ("_fetch_max_wait_ms", "_fetch_min_bytes"):
                 if not hasattr(consumer, field):
-                    raise RuntimeError(f"aiokafka's consumer has no {field}: {__name__} cannot set the fetch wait")
-            consumer._fetch_max_wait_ms = _FETCH["wait_ms"]  # read by AIOKafkaConsumer.start() for its Fetcher
+                    raise RuntimeError(
+                        f"aiokafka's consumer has no {field}: {__name__} cannot set the fetch wait"
+                    )
+            consumer._fetch_max_wait_ms = _FETCH[
+                "wait_ms"
+            ]  # read by AIOKafkaConsumer.start() for its Fetcher
             consumer._fetch_min_bytes = _FETCH["min_bytes"]
             return consumer
+
         return _create_worker_consumer
 
     replace_method(faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer", replacement, __name__)

@@ -51,12 +51,14 @@ def install_seek_guard() -> None:
             finally:
                 self._streamproc_seeking = False
             self._streamproc_read_after_seek = dict(self._read_offset)
+
         return perform_seek
 
     def getmany_replacement(original_getmany: Any) -> Any:
         async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
             async for item in deliver_until_seek(self, original_getmany(self, timeout)):
                 yield item
+
         return getmany
 
     def new_offset_replacement(original_new_offset: Any) -> Any:
@@ -64,6 +66,7 @@ def install_seek_guard() -> None:
             if skips_unprocessed_offset(self._acked[tp], self._committed_offset[tp], self._gap[tp]):
                 return None
             return original_new_offset(self, tp)
+
         return _new_offset
 
     def seek_to_committed_replacement(original_seek_to_committed: Any) -> Any:
@@ -71,9 +74,12 @@ def install_seek_guard() -> None:
             committed = await original_seek_to_committed(self)
             never = never_committed_stream_partitions(committed, self.app.tables.changelog_topics)
             if never and self.app.conf.consumer_auto_offset_reset == "earliest":
-                for tp in never:  # as aiokafka seeks a partition to its committed offset (a log start above 0 resets)
+                for tp in (
+                    never
+                ):  # as aiokafka seeks a partition to its committed offset (a log start above 0 resets)
                     self._thread.seek(tp, 0)
             return committed
+
         return seek_to_committed
 
     for name in ("perform_seek", "getmany", "_new_offset"):  # check all before replacing any
@@ -82,11 +88,14 @@ def install_seek_guard() -> None:
     replace_method(cls, "perform_seek", perform_seek_replacement, __name__)
     replace_method(cls, "getmany", getmany_replacement, __name__)
     replace_method(cls, "_new_offset", new_offset_replacement, __name__)
-    replace_method(faust_consumer.ThreadDelegateConsumer, "seek_to_committed", seek_to_committed_replacement,
-                   __name__)
+    replace_method(
+        faust_consumer.ThreadDelegateConsumer, "seek_to_committed", seek_to_committed_replacement, __name__
+    )
 
 
-async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, Any]]) -> AsyncIterator[tuple[Any, Any]]:
+async def deliver_until_seek(
+    consumer: Any, records: AsyncIterator[tuple[Any, Any]]
+) -> AsyncIterator[tuple[Any, Any]]:
     """Yield a fetched batch's records until a seek starts; then restore the read offset the seek set."""
     epoch = getattr(consumer, "_streamproc_seek_epoch", 0)
     try:
@@ -110,7 +119,9 @@ async def deliver_until_seek(consumer: Any, records: AsyncIterator[tuple[Any, An
 
 async def seek_again(consumer: Any) -> None:
     """Seek every partition to its committed offset again (as Faust does when it fetched while flow was off)."""
-    log.info("a batch was fetched across a seek: dropped, and every partition sought to its committed offset again")
+    log.info(
+        "a batch was fetched across a seek: dropped, and every partition sought to its committed offset again"
+    )
     try:
         await consumer.perform_seek()
     except Exception as exc:  # a rebalance under way seeks again itself once it completes
@@ -128,5 +139,8 @@ def never_committed_stream_partitions(committed: Any, changelog_topics: Any) -> 
     Changelog partitions are positioned by Faust's table recovery, and the leader-election topic
     by Faust itself, not by the committed offsets.
     """
-    return [tp for tp, offset in committed.items()
-            if not offset and tp.topic not in changelog_topics and "__assignor-__leader" not in tp.topic]
+    return [
+        tp
+        for tp, offset in committed.items()
+        if not offset and tp.topic not in changelog_topics and "__assignor-__leader" not in tp.topic
+    ]

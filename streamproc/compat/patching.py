@@ -18,7 +18,8 @@ def check_supported(distribution: str) -> str:
         raise RuntimeError(
             f"{distribution} {installed} is installed; streamproc.compat patches its internals as of "
             f"{', '.join(p + 'x' for p in SUPPORTED[distribution])}: re-check each patch against the new "
-            "version's source before widening streamproc/compat/patching.py SUPPORTED")
+            "version's source before widening streamproc/compat/patching.py SUPPORTED"
+        )
     return installed
 
 

@@ -39,8 +39,11 @@ class EventTimeClocks:
         if self.max_ahead_ms:
             clock = self.clock(topic, partition, now_ms)
             if ts_ms > clock + self.max_ahead_ms:
-                raise InvalidEvent("future_timestamp", f"'ts' {ts_ms} is {(ts_ms - clock) / 3_600_000:,.1f} h ahead of "
-                                                       f"its partition's event-time clock {clock} (at most "
-                                                       f"{self.max_ahead_ms / 3_600_000:g} h)")
+                raise InvalidEvent(
+                    "future_timestamp",
+                    f"'ts' {ts_ms} is {(ts_ms - clock) / 3_600_000:,.1f} h ahead of "
+                    f"its partition's event-time clock {clock} (at most "
+                    f"{self.max_ahead_ms / 3_600_000:g} h)",
+                )
         if ts_ms > self.clocks.get((topic, partition), ts_ms - 1):
             self.clocks[(topic, partition)] = ts_ms

@@ -120,7 +120,9 @@ def _number(msg: dict[str, Any], name: str, reason: str, required: bool) -> floa
 def check_size(raw: bytes | None, max_bytes: int) -> None:
     """Refuse a message over `max_bytes` before it is decoded (reason too_large)."""
     if raw is not None and len(raw) > max_bytes:
-        raise InvalidEvent("too_large", f"the message has {len(raw):,} bytes, over the limit of {max_bytes:,}")
+        raise InvalidEvent(
+            "too_large", f"the message has {len(raw):,} bytes, over the limit of {max_bytes:,}"
+        )
 
 
 def _value(msg: dict[str, Any]) -> float | None:
@@ -147,9 +149,13 @@ def parse_ts_ms(value: Any) -> int:
             parsed = parsed.replace(tzinfo=UTC)
         ts_ms = int(parsed.timestamp() * 1000)
     else:
-        raise InvalidEvent("bad_timestamp", f"'ts' must be epoch milliseconds or ISO-8601, got {type(value).__name__}")
+        raise InvalidEvent(
+            "bad_timestamp", f"'ts' must be epoch milliseconds or ISO-8601, got {type(value).__name__}"
+        )
     if not MIN_TS_MS <= ts_ms <= MAX_TS_MS:
-        raise InvalidEvent("bad_timestamp", f"'ts' {ts_ms} is outside 1990..2100 (epoch milliseconds expected)")
+        raise InvalidEvent(
+            "bad_timestamp", f"'ts' {ts_ms} is outside 1990..2100 (epoch milliseconds expected)"
+        )
     return ts_ms
 
 
@@ -194,7 +200,9 @@ def validate_transaction(msg: dict[str, Any]) -> ValidEvent:
         raise InvalidEvent("bad_amount", f"'amount' {amount} is outside 0..{MAX_AMOUNT:g}")
     currency = _require(msg, "currency")
     if not isinstance(currency, str) or not _CURRENCY.match(currency):
-        raise InvalidEvent("bad_currency", f"'currency' must be an ISO-4217 code such as EUR, got {currency!r}")
+        raise InvalidEvent(
+            "bad_currency", f"'currency' must be an ISO-4217 code such as EUR, got {currency!r}"
+        )
     terminal = _terminal(msg)
     label = _label(msg, required=False)
     record = {
@@ -228,13 +236,25 @@ class FraudLabel:
     source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "transaction_id": self.transaction_id, "terminal_id": self.terminal_id,
-                "ts_ms": self.ts_ms, "label": self.label, "source": self.source}
+        return {
+            "event_id": self.event_id,
+            "transaction_id": self.transaction_id,
+            "terminal_id": self.terminal_id,
+            "ts_ms": self.ts_ms,
+            "label": self.label,
+            "source": self.source,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FraudLabel:
-        return cls(str(d["event_id"]), str(d["transaction_id"]), str(d["terminal_id"]), int(d["ts_ms"]),
-                   int(d["label"]), d.get("source"))
+        return cls(
+            str(d["event_id"]),
+            str(d["transaction_id"]),
+            str(d["terminal_id"]),
+            int(d["ts_ms"]),
+            int(d["label"]),
+            d.get("source"),
+        )
 
 
 def _label(msg: dict[str, Any], required: bool) -> int | None:
@@ -259,7 +279,9 @@ def validate_fraud_label(raw: bytes | None) -> FraudLabel:
     terminal = _terminal(msg)
     label = _label(msg, required=True)
     assert label is not None
-    return FraudLabel(event_id, transaction_id, terminal, parse_ts_ms(_require(msg, "ts")), label, _text(msg, "source"))
+    return FraudLabel(
+        event_id, transaction_id, terminal, parse_ts_ms(_require(msg, "ts")), label, _text(msg, "source")
+    )
 
 
 def validate(kind: str, raw: bytes | None) -> ValidEvent:
@@ -268,8 +290,16 @@ def validate(kind: str, raw: bytes | None) -> ValidEvent:
     return validate_click(msg) if kind == "click" else validate_transaction(msg)
 
 
-def dead_letter(raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int,
-                error: InvalidEvent, now_ms: int, whole: bool = True) -> bytes:
+def dead_letter(
+    raw: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    error: InvalidEvent,
+    now_ms: int,
+    whole: bool = True,
+) -> bytes:
     """The dead-letter message: where the message came from, why it was refused, its size and SHA-256, and
     its bytes (base64): whole, or (`whole=False`, for a message too large to keep) the first
     DEAD_LETTER_PREFIX_BYTES only. The key is kept up to the same length."""
@@ -283,7 +313,9 @@ def dead_letter(raw: bytes | None, key: bytes | None, topic: str, partition: int
             "offset": offset,
             "key_b64": b64(key if whole or key is None else key[:DEAD_LETTER_PREFIX_BYTES]),
             "raw_b64": b64(raw) if whole else None,
-            "raw_prefix_b64": None if whole else b64(raw[:DEAD_LETTER_PREFIX_BYTES] if raw is not None else None),
+            "raw_prefix_b64": None
+            if whole
+            else b64(raw[:DEAD_LETTER_PREFIX_BYTES] if raw is not None else None),
             "raw_bytes": None if raw is None else len(raw),
             "raw_sha256": None if raw is None else hashlib.sha256(raw).hexdigest(),
             "dead_lettered_ts_ms": now_ms,
@@ -291,8 +323,16 @@ def dead_letter(raw: bytes | None, key: bytes | None, topic: str, partition: int
     )
 
 
-def dead_letters(raw: bytes | None, key: bytes | None, topic: str, partition: int, offset: int,
-                 error: InvalidEvent, now_ms: int, max_whole_bytes: int) -> tuple[bytes, bytes]:
+def dead_letters(
+    raw: bytes | None,
+    key: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    error: InvalidEvent,
+    now_ms: int,
+    max_whole_bytes: int,
+) -> tuple[bytes, bytes]:
     """(the dead letter to send, the reduced one to send if Kafka refuses it): whole when the message is
     at most `max_whole_bytes`, else reduced (its size, hash and prefix) in both."""
     reduced = dead_letter(raw, key, topic, partition, offset, error, now_ms, whole=False)

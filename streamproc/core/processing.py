@@ -30,7 +30,12 @@ class Lineage:
     ingest_ts_ms: int  # the broker timestamp of the input message
 
     def as_dict(self) -> dict[str, Any]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset, "ingest_ts_ms": self.ingest_ts_ms}
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "ingest_ts_ms": self.ingest_ts_ms,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Lineage:
@@ -92,7 +97,9 @@ def apply_user_event(
     state["o"][source] = max(offset, state["o"].get(source, -1))
     window = window_for_event(state["w"], record, max_events)
     at = record["ts_ms"]
-    return window, aggregates.customer_features(state["v"], at) | aggregates.customer_recent_features(state["v"], at)
+    return window, aggregates.customer_features(state["v"], at) | aggregates.customer_recent_features(
+        state["v"], at
+    )
 
 
 def apply_terminal_event(

@@ -89,7 +89,11 @@ class WindowEncodings:
         records are the same objects (the usual case: the state's window is the last update's)."""
         previous = self._by_key.get(key)
         window = state["w"]
-        if previous is not None and len(previous.records) == len(window) and all(map(is_, window, previous.records)):
+        if (
+            previous is not None
+            and len(previous.records) == len(window)
+            and all(map(is_, window, previous.records))
+        ):
             return orjson.dumps({**state, "w": orjson.Fragment(previous.data)})
         return orjson.dumps(state)
 

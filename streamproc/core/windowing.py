@@ -31,7 +31,9 @@ def evict(window: list[Record], max_events: int, max_age_ms: int) -> list[Record
     return window[start:]
 
 
-def insert_event(window: list[Record], event: Record, max_events: int, max_age_ms: int) -> tuple[list[Record], bool]:
+def insert_event(
+    window: list[Record], event: Record, max_events: int, max_age_ms: int
+) -> tuple[list[Record], bool]:
     """The window with `event` in event-time order and evictions applied; False when its id is already there."""
     if event["event_id"] in map(_event_id, window):  # `in` over a map runs in C
         return window, False

@@ -32,10 +32,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def check_children(children: dict[str, subprocess.Popen], logs: Path, restarting: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def check_children(
+    children: dict[str, subprocess.Popen], logs: Path, restarting: set[str] = frozenset()
+) -> None:  # type: ignore[assignment]
     for name, child in children.items():
         if child.poll() is not None and name not in restarting:
-            raise RuntimeError(f"the {name} process exited with code {child.returncode}; see {logs / (name + '.log')}")
+            raise RuntimeError(
+                f"the {name} process exited with code {child.returncode}; see {logs / (name + '.log')}"
+            )
 
 
 @dataclass
@@ -57,7 +61,9 @@ class Pipeline:
                 name = role if count == 1 else f"{role}-{i + 1}"
                 env = dict(base)
                 if i:  # the first keeps the configured port, so that a dashboard finds it
-                    env[f"STREAMPROC_{'WORKER' if role == 'worker' else 'SCORER'}_METRICS_PORT"] = str(free_port())
+                    env[f"STREAMPROC_{'WORKER' if role == 'worker' else 'SCORER'}_METRICS_PORT"] = str(
+                        free_port()
+                    )
                 if role == "worker" and count > 1:  # each Faust worker keeps its own RocksDB state
                     env["STREAMPROC_DATA_DIR"] = str(self.settings.data_dir / name)
                 self.envs[name] = env
@@ -67,13 +73,20 @@ class Pipeline:
     def launch(self, name: str) -> None:
         role = name.split("-")[0]
         self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "streamproc.cli", role], env=self.envs[name], preexec_fn=die_with_parent,
-            stdout=open(self.logs / f"{name}.log", "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+            [sys.executable, "-m", "streamproc.cli", role],
+            env=self.envs[name],
+            preexec_fn=die_with_parent,
+            stdout=open(self.logs / f"{name}.log", "ab"),
+            stderr=subprocess.STDOUT,
+        )  # noqa: SIM115
 
     def metrics_urls(self, role: str) -> tuple[str, ...]:
         key = "STREAMPROC_WORKER_METRICS_PORT" if role == "worker" else "STREAMPROC_SCORER_METRICS_PORT"
-        return tuple(f"http://127.0.0.1:{env[key]}/metrics" for name, env in self.envs.items()
-                     if name.split("-")[0] == role and env[key] != "0")
+        return tuple(
+            f"http://127.0.0.1:{env[key]}/metrics"
+            for name, env in self.envs.items()
+            if name.split("-")[0] == role and env[key] != "0"
+        )
 
     def check(self) -> None:
         check_children(self.children, self.logs, self.restarting)
@@ -97,10 +110,14 @@ def wait_for_pipeline(settings: Settings, pipeline: Pipeline) -> None:
         print("metrics ports disabled: replaying without waiting for the pipeline to be ready", flush=True)
         return
     n = settings.partitions
-    waited = wait_until_ready({
-        workers: {t: n for t in settings.worker_input_topics()},
-        scorers: {settings.sequence_updates_topic: n},
-    }, timeout_s=READY_TIMEOUT_S, check_alive=pipeline.check)
+    waited = wait_until_ready(
+        {
+            workers: {t: n for t in settings.worker_input_topics()},
+            scorers: {settings.sequence_updates_topic: n},
+        },
+        timeout_s=READY_TIMEOUT_S,
+        check_alive=pipeline.check,
+    )
     print(f"pipeline ready after {waited:.1f} s: replaying", flush=True)
 
 
@@ -121,7 +138,9 @@ class Chaos:
     def due(self, step: str, produced: int, fraction: float, after_s: float) -> bool:
         if step in self.done:
             return False
-        reached = produced >= self.limit * fraction if self.limit else time.monotonic() - self.started >= after_s
+        reached = (
+            produced >= self.limit * fraction if self.limit else time.monotonic() - self.started >= after_s
+        )
         if reached:
             self.done.add(step)
         return reached
@@ -134,8 +153,10 @@ class Chaos:
         if self.kafka is not None and self.kafka.nodes > 1 and self.due("broker", produced, 0.25, 20):
             kafka, index = self.kafka, self.kafka.nodes - 1
             kafka.kill(index)
-            self.say(f"chaos: SIGKILLed Kafka broker {index + 1} of {kafka.nodes} after {produced} events; "
-                     f"restarting it in {CHAOS_DOWN_S:.0f} s")
+            self.say(
+                f"chaos: SIGKILLed Kafka broker {index + 1} of {kafka.nodes} after {produced} events; "
+                f"restarting it in {CHAOS_DOWN_S:.0f} s"
+            )
 
             def restart_broker() -> None:
                 kafka.restart(index, wait=False)
@@ -147,7 +168,9 @@ class Chaos:
             self.pipeline.restarting.add(name)
             self.pipeline.children[name].kill()
             self.pipeline.children[name].wait()
-            self.say(f"chaos: SIGKILLed Faust {name} after {produced} events; restarting it in {CHAOS_DOWN_S:.0f} s")
+            self.say(
+                f"chaos: SIGKILLed Faust {name} after {produced} events; restarting it in {CHAOS_DOWN_S:.0f} s"
+            )
 
             def restart_worker() -> None:
                 self.pipeline.launch(name)
@@ -158,4 +181,3 @@ class Chaos:
 
     def finished(self) -> bool:
         return not self.restarts
-

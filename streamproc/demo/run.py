@@ -37,8 +37,10 @@ def ensure_checkpoint(path: Path) -> None:
     """Train the default small checkpoint on the built-in synthetic data if there is none yet."""
     if (path / "config.json").exists():
         return
-    print(f"no checkpoint at {path}: training the default one (python -m models.train --preset demo --out {path})",
-          flush=True)
+    print(
+        f"no checkpoint at {path}: training the default one (python -m models.train --preset demo --out {path})",
+        flush=True,
+    )
     subprocess.run([sys.executable, "-m", "models.train", "--preset", "demo", "--out", str(path)], check=True)
 
 
@@ -61,10 +63,21 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
-def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", rate: float = 1000.0,
-             limit: int | None = None, labels: str = "topic", label_delay_ms: int = 86_400_000,
-             external: bool = False, namespace: str = "demo", brokers: int = 1, workers: int = 1,
-             scorers: int = 1, chaos: bool = False) -> int:
+def run_demo(
+    settings: Settings,
+    data: Path | None = None,
+    fmt: str = "auto",
+    rate: float = 1000.0,
+    limit: int | None = None,
+    labels: str = "topic",
+    label_delay_ms: int = 86_400_000,
+    external: bool = False,
+    namespace: str = "demo",
+    brokers: int = 1,
+    workers: int = 1,
+    scorers: int = 1,
+    chaos: bool = False,
+) -> int:
     """Run the pipeline and replay `data` into it, on a local Kafka of `brokers` nodes (fresh each run) or
     (`external`) on the Kafka at settings.bootstrap_servers, there with its topics, app id and scorer group
     prefixed by `namespace` (none if empty) so that it stays apart from a pipeline the cluster runs; 0 when
@@ -77,46 +90,87 @@ def run_demo(settings: Settings, data: Path | None = None, fmt: str = "auto", ra
     if external:  # its topics, committed offsets and the worker's state carry over from earlier runs
         if namespace:
             settings = settings.namespaced(namespace)
-        settings = settings.with_overrides(data_dir=state_dir_for(settings.data_dir, settings.bootstrap_servers))
+        settings = settings.with_overrides(
+            data_dir=state_dir_for(settings.data_dir, settings.bootstrap_servers)
+        )
     else:
         # A fresh cluster and fresh worker state per run: the replay sends the same events each time.
         wipe(settings.data_dir / "kafka")
         wipe(settings.data_dir / "faust")
         try:
-            kafka = LocalKafka(settings.data_dir / "kafka", nodes=brokers, partitions=settings.partitions).start()
+            kafka = LocalKafka(
+                settings.data_dir / "kafka", nodes=brokers, partitions=settings.partitions
+            ).start()
         except KafkaError as exc:
             print(f"demo failed: {exc}", file=sys.stderr, flush=True)
             return 1
-        settings = settings.with_overrides(bootstrap_servers=kafka.bootstrap_servers, data_dir=settings.data_dir / "faust",
-                                           replication_factor=kafka.replication_factor)
+        settings = settings.with_overrides(
+            bootstrap_servers=kafka.bootstrap_servers,
+            data_dir=settings.data_dir / "faust",
+            replication_factor=kafka.replication_factor,
+        )
     status = 0
     try:
-        status = _run(settings, kafka, logs, data, fmt, rate, limit, labels, label_delay_ms, external, workers,
-                      scorers, chaos)
+        status = _run(
+            settings,
+            kafka,
+            logs,
+            data,
+            fmt,
+            rate,
+            limit,
+            labels,
+            label_delay_ms,
+            external,
+            workers,
+            scorers,
+            chaos,
+        )
     finally:
         if kafka is not None:
             kafka.stop()
     return status
 
 
-def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | None, fmt: str, rate: float,
-         limit: int | None, labels: str, label_delay_ms: int, external: bool, workers: int, scorers: int,
-         chaos: bool) -> int:
-    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
+def _run(
+    settings: Settings,
+    kafka: LocalKafka | None,
+    logs: Path,
+    data: Path | None,
+    fmt: str,
+    rate: float,
+    limit: int | None,
+    labels: str,
+    label_delay_ms: int,
+    external: bool,
+    workers: int,
+    scorers: int,
+    chaos: bool,
+) -> int:
+    create_topics(
+        settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor
+    )
     if external:
-        since = topic_end_offsets(settings.kafka_common(), (settings.clicks_topic, settings.transactions_topic))
+        since = topic_end_offsets(
+            settings.kafka_common(), (settings.clicks_topic, settings.transactions_topic)
+        )
         outputs_from = topic_end_offsets(settings.kafka_common(), output_topics(settings))
     else:
         since = {}
         outputs_from = {(t, p): 0 for t in output_topics(settings) for p in range(settings.partitions)}
     if kafka is not None:
-        where = (f"local Apache Kafka, {kafka.nodes} KRaft node{'s' if kafka.nodes > 1 else ''} on "
-                 f"{settings.bootstrap_servers} (started in {kafka.started_in_s:.1f} s, replication factor "
-                 f"{kafka.replication_factor}, logs in {kafka.folder})")
+        where = (
+            f"local Apache Kafka, {kafka.nodes} KRaft node{'s' if kafka.nodes > 1 else ''} on "
+            f"{settings.bootstrap_servers} (started in {kafka.started_in_s:.1f} s, replication factor "
+            f"{kafka.replication_factor}, logs in {kafka.folder})"
+        )
     else:
         where = f"Kafka at {settings.bootstrap_servers}, topics {settings.clicks_topic}, {settings.transactions_topic}, ..."
-    print(f"{where}; worker metrics :{settings.worker_metrics_port}/metrics, "
-          f"scorer metrics :{settings.scorer_metrics_port}/metrics; logs in {logs}", flush=True)
+    print(
+        f"{where}; worker metrics :{settings.worker_metrics_port}/metrics, "
+        f"scorer metrics :{settings.scorer_metrics_port}/metrics; logs in {logs}",
+        flush=True,
+    )
     pipeline = Pipeline(settings, logs, workers, scorers).start()
     produced = labels_sent = 0
     replay_error: list[BaseException] = []
@@ -136,9 +190,17 @@ def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | 
     def produce() -> None:
         nonlocal produced
         try:
-            produced = replay(settings, events, rate=rate, limit=limit, progress=False,
-                              on_delivered=count_delivered, labels=labels, label_delay_ms=label_delay_ms,
-                              on_labels_delivered=count_labels)
+            produced = replay(
+                settings,
+                events,
+                rate=rate,
+                limit=limit,
+                progress=False,
+                on_delivered=count_delivered,
+                labels=labels,
+                label_delay_ms=label_delay_ms,
+                on_labels_delivered=count_labels,
+            )
         except BaseException as exc:  # reported by the main thread
             replay_error.append(exc)
 
@@ -173,7 +235,12 @@ def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | 
                 print(summary.render(produced, settings, kafka_status(), labels_sent), flush=True)
                 next_summary += SUMMARY_EVERY_S
             settled = chaos_monkey is None or chaos_monkey.finished()
-            if limit is not None and settled and not producer_thread.is_alive() and summary.done() >= produced:
+            if (
+                limit is not None
+                and settled
+                and not producer_thread.is_alive()
+                and summary.done() >= produced
+            ):
                 print(summary.render(produced, settings, kafka_status(), labels_sent), flush=True)
                 break
     except KeyboardInterrupt:
@@ -187,4 +254,3 @@ def _run(settings: Settings, kafka: LocalKafka | None, logs: Path, data: Path | 
     if status == 0:
         print(" ".join(f"{t}={summary.counts[t]}" for t in output_topics(settings)), flush=True)
     return status
-

@@ -34,8 +34,15 @@ class Summary:
         return offset >= self.since.get((topic, partition), 0)
 
     def add(self, topic: str, value: dict[str, Any], settings: Settings) -> None:
-        origin = value.get("lineage") if topic != settings.dead_letter_topic else {
-            "topic": value.get("source_topic"), "partition": value.get("partition"), "offset": value.get("offset")}
+        origin = (
+            value.get("lineage")
+            if topic != settings.dead_letter_topic
+            else {
+                "topic": value.get("source_topic"),
+                "partition": value.get("partition"),
+                "offset": value.get("offset"),
+            }
+        )
         if origin and not self.is_this_runs(origin["topic"], origin["partition"], origin["offset"]):
             return
         self.counts[topic] += 1
@@ -50,7 +57,9 @@ class Summary:
         elif topic == settings.next_action_topic:
             self.last_recs = value
         elif topic == settings.dead_letter_topic and value.get("source_topic") in (
-                settings.clicks_topic, settings.transactions_topic):  # fraud labels are not scored
+            settings.clicks_topic,
+            settings.transactions_topic,
+        ):  # fraud labels are not scored
             self.dead_lettered.add((value["source_topic"], value["partition"], value["offset"]))
 
     def recent_rate(self) -> float:
@@ -69,7 +78,7 @@ class Summary:
 
     def render(self, produced: int, settings: Settings, kafka_status: str = "", labels_sent: int = 0) -> str:
         lat = sorted(self.latencies_ms)
-        pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0)  # noqa: E731
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else 0  # noqa: E731
         rate = self.recent_rate()
         lines = [
             f"--- produced {produced}  scored {len(self.scored)}  dead-lettered {len(self.dead_lettered)}  "
@@ -78,27 +87,36 @@ class Summary:
             + (f"  {kafka_status}" if kafka_status else ""),
         ]
         for alert in self.alerts:
-            lines.append(f"  ALERT risk {alert['risk']:.2f} user {alert['user_id']} event {alert['event_id']} "
-                         f"{alert.get('kind')} at {alert.get('item_id')} amount {alert.get('amount')}")
+            lines.append(
+                f"  ALERT risk {alert['risk']:.2f} user {alert['user_id']} event {alert['event_id']} "
+                f"{alert.get('kind')} at {alert.get('item_id')} amount {alert.get('amount')}"
+            )
         if self.last_recs:
             items = ", ".join(i["item_id"] for i in self.last_recs["top_items"][:5])
             action = max(self.last_recs["next_action"].items(), key=lambda kv: kv[1])[0]
-            lines.append(f"  recs for user {self.last_recs['user_id']}: next items {items}; likely next action {action}")
+            lines.append(
+                f"  recs for user {self.last_recs['user_id']}: next items {items}; likely next action {action}"
+            )
         return "\n".join(lines)
 
 
 def output_topics(settings: Settings) -> tuple[str, ...]:
-    return (settings.risk_scores_topic, settings.next_action_topic, settings.fraud_alerts_topic,
-            settings.dead_letter_topic)
+    return (
+        settings.risk_scores_topic,
+        settings.next_action_topic,
+        settings.fraud_alerts_topic,
+        settings.dead_letter_topic,
+    )
 
 
 def output_consumer(settings: Settings, start: dict[Partition, int]) -> Consumer:
     """A consumer of the output topics from `start` (every partition of the output topics); no group join."""
-    consumer = Consumer({
-        **settings.kafka_common(),
-        "group.id": f"streamproc-demo-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            **settings.kafka_common(),
+            "group.id": f"streamproc-demo-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
     return consumer
-

@@ -15,21 +15,31 @@ from confluent_kafka import Producer
 from streamproc.config import Settings
 
 
-def label_message(transaction_id: str, terminal_id: str, ts: int | str, fraud: bool = True,
-                  source: str | None = None) -> dict[str, Any]:
+def label_message(
+    transaction_id: str, terminal_id: str, ts: int | str, fraud: bool = True, source: str | None = None
+) -> dict[str, Any]:
     """The wire message (README, "Input messages", `fraud-labels`); its event_id is the same for the same verdict,
     so a label sent twice is recognisably one."""
     label = 1 if fraud else 0
-    return {"event_id": f"label-{transaction_id}-{label}", "transaction_id": transaction_id,
-            "terminal_id": terminal_id, "ts": ts, "label": label, "source": source}
+    return {
+        "event_id": f"label-{transaction_id}-{label}",
+        "transaction_id": transaction_id,
+        "terminal_id": terminal_id,
+        "ts": ts,
+        "label": label,
+        "source": source,
+    }
 
 
 def send_label(settings: Settings, message: dict[str, Any], timeout_s: float = 30.0) -> None:
     """Produce one label, keyed by its terminal, and wait for the broker's acknowledgement."""
     producer = Producer({**settings.kafka_common(), "enable.idempotence": True, "acks": "all"})
     errors: list[str] = []
-    producer.produce(settings.fraud_labels_topic, key=str(message["terminal_id"]).encode(),
-                     value=json.dumps(message).encode(),
-                     on_delivery=lambda error, _msg: errors.append(str(error)) if error else None)
+    producer.produce(
+        settings.fraud_labels_topic,
+        key=str(message["terminal_id"]).encode(),
+        value=json.dumps(message).encode(),
+        on_delivery=lambda error, _msg: errors.append(str(error)) if error else None,
+    )
     if producer.flush(timeout_s) or errors:
         raise RuntimeError(f"the label was not acknowledged: {errors or 'timed out'}")

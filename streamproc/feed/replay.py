@@ -27,7 +27,9 @@ from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, parse_ts_ms
 from streamproc.feed.fraud_labels import label_message
 
-Message = tuple[str, dict[str, Any]]  # (logical topic: "clicks" | "transactions" | "fraud_labels", wire message)
+Message = tuple[
+    str, dict[str, Any]
+]  # (logical topic: "clicks" | "transactions" | "fraud_labels", wire message)
 LABEL_MODES = ("inline", "topic")
 TAOBAO_ACTIONS = {"pv": "view", "cart": "cart", "fav": "fav", "buy": "purchase"}
 FORMATS = ("auto", "fraud", "movielens", "yoochoose", "taobao", "jsonl", "generator")
@@ -56,13 +58,26 @@ def read_fraud_handbook(path: Path) -> Iterator[Message]:
     frame = table.to_pandas().sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable")
     ts_ms = frame["TX_DATETIME"].astype("datetime64[ms]").astype("int64").to_numpy()
     for tx_id, ts, customer, terminal, amount, fraud in zip(
-        frame["TRANSACTION_ID"].to_numpy(), ts_ms, frame["CUSTOMER_ID"].to_numpy(),
-        frame["TERMINAL_ID"].to_numpy(), frame["TX_AMOUNT"].to_numpy(), frame["TX_FRAUD"].to_numpy(), strict=True,
+        frame["TRANSACTION_ID"].to_numpy(),
+        ts_ms,
+        frame["CUSTOMER_ID"].to_numpy(),
+        frame["TERMINAL_ID"].to_numpy(),
+        frame["TX_AMOUNT"].to_numpy(),
+        frame["TX_FRAUD"].to_numpy(),
+        strict=True,
     ):
-        yield "transactions", {
-            "event_id": f"tx-{int(tx_id)}", "user_id": f"c{int(customer)}", "amount": float(amount),
-            "currency": "EUR", "terminal_id": f"t{int(terminal)}", "ts": int(ts), "label": int(fraud),
-        }
+        yield (
+            "transactions",
+            {
+                "event_id": f"tx-{int(tx_id)}",
+                "user_id": f"c{int(customer)}",
+                "amount": float(amount),
+                "currency": "EUR",
+                "terminal_id": f"t{int(terminal)}",
+                "ts": int(ts),
+                "label": int(fraud),
+            },
+        )
 
 
 def read_movielens(path: Path) -> Iterator[Message]:
@@ -77,11 +92,19 @@ def read_movielens(path: Path) -> Iterator[Message]:
         rows = sorted(csv.DictReader(f), key=lambda r: (int(r["timestamp"]), r["userId"]))
     for row in rows:
         title, genres = movies.get(row["movieId"], (None, None))
-        yield "clicks", {
-            "event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}", "user_id": f"u{row['userId']}",
-            "item_id": f"m{row['movieId']}", "action": "rate", "value": float(row["rating"]),
-            "ts": int(row["timestamp"]) * 1000, "title": title, "category": genres,
-        }
+        yield (
+            "clicks",
+            {
+                "event_id": f"ml-{row['userId']}-{row['movieId']}-{row['timestamp']}",
+                "user_id": f"u{row['userId']}",
+                "item_id": f"m{row['movieId']}",
+                "action": "rate",
+                "value": float(row["rating"]),
+                "ts": int(row["timestamp"]) * 1000,
+                "title": title,
+                "category": genres,
+            },
+        )
 
 
 def read_yoochoose(path: Path) -> Iterator[Message]:
@@ -89,20 +112,33 @@ def read_yoochoose(path: Path) -> Iterator[Message]:
         reader = csv.DictReader(f, delimiter="\t")
         rows = sorted(reader, key=lambda r: float(r["Time"]))
     for n, row in enumerate(rows):
-        yield "clicks", {
-            "event_id": f"yc-{row['SessionId']}-{n}", "user_id": f"s{row['SessionId']}", "item_id": f"i{row['ItemId']}",
-            "action": "click", "ts": int(float(row["Time"]) * 1000),
-        }
+        yield (
+            "clicks",
+            {
+                "event_id": f"yc-{row['SessionId']}-{n}",
+                "user_id": f"s{row['SessionId']}",
+                "item_id": f"i{row['ItemId']}",
+                "action": "click",
+                "ts": int(float(row["Time"]) * 1000),
+            },
+        )
 
 
 def read_taobao(path: Path) -> Iterator[Message]:
     with path.open(newline="", encoding="utf-8") as f:
         rows = sorted(csv.reader(f), key=lambda r: int(r[4]))
     for n, (user, item, category, behavior, ts) in enumerate(rows):
-        yield "clicks", {
-            "event_id": f"tb-{user}-{n}", "user_id": f"u{user}", "item_id": f"i{item}",
-            "action": TAOBAO_ACTIONS.get(behavior, behavior), "category": f"cat{category}", "ts": int(ts) * 1000,
-        }
+        yield (
+            "clicks",
+            {
+                "event_id": f"tb-{user}-{n}",
+                "user_id": f"u{user}",
+                "item_id": f"i{item}",
+                "action": TAOBAO_ACTIONS.get(behavior, behavior),
+                "category": f"cat{category}",
+                "ts": int(ts) * 1000,
+            },
+        )
 
 
 def read_jsonl(path: Path) -> Iterator[Message]:
@@ -116,7 +152,9 @@ def read_jsonl(path: Path) -> Iterator[Message]:
 ENDLESS_CHUNKS_BEFORE_START = 120  # the endless stream starts this many chunks before synthetic.START_MS
 
 
-def read_generator(seed: int = 7, n_users: int = 500, days: int = 30, endless: bool = False) -> Iterator[Message]:
+def read_generator(
+    seed: int = 7, n_users: int = 500, days: int = 30, endless: bool = False
+) -> Iterator[Message]:
     """The built-in generator's stream: `n_users` users over `days` days (about 120,000 events at the
     defaults). `endless`: chunk after chunk of `days`, the same users and shop, each chunk with its own
     event ids and the next days of event time; it starts ENDLESS_CHUNKS_BEFORE_START chunks before the
@@ -131,8 +169,13 @@ def read_generator(seed: int = 7, n_users: int = 500, days: int = 30, endless: b
     chunk = 0
     while True:
         start_ms = synthetic.START_MS + (chunk - ENDLESS_CHUNKS_BEFORE_START) * days * 86_400_000
-        for topic, message in synthetic.generate(n_users=n_users, days=days, seed=seed + chunk, start_ms=start_ms):
-            yield topic, (message if chunk == 0 else {**message, "event_id": f"c{chunk}-{message['event_id']}"})
+        for topic, message in synthetic.generate(
+            n_users=n_users, days=days, seed=seed + chunk, start_ms=start_ms
+        ):
+            yield (
+                topic,
+                (message if chunk == 0 else {**message, "event_id": f"c{chunk}-{message['event_id']}"}),
+            )
         chunk += 1
 
 
@@ -149,14 +192,21 @@ def with_id_prefix(events: Iterable[Message], prefix: str) -> Iterator[Message]:
         yield topic, message
 
 
-def read_events(path: Path | None, fmt: str = "auto", seed: int = 7, endless: bool = False) -> Iterator[Message]:
+def read_events(
+    path: Path | None, fmt: str = "auto", seed: int = 7, endless: bool = False
+) -> Iterator[Message]:
     """The events of a data set in event-time order, as (topic, wire message); no path: the generator
     (`endless`: see read_generator)."""
     if path is None or fmt == "generator":
         return read_generator(seed, endless=endless)
     fmt = detect_format(path) if fmt == "auto" else fmt
-    readers = {"fraud": read_fraud_handbook, "movielens": read_movielens, "yoochoose": read_yoochoose,
-               "taobao": read_taobao, "jsonl": read_jsonl}
+    readers = {
+        "fraud": read_fraud_handbook,
+        "movielens": read_movielens,
+        "yoochoose": read_yoochoose,
+        "taobao": read_taobao,
+        "jsonl": read_jsonl,
+    }
     return readers[fmt](path)
 
 
@@ -195,14 +245,29 @@ def message_key(topic: str, message: Any) -> bytes | None:
 
 
 def producer_for(settings: Settings) -> Producer:
-    return Producer({**settings.kafka_common(), "partitioner": "murmur2_random", "linger.ms": 5,
-                     "enable.idempotence": True, "acks": "all", "queue.buffering.max.messages": 500_000})
+    return Producer(
+        {
+            **settings.kafka_common(),
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+            "enable.idempotence": True,
+            "acks": "all",
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
 
 
-def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, limit: int | None = None,
-           progress: bool = True, on_delivered: Callable[[int], None] | None = None,
-           labels: str = "inline", label_delay_ms: int = 86_400_000,
-           on_labels_delivered: Callable[[int], None] | None = None) -> int:
+def replay(
+    settings: Settings,
+    events: Iterable[Message],
+    rate: float = 0.0,
+    limit: int | None = None,
+    progress: bool = True,
+    on_delivered: Callable[[int], None] | None = None,
+    labels: str = "inline",
+    label_delay_ms: int = 86_400_000,
+    on_labels_delivered: Callable[[int], None] | None = None,
+) -> int:
     """Produce events at `rate` per second (0: as fast as possible); return how many events to be scored
     (clicks and transactions) were acknowledged. `limit` counts those events too; `labels="topic"` sends
     the transactions' fraud labels apart (labels_as_topic), which `rate` also paces.
@@ -215,8 +280,11 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
     if labels not in LABEL_MODES:
         raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
     producer = producer_for(settings)
-    topics = {"clicks": settings.clicks_topic, "transactions": settings.transactions_topic,
-              "fraud_labels": settings.fraud_labels_topic}
+    topics = {
+        "clicks": settings.clicks_topic,
+        "transactions": settings.transactions_topic,
+        "fraud_labels": settings.fraud_labels_topic,
+    }
     errors: list[str] = []
     delivered = labels_delivered = 0
 
@@ -237,7 +305,9 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
     stream: Iterable[Message] = islice(events, limit) if limit is not None else events
     if labels == "topic":
         stream = labels_as_topic(stream, label_delay_ms)
-    for n, (topic, message) in enumerate(tqdm(stream, total=limit, unit="ev", disable=not progress, mininterval=0.5)):
+    for n, (topic, message) in enumerate(
+        tqdm(stream, total=limit, unit="ev", disable=not progress, mininterval=0.5)
+    ):
         if rate > 0:
             ahead = started + n / rate - time.monotonic()
             if ahead > 0:
@@ -245,7 +315,9 @@ def replay(settings: Settings, events: Iterable[Message], rate: float = 0.0, lim
         raw = message if isinstance(message, bytes | bytearray) else json.dumps(message).encode()
         while True:
             try:
-                producer.produce(topics[topic], key=message_key(topic, message), value=raw, on_delivery=on_delivery)
+                producer.produce(
+                    topics[topic], key=message_key(topic, message), value=raw, on_delivery=on_delivery
+                )
                 break
             except BufferError:
                 producer.poll(0.05)

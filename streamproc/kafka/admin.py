@@ -21,15 +21,25 @@ def client_config(kafka: str | Mapping[str, Any]) -> dict[str, Any]:
     return {"bootstrap.servers": kafka} if isinstance(kafka, str) else dict(kafka)
 
 
-def create_topics(kafka: str | Mapping[str, Any], topics: Iterable[str], partitions: int,
-                  replication_factor: int = 1, timeout_s: float = 30.0,
-                  config: Mapping[str, str] | None = None) -> None:
+def create_topics(
+    kafka: str | Mapping[str, Any],
+    topics: Iterable[str],
+    partitions: int,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+    config: Mapping[str, str] | None = None,
+) -> None:
     """Create the topics that do not exist yet (with topic `config`, if any); an existing topic is left as it
     is. `kafka`: bootstrap servers, or client options with the connection's security (Settings.kafka_common)."""
     admin = AdminClient(client_config(kafka))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {}))
-           for t in dict.fromkeys(topics) if t not in existing]
+    new = [
+        NewTopic(
+            t, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {})
+        )
+        for t in dict.fromkeys(topics)
+        if t not in existing
+    ]
     if not new:
         return
     for topic, future in admin.create_topics(new, operation_timeout=timeout_s).items():
@@ -47,17 +57,25 @@ def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) ->
     deadline = time.monotonic() + timeout_s
     while True:
         metadata = admin.list_topics(timeout=timeout_s).topics
-        waiting = [t for t in topics if t not in metadata or metadata[t].error is not None
-                   or any(p.leader < 0 for p in metadata[t].partitions.values())]
+        waiting = [
+            t
+            for t in topics
+            if t not in metadata
+            or metadata[t].error is not None
+            or any(p.leader < 0 for p in metadata[t].partitions.values())
+        ]
         if not waiting:
             return
         if time.monotonic() > deadline:
-            raise BrokerError(f"topics without a leader for every partition after {timeout_s:.0f} s: {waiting}")
+            raise BrokerError(
+                f"topics without a leader for every partition after {timeout_s:.0f} s: {waiting}"
+            )
         time.sleep(0.05)  # leaders are elected within milliseconds on a healthy cluster
 
 
-def check_partitions(kafka: str | Mapping[str, Any], topics: Iterable[str], partitions: int,
-                     timeout_s: float = 30.0) -> None:
+def check_partitions(
+    kafka: str | Mapping[str, Any], topics: Iterable[str], partitions: int, timeout_s: float = 30.0
+) -> None:
     """Refuse to run over existing topics whose partition count is not `partitions`.
 
     The Faust worker's input topics, its re-keyed topics and its table changelogs must be
@@ -66,7 +84,11 @@ def check_partitions(kafka: str | Mapping[str, Any], topics: Iterable[str], part
     (a cluster default, an init job) would break that silently.
     """
     metadata = AdminClient(client_config(kafka)).list_topics(timeout=timeout_s).topics
-    wrong = {t: len(metadata[t].partitions) for t in topics if t in metadata and len(metadata[t].partitions) != partitions}
+    wrong = {
+        t: len(metadata[t].partitions)
+        for t in topics
+        if t in metadata and len(metadata[t].partitions) != partitions
+    }
     if wrong:
         found = ", ".join(f"{t}: {n}" for t, n in sorted(wrong.items()))
         raise BrokerError(
@@ -75,19 +97,25 @@ def check_partitions(kafka: str | Mapping[str, Any], topics: Iterable[str], part
         )
 
 
-def end_offsets(kafka: str | Mapping[str, Any], partitions: Iterable[tuple[str, int]],
-                timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+def end_offsets(
+    kafka: str | Mapping[str, Any], partitions: Iterable[tuple[str, int]], timeout_s: float = 30.0
+) -> dict[tuple[str, int], int]:
     """The end offset (high watermark) of each (topic, partition) now, from ListOffsets."""
-    consumer = Consumer({**client_config(kafka), "group.id": "streamproc-end-offsets", "enable.auto.commit": False})
+    consumer = Consumer(
+        {**client_config(kafka), "group.id": "streamproc-end-offsets", "enable.auto.commit": False}
+    )
     try:
-        return {(t, p): int(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s)[1])
-                for t, p in partitions}
+        return {
+            (t, p): int(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s)[1])
+            for t, p in partitions
+        }
     finally:
         consumer.close()
 
 
-def topic_end_offsets(kafka: str | Mapping[str, Any], topics: Iterable[str],
-                      timeout_s: float = 30.0) -> dict[tuple[str, int], int]:
+def topic_end_offsets(
+    kafka: str | Mapping[str, Any], topics: Iterable[str], timeout_s: float = 30.0
+) -> dict[tuple[str, int], int]:
     """end_offsets of every partition of `topics`."""
     metadata = AdminClient(client_config(kafka)).list_topics(timeout=timeout_s).topics
     return end_offsets(kafka, [(t, p) for t in topics for p in sorted(metadata[t].partitions)], timeout_s)

@@ -18,15 +18,17 @@ from streamproc.config import Settings
 
 
 def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
-    return Consumer({
-        **settings.kafka_common(),
-        "group.id": group,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest" if from_beginning else "latest",
-        "enable.partition.eof": True,
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-    })
+    return Consumer(
+        {
+            **settings.kafka_common(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.partition.eof": True,
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        }
+    )
 
 
 def format_alert(alert: dict[str, Any]) -> str:
@@ -38,10 +40,13 @@ def format_alert(alert: dict[str, Any]) -> str:
     velocity_text = "".join(
         f"  {who} 1h: {velocity[f'{prefix}nb_tx_1h']:.0f} tx {velocity[f'{prefix}amount_1h']:.2f}"
         for who, prefix in (("user", "customer_"), ("terminal", "terminal_recent_"))
-        if f"{prefix}nb_tx_1h" in velocity and f"{prefix}amount_1h" in velocity)
-    return (f"{when}  risk {alert['risk']:.3f}  user {alert['user_id']:<10} {alert.get('kind') or '':<11} "
-            f"at {alert.get('item_id') or '-':<10} amount {amount_text}{velocity_text}  event {alert['event_id']}  "
-            f"(scored {lag_ms} ms after ingest, model {alert['model_version']})")
+        if f"{prefix}nb_tx_1h" in velocity and f"{prefix}amount_1h" in velocity
+    )
+    return (
+        f"{when}  risk {alert['risk']:.3f}  user {alert['user_id']:<10} {alert.get('kind') or '':<11} "
+        f"at {alert.get('item_id') or '-':<10} amount {amount_text}{velocity_text}  event {alert['event_id']}  "
+        f"(scored {lag_ms} ms after ingest, model {alert['model_version']})"
+    )
 
 
 def follow_alerts(settings: Settings, from_beginning: bool = False, max_alerts: int | None = None) -> int:
@@ -68,8 +73,9 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0,
-                      chunk: int = 5_000) -> dict[str, Any] | None:
+def latest_scores_for(
+    settings: Settings, user_id: str, timeout_s: float = 30.0, chunk: int = 5_000
+) -> dict[str, Any] | None:
     """The last next-action scores published for `user_id`, read from the end of its partition back.
 
     Last published, as a table built from the topic (last value per key) holds it: the scores of the
@@ -98,8 +104,9 @@ def latest_scores_for(settings: Settings, user_id: str, timeout_s: float = 30.0,
         consumer.close()
 
 
-def _read_range(consumer: Consumer, topic: str, partition: int, start: int, end: int, key: bytes,
-                deadline: float) -> list[bytes]:
+def _read_range(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int, key: bytes, deadline: float
+) -> list[bytes]:
     """The values with `key` among the partition's records at offsets [start, end)."""
     consumer.assign([TopicPartition(topic, partition, start)])
     values: list[bytes] = []

@@ -34,10 +34,16 @@ REPO = Path(__file__).resolve().parent.parent
 POM = REPO / "deploy" / "kafka" / "pom.xml"
 DEFAULT_LIB = REPO / "var" / "kafka" / "lib"
 MIN_JAVA = 11  # Kafka 3.9's broker runs on Java 11 or newer (17 recommended)
-INSTALL_HINT = "install a JDK and Maven, e.g. `apt-get install openjdk-17-jre-headless maven` (or `make system-deps`)"
+INSTALL_HINT = (
+    "install a JDK and Maven, e.g. `apt-get install openjdk-17-jre-headless maven` (or `make system-deps`)"
+)
 JVM_OPTIONS = [  # as Kafka's own kafka-run-class.sh sets them
-    "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent", "-XX:MaxInlineLevel=15", "-Djava.awt.headless=true",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:MaxInlineLevel=15",
+    "-Djava.awt.headless=true",
 ]
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -78,11 +84,17 @@ def java_major(java: str) -> int:
 def find_java() -> str:
     """The java binary ($JAVA_HOME/bin/java, else the PATH's), checked to be new enough."""
     home = os.environ.get("JAVA_HOME")
-    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").exists() else shutil.which("java")
+    java = (
+        str(Path(home) / "bin" / "java")
+        if home and (Path(home) / "bin" / "java").exists()
+        else shutil.which("java")
+    )
     if java is None:
         raise KafkaError(f"the local Kafka needs Java {MIN_JAVA} or newer and none was found: {INSTALL_HINT}")
     if (major := java_major(java)) < MIN_JAVA:
-        raise KafkaError(f"the local Kafka needs Java {MIN_JAVA} or newer, {java} is Java {major}: {INSTALL_HINT}")
+        raise KafkaError(
+            f"the local Kafka needs Java {MIN_JAVA} or newer, {java} is Java {major}: {INSTALL_HINT}"
+        )
     return java
 
 
@@ -106,20 +118,29 @@ def ensure_kafka_jars(lib: Path | None = None, pom: Path = POM) -> Path:
             return lib
         mvn = shutil.which("mvn")
         if mvn is None:
-            raise KafkaError(f"the local Kafka's jars are fetched by Maven and `mvn` was not found: {INSTALL_HINT}")
+            raise KafkaError(
+                f"the local Kafka's jars are fetched by Maven and `mvn` was not found: {INSTALL_HINT}"
+            )
         staging = lib.parent / f".{lib.name}-{uuid.uuid4().hex[:8]}"
         print(f"fetching Apache Kafka's jars with Maven ({pom} -> {lib}), once", flush=True)
         started = time.monotonic()
-        result = subprocess.run([mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
-                                 f"-DoutputDirectory={staging}"], capture_output=True, text=True)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
-            raise KafkaError(f"Maven could not fetch Kafka's jars (exit {result.returncode}): "
-                             f"{(result.stdout + result.stderr).strip()[-2000:]}")
+            raise KafkaError(
+                f"Maven could not fetch Kafka's jars (exit {result.returncode}): "
+                f"{(result.stdout + result.stderr).strip()[-2000:]}"
+            )
         (staging / ".pom-sha256").write_text(digest)
         shutil.rmtree(lib, ignore_errors=True)
         staging.rename(lib)
-        print(f"fetched {len(list(lib.glob('*.jar')))} jars in {time.monotonic() - started:.0f} s", flush=True)
+        print(
+            f"fetched {len(list(lib.glob('*.jar')))} jars in {time.monotonic() - started:.0f} s", flush=True
+        )
     return lib
 
 
@@ -156,26 +177,35 @@ class ClientSecurity:
             store.write_text(self.key.read_text() + "\n" + self.certificate.read_text())
             props |= {f"{prefix}ssl.keystore.type": "PEM", f"{prefix}ssl.keystore.location": str(store)}
             if self.client_ca:
-                props |= {f"{prefix}ssl.truststore.type": "PEM", f"{prefix}ssl.truststore.location": str(self.client_ca),
-                          f"{prefix}ssl.client.auth": "required"}
+                props |= {
+                    f"{prefix}ssl.truststore.type": "PEM",
+                    f"{prefix}ssl.truststore.location": str(self.client_ca),
+                    f"{prefix}ssl.client.auth": "required",
+                }
         if self.protocol.startswith("SASL"):
             props[f"{prefix}sasl.enabled.mechanisms"] = ",".join(self.mechanisms)
             if "PLAIN" in self.mechanisms:
                 plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
                 props[f"{prefix}plain.sasl.jaas.config"] = (
-                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};")
+                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+                )
             for mechanism in self.mechanisms:
                 if mechanism.startswith("SCRAM"):
                     props[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
-                        "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+                        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                    )
         return props
 
     def scram_format_args(self) -> list[str]:
         """StorageTool arguments that create every user's SCRAM credentials when the storage is formatted."""
         if not self.protocol.startswith("SASL"):
             return []
-        return [arg for name, password in self.users.items() for mechanism in SASL_MECHANISMS[1:]
-                for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]
+        return [
+            arg
+            for name, password in self.users.items()
+            for mechanism in SASL_MECHANISMS[1:]
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
 
 @dataclass(frozen=True)
@@ -269,11 +299,17 @@ class LocalKafka:
         cluster = self._cluster_id()
         for node in self.members:
             self._write_config(node)
-        formatting = [self._format(java, lib, node, cluster) for node in self.members if not (node.folder / "log" / "meta.properties").exists()]
+        formatting = [
+            self._format(java, lib, node, cluster)
+            for node in self.members
+            if not (node.folder / "log" / "meta.properties").exists()
+        ]
         for proc, node in formatting:
             out, _ = proc.communicate(timeout=120)
             if proc.returncode != 0:
-                raise KafkaError(f"formatting node {node.node_id}'s storage failed: {out.decode(errors='replace')[-2000:]}")
+                raise KafkaError(
+                    f"formatting node {node.node_id}'s storage failed: {out.decode(errors='replace')[-2000:]}"
+                )
         for node in self.members:
             self._launch(java, lib, node)
         self.wait_ready(timeout_s - (time.monotonic() - started))
@@ -335,13 +371,17 @@ class LocalKafka:
     def wait_ready(self, timeout_s: float) -> None:
         """Return once every running node is in the cluster's metadata; raise with its log when one exits."""
         deadline = time.monotonic() + max(timeout_s, 1.0)
-        admin = AdminClient({**self.client_options(), "log_level": 2})  # "connection refused" until it listens
+        admin = AdminClient(
+            {**self.client_options(), "log_level": 2}
+        )  # "connection refused" until it listens
         want = {n.node_id for n in self.members if n.alive()}
         seen: set[int] = set()
         while time.monotonic() < deadline:
             for node in self.dead():
-                raise KafkaError(f"Kafka node {node.node_id} exited with code {node.process.returncode}; "  # type: ignore[union-attr]
-                                 f"its log ({node.log_path}) ends:\n{self.log_tail(node)}")
+                raise KafkaError(
+                    f"Kafka node {node.node_id} exited with code {node.process.returncode}; "  # type: ignore[union-attr]
+                    f"its log ({node.log_path}) ends:\n{self.log_tail(node)}"
+                )
             # A node killed and started again stays in the others' metadata until its session expires:
             # its own "started" line says that this incarnation serves.
             if all(n.started() for n in self.members if n.alive()):
@@ -352,9 +392,11 @@ class LocalKafka:
                 except Exception:  # noqa: BLE001 - not answering yet
                     pass
             time.sleep(0.1)
-        raise KafkaError(f"Kafka on {self.bootstrap_servers} not ready in {timeout_s:.0f} s (nodes in the metadata: "
-                         f"{sorted(seen)} of {sorted(want)}); log of node {self.members[0].node_id}:\n"
-                         f"{self.log_tail(self.members[0])}")
+        raise KafkaError(
+            f"Kafka on {self.bootstrap_servers} not ready in {timeout_s:.0f} s (nodes in the metadata: "
+            f"{sorted(seen)} of {sorted(want)}); log of node {self.members[0].node_id}:\n"
+            f"{self.log_tail(self.members[0])}"
+        )
 
     def log_tail(self, node: Node, chars: int = 3000) -> str:
         text = ""
@@ -378,8 +420,14 @@ class LocalKafka:
         saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
         ports = saved.get("ports") if saved.get("nodes") == self.nodes else None
         if ports is None or (self.port and ports[0][0] != self.port):
-            ports = [[self.port + i if self.port else free_port(self.host), free_port(self.host), free_port(self.host)]
-                     for i in range(self.nodes)]
+            ports = [
+                [
+                    self.port + i if self.port else free_port(self.host),
+                    free_port(self.host),
+                    free_port(self.host),
+                ]
+                for i in range(self.nodes)
+            ]
         self.members = [Node(i + 1, self.folder / f"node-{i + 1}", *ports[i]) for i in range(self.nodes)]
         saved_path.write_text(json.dumps({**saved, "nodes": self.nodes, "ports": ports}))
 
@@ -401,8 +449,10 @@ class LocalKafka:
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
-            "listeners": (f"CLIENT://{self.host}:{node.client_port},INTERNAL://{self.host}:{node.internal_port},"
-                          f"CONTROLLER://{self.host}:{node.controller_port}"),
+            "listeners": (
+                f"CLIENT://{self.host}:{node.client_port},INTERNAL://{self.host}:{node.internal_port},"
+                f"CONTROLLER://{self.host}:{node.controller_port}"
+            ),
             "advertised.listeners": f"CLIENT://{self.host}:{node.client_port},INTERNAL://{self.host}:{node.internal_port}",
             "listener.security.protocol.map": f"CLIENT:{self.security.protocol},INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "INTERNAL",
@@ -443,19 +493,39 @@ class LocalKafka:
         (node.folder / "log4j.properties").write_text(LOG4J.format(log=node.log_path))
 
     def _format(self, java: str, lib: Path, node: Node, cluster: str) -> tuple[subprocess.Popen[bytes], Node]:
-        argv = [java, f"-Dlog4j.configuration=file:{node.folder / 'log4j.properties'}", "-cp", f"{lib}/*",
-                "kafka.tools.StorageTool", "format", "--ignore-formatted", f"--cluster-id={cluster}",
-                "-c", str(node.folder / "server.properties"), *self.security.scram_format_args()]
+        argv = [
+            java,
+            f"-Dlog4j.configuration=file:{node.folder / 'log4j.properties'}",
+            "-cp",
+            f"{lib}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            f"--cluster-id={cluster}",
+            "-c",
+            str(node.folder / "server.properties"),
+            *self.security.scram_format_args(),
+        ]
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT), node
 
     def _launch(self, java: str, lib: Path, node: Node) -> None:
-        argv = [java, f"-Xmx{self.heap_mb}m", f"-Xms{min(self.heap_mb, 256)}m", *JVM_OPTIONS,
-                f"-Dlog4j.configuration=file:{node.folder / 'log4j.properties'}", f"-Dkafka.logs.dir={node.folder}",
-                "-cp", f"{lib}/*", "kafka.Kafka", str(node.folder / "server.properties")]
+        argv = [
+            java,
+            f"-Xmx{self.heap_mb}m",
+            f"-Xms{min(self.heap_mb, 256)}m",
+            *JVM_OPTIONS,
+            f"-Dlog4j.configuration=file:{node.folder / 'log4j.properties'}",
+            f"-Dkafka.logs.dir={node.folder}",
+            "-cp",
+            f"{lib}/*",
+            "kafka.Kafka",
+            str(node.folder / "server.properties"),
+        ]
         node.log_offset = node.log_path.stat().st_size if node.log_path.exists() else 0
         with open(node.folder / "stdout.log", "ab") as out:
-            node.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                            preexec_fn=die_with_parent)
+            node.process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent
+            )
 
 
 LOG4J = """\

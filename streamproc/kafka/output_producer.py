@@ -34,17 +34,19 @@ class OutputNotAcknowledged(RuntimeError):
 
 class OutputProducer:
     def __init__(self, settings: Settings, name: str) -> None:
-        self._producer = Producer({
-            **settings.kafka_common(),
-            "client.id": f"{settings.app_id}-{name}",
-            "partitioner": "murmur2_random",  # the Java/aiokafka partitioner: keeps co-partitioning with Faust
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": settings.producer_linger_ms,
-            "queue.buffering.max.messages": 200_000,
-            "compression.type": settings.output_compression,
-            "message.timeout.ms": 0,  # retry through a Kafka outage of any length (settle_through logs the wait)
-        })
+        self._producer = Producer(
+            {
+                **settings.kafka_common(),
+                "client.id": f"{settings.app_id}-{name}",
+                "partitioner": "murmur2_random",  # the Java/aiokafka partitioner: keeps co-partitioning with Faust
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": settings.producer_linger_ms,
+                "queue.buffering.max.messages": 200_000,
+                "compression.type": settings.output_compression,
+                "message.timeout.ms": 0,  # retry through a Kafka outage of any length (settle_through logs the wait)
+            }
+        )
         self._errors: list[str] = []
         self._generation = 0
         self._in_flight: Counter[int] = Counter()  # generation -> records not yet acknowledged
@@ -66,17 +68,29 @@ class OutputProducer:
 
     def _new_callbacks(self) -> tuple[partial[None], partial[None]]:
         """The current generation's delivery callbacks, untracked and tracked (made once, not per record)."""
-        return partial(self._on_delivery, self._generation, False), partial(self._on_delivery, self._generation, True)
+        return partial(self._on_delivery, self._generation, False), partial(
+            self._on_delivery, self._generation, True
+        )
 
-    def produce(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-                track: bool = False, fallback: bytes | None = None) -> None:
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        track: bool = False,
+        fallback: bytes | None = None,
+    ) -> None:
         """Queue one record (to `partition` when given, else by key); track=True records its acked offset.
 
         `fallback`: a smaller value to send instead if Kafka refuses this one as too large (a dead letter's
         reduced form), so that a refusal never fails the commit that waits for it.
         """
-        callback = self._callbacks[track] if fallback is None else partial(
-            self._on_delivery_or_fallback, self._generation, topic, key, partition, fallback)
+        callback = (
+            self._callbacks[track]
+            if fallback is None
+            else partial(self._on_delivery_or_fallback, self._generation, topic, key, partition, fallback)
+        )
         while True:
             try:
                 if partition is None:
@@ -86,20 +100,35 @@ class OutputProducer:
                 break
             except BufferError:
                 self._producer.poll(0.05)
-            except KafkaException as exc:  # refused before sending: larger than the producer's message.max.bytes
+            except (
+                KafkaException
+            ) as exc:  # refused before sending: larger than the producer's message.max.bytes
                 if fallback is None or exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
                     raise
-                log.warning("a record for %s of %d bytes is too large to send; sending its reduced form", topic,
-                            len(value))
+                log.warning(
+                    "a record for %s of %d bytes is too large to send; sending its reduced form",
+                    topic,
+                    len(value),
+                )
                 value, fallback, callback = fallback, None, self._callbacks[track]
         self._in_flight[self._generation] += 1
 
-    def _on_delivery_or_fallback(self, generation: int, topic: str, key: bytes | None, partition: int | None,
-                                 fallback: bytes, error: KafkaError | None, message: Message) -> None:
+    def _on_delivery_or_fallback(
+        self,
+        generation: int,
+        topic: str,
+        key: bytes | None,
+        partition: int | None,
+        fallback: bytes,
+        error: KafkaError | None,
+        message: Message,
+    ) -> None:
         """A record with a fallback: refused as too large by the broker, its fallback is sent in its place
         (counted in the same generation, so a commit waiting for it waits for the fallback)."""
         if error is not None and error.code() in TOO_LARGE:
-            log.warning("Kafka refused a record for %s as too large (%s); sending its reduced form", topic, error)
+            log.warning(
+                "Kafka refused a record for %s as too large (%s); sending its reduced form", topic, error
+            )
             self._in_flight[generation] += 1
             args = (topic, fallback, key) if partition is None else (topic, fallback, key, partition)
             self._producer.produce(*args, on_delivery=partial(self._on_delivery, generation, False))

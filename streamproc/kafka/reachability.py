@@ -51,4 +51,6 @@ def check_kafka(options: Mapping[str, Any], timeout_s: float = 60.0) -> int:
         if fatal:
             raise KafkaUnreachable(f"Kafka at {where} refused the connection: {describe(fatal)}")
         if time.monotonic() >= deadline:
-            raise KafkaUnreachable(f"Kafka at {where} did not answer within {timeout_s:.0f} s: {describe(errors)}")
+            raise KafkaUnreachable(
+                f"Kafka at {where} did not answer within {timeout_s:.0f} s: {describe(errors)}"
+            )

@@ -6,7 +6,24 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # fine near 0 (most events) and near 1 (alerts), so that a shift in either tail shows
 RISK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -54,29 +71,129 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
         GCCollector(registry=registry)
     return Metrics(
         registry=registry,
-        events_in=Counter("streamproc_events_in", "Raw messages read from the input topics", ["topic"], registry=registry),
-        events_accepted=Counter("streamproc_events_accepted", "Input events that passed validation, each once (a redelivered or re-sent event is scored again, not counted again)", ["topic"], registry=registry),
-        duplicate_events=Counter("streamproc_duplicate_events", "Input events whose event id their user's state had already applied under another offset (sent twice by a producer): not applied or scored again", ["topic"], registry=registry),
-        dead_letters=Counter("streamproc_dead_letters", "Input messages sent to the dead-letter topic", ["topic", "reason"], registry=registry),
-        fraud_labels=Counter("streamproc_fraud_labels", "Fraud labels applied to terminal states, by what they did (processing.LABEL_OUTCOMES)", ["outcome"], registry=registry),
-        fraud_label_delay=Histogram("streamproc_fraud_label_delay_days", "For each fraud label counted: its terminal's newest transaction minus the labelled one, in days of event time (the terminal risk features assume labels known within 7)", buckets=LABEL_DELAY_BUCKETS_DAYS, registry=registry),
-        sequence_updates=Counter("streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry),
-        table_keys=Gauge("streamproc_table_keys", "Keys held in each table on this worker", ["table"], registry=registry),
-        scores_published=Counter("streamproc_scores_published", "Score messages acknowledged by the broker", ["topic"], registry=registry),
-        risk_score=Histogram("streamproc_risk_score", "Published risk scores, by the scored event's kind (click, transaction)", ["kind"], buckets=RISK_BUCKETS, registry=registry),
-        fraud_alerts=Counter("streamproc_fraud_alerts", "Fraud alerts published (risk at or above alert_threshold), acknowledged", registry=registry),
-        model_inputs_missing=Counter("streamproc_model_inputs_missing", "Scored events whose sequence update lacked an aggregate the model reads (read as 0): a Faust worker older than the checkpoint", registry=registry),
-        model_info=Gauge("streamproc_model_info", "1 for the checkpoint this scoring worker serves, and its device", ["model_version", "device"], registry=registry),
-        event_to_score=Histogram("streamproc_event_to_score_seconds", "From the input event's broker timestamp to its score's acknowledgement", buckets=LATENCY_BUCKETS_S, registry=registry),
-        batch_size=Histogram("streamproc_batch_size", "Windows per scoring batch", buckets=BATCH_BUCKETS, registry=registry),
-        model_batch=Histogram("streamproc_model_batch_seconds", "Model time per scoring batch", buckets=MODEL_BUCKETS_S, registry=registry),
-        consumer_lag=Gauge("streamproc_consumer_lag", "Records between this process's read position and the high watermark, per input partition", ["topic", "partition"], registry=registry),
-        input_partitions=Gauge("streamproc_input_partitions", "Partitions of each input topic this process reads now (0 while a worker restores its tables)", ["topic"], registry=registry),
-        encoder_cache_hit_ratio=Gauge("streamproc_encoder_cache_hit_ratio", "Share of event texts served from the encoder cache", registry=registry),
-        state_writes=Counter("streamproc_state_writes", "Table states written to RocksDB and the changelog (once per changed key per batch or per commit)", ["table"], registry=registry),
-        state_flush=Histogram("streamproc_state_flush_seconds", "Time to write the changed states and have every output acknowledged (per batch, or before each commit)", buckets=LATENCY_BUCKETS_S, registry=registry),
-        commit_failures=Counter("streamproc_commit_failures", "Offset commits that failed (Kafka unreachable, the group's assignment lost): the records after the last committed offset are read again", ["reason"], registry=registry),
-        worker_stalls=Counter("streamproc_worker_stalls", "Times the Faust worker read nothing for stall_report_s while records waited in its input partitions", registry=registry),
+        events_in=Counter(
+            "streamproc_events_in", "Raw messages read from the input topics", ["topic"], registry=registry
+        ),
+        events_accepted=Counter(
+            "streamproc_events_accepted",
+            "Input events that passed validation, each once (a redelivered or re-sent event is scored again, not counted again)",
+            ["topic"],
+            registry=registry,
+        ),
+        duplicate_events=Counter(
+            "streamproc_duplicate_events",
+            "Input events whose event id their user's state had already applied under another offset (sent twice by a producer): not applied or scored again",
+            ["topic"],
+            registry=registry,
+        ),
+        dead_letters=Counter(
+            "streamproc_dead_letters",
+            "Input messages sent to the dead-letter topic",
+            ["topic", "reason"],
+            registry=registry,
+        ),
+        fraud_labels=Counter(
+            "streamproc_fraud_labels",
+            "Fraud labels applied to terminal states, by what they did (processing.LABEL_OUTCOMES)",
+            ["outcome"],
+            registry=registry,
+        ),
+        fraud_label_delay=Histogram(
+            "streamproc_fraud_label_delay_days",
+            "For each fraud label counted: its terminal's newest transaction minus the labelled one, in days of event time (the terminal risk features assume labels known within 7)",
+            buckets=LABEL_DELAY_BUCKETS_DAYS,
+            registry=registry,
+        ),
+        sequence_updates=Counter(
+            "streamproc_sequence_updates", "Sequence updates emitted for scoring", registry=registry
+        ),
+        table_keys=Gauge(
+            "streamproc_table_keys", "Keys held in each table on this worker", ["table"], registry=registry
+        ),
+        scores_published=Counter(
+            "streamproc_scores_published",
+            "Score messages acknowledged by the broker",
+            ["topic"],
+            registry=registry,
+        ),
+        risk_score=Histogram(
+            "streamproc_risk_score",
+            "Published risk scores, by the scored event's kind (click, transaction)",
+            ["kind"],
+            buckets=RISK_BUCKETS,
+            registry=registry,
+        ),
+        fraud_alerts=Counter(
+            "streamproc_fraud_alerts",
+            "Fraud alerts published (risk at or above alert_threshold), acknowledged",
+            registry=registry,
+        ),
+        model_inputs_missing=Counter(
+            "streamproc_model_inputs_missing",
+            "Scored events whose sequence update lacked an aggregate the model reads (read as 0): a Faust worker older than the checkpoint",
+            registry=registry,
+        ),
+        model_info=Gauge(
+            "streamproc_model_info",
+            "1 for the checkpoint this scoring worker serves, and its device",
+            ["model_version", "device"],
+            registry=registry,
+        ),
+        event_to_score=Histogram(
+            "streamproc_event_to_score_seconds",
+            "From the input event's broker timestamp to its score's acknowledgement",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        ),
+        batch_size=Histogram(
+            "streamproc_batch_size", "Windows per scoring batch", buckets=BATCH_BUCKETS, registry=registry
+        ),
+        model_batch=Histogram(
+            "streamproc_model_batch_seconds",
+            "Model time per scoring batch",
+            buckets=MODEL_BUCKETS_S,
+            registry=registry,
+        ),
+        consumer_lag=Gauge(
+            "streamproc_consumer_lag",
+            "Records between this process's read position and the high watermark, per input partition",
+            ["topic", "partition"],
+            registry=registry,
+        ),
+        input_partitions=Gauge(
+            "streamproc_input_partitions",
+            "Partitions of each input topic this process reads now (0 while a worker restores its tables)",
+            ["topic"],
+            registry=registry,
+        ),
+        encoder_cache_hit_ratio=Gauge(
+            "streamproc_encoder_cache_hit_ratio",
+            "Share of event texts served from the encoder cache",
+            registry=registry,
+        ),
+        state_writes=Counter(
+            "streamproc_state_writes",
+            "Table states written to RocksDB and the changelog (once per changed key per batch or per commit)",
+            ["table"],
+            registry=registry,
+        ),
+        state_flush=Histogram(
+            "streamproc_state_flush_seconds",
+            "Time to write the changed states and have every output acknowledged (per batch, or before each commit)",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        ),
+        commit_failures=Counter(
+            "streamproc_commit_failures",
+            "Offset commits that failed (Kafka unreachable, the group's assignment lost): the records after the last committed offset are read again",
+            ["reason"],
+            registry=registry,
+        ),
+        worker_stalls=Counter(
+            "streamproc_worker_stalls",
+            "Times the Faust worker read nothing for stall_report_s while records waited in its input partitions",
+            registry=registry,
+        ),
     )
 
 

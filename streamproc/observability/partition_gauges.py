@@ -54,7 +54,9 @@ class PartitionGauges:
                 self._lag_labels.add((topic, str(partition)))
 
 
-def install_faust_partition_gauges(app: Any, metrics: Metrics, is_input: Callable[[Any], bool]) -> PartitionGauges:
+def install_faust_partition_gauges(
+    app: Any, metrics: Metrics, is_input: Callable[[Any], bool]
+) -> PartitionGauges:
     """Every FAUST_REPORT_EVERY_S: the worker's input partitions and lag, from Faust's read offsets and the
     high watermarks of aiokafka's last fetch responses (no broker request)."""
     gauges = PartitionGauges(metrics)

@@ -53,8 +53,11 @@ def group_partitions(urls: tuple[str, ...]) -> dict[str, int]:
     return dict(total)
 
 
-def wait_until_ready(expected: Mapping[str | tuple[str, ...], Mapping[str, int]], timeout_s: float,
-                     check_alive: Callable[[], None] = lambda: None) -> float:
+def wait_until_ready(
+    expected: Mapping[str | tuple[str, ...], Mapping[str, int]],
+    timeout_s: float,
+    check_alive: Callable[[], None] = lambda: None,
+) -> float:
     """Poll the /metrics pages of `expected` until every topic is read; return the seconds waited.
 
     `expected`: a /metrics URL, or a tuple of URLs of one consumer group's processes (their partitions
@@ -62,10 +65,14 @@ def wait_until_ready(expected: Mapping[str | tuple[str, ...], Mapping[str, int]]
     what is still missing.
     """
     start = time.monotonic()
-    missing: dict[str | tuple[str, ...], dict[str, int]] = {key: dict(topics) for key, topics in expected.items()}
+    missing: dict[str | tuple[str, ...], dict[str, int]] = {
+        key: dict(topics) for key, topics in expected.items()
+    }
     while True:
         for key in list(missing):
-            still = missing_partitions(expected[key], group_partitions((key,) if isinstance(key, str) else key))
+            still = missing_partitions(
+                expected[key], group_partitions((key,) if isinstance(key, str) else key)
+            )
             if still:
                 missing[key] = still
             else:
@@ -74,6 +81,8 @@ def wait_until_ready(expected: Mapping[str | tuple[str, ...], Mapping[str, int]]
             return time.monotonic() - start
         check_alive()
         if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"not reading all input partitions after {timeout_s:.0f} s "
-                               f"(url -> topic: partitions read so far): {missing}")
+            raise TimeoutError(
+                f"not reading all input partitions after {timeout_s:.0f} s "
+                f"(url -> topic: partitions read so far): {missing}"
+            )
         time.sleep(POLL_S)  # polling the processes' /metrics pages

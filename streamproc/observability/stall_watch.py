@@ -58,7 +58,9 @@ class StallWatch:
         self._still_since = now
 
 
-def waiting_partitions(committed: Mapping[Any, int | None], ends: Mapping[Any, int | None]) -> dict[Any, tuple[int, int]]:
+def waiting_partitions(
+    committed: Mapping[Any, int | None], ends: Mapping[Any, int | None]
+) -> dict[Any, tuple[int, int]]:
     """The partitions whose end is past their committed offset: partition -> (committed, end)."""
     waiting = {}
     for tp, end in ends.items():
@@ -81,9 +83,12 @@ def consumer_state(app: Any) -> dict[str, Any]:
         "flow_control_active": app.flow_control.is_active(),
         "in_recovery": getattr(app, "in_recovery", None),
         "unacked_messages": len(getattr(consumer, "_unacked_messages", ()) or ()),
-        "read_offsets": {f"{tp.topic}:{tp.partition}": v for tp, v in getattr(consumer, "_read_offset", {}).items()},
-        "committed_offsets": {f"{tp.topic}:{tp.partition}": v
-                              for tp, v in getattr(consumer, "_committed_offset", {}).items()},
+        "read_offsets": {
+            f"{tp.topic}:{tp.partition}": v for tp, v in getattr(consumer, "_read_offset", {}).items()
+        },
+        "committed_offsets": {
+            f"{tp.topic}:{tp.partition}": v for tp, v in getattr(consumer, "_committed_offset", {}).items()
+        },
         "fetcher_state": getattr(getattr(app, "_fetcher", None), "state", None),
     }
     recovery = getattr(getattr(app, "tables", None), "_recovery", None)
@@ -106,14 +111,16 @@ def consumer_state(app: Any) -> dict[str, Any]:
                 tps = assignment.state_value(tp)
                 positions[f"{tp.topic}:{tp.partition}"] = {
                     "position": tps.position if tps.has_valid_position else None,
-                    "paused": tps.paused, "awaiting_reset": tps.awaiting_reset,
+                    "paused": tps.paused,
+                    "awaiting_reset": tps.awaiting_reset,
                 }
         state["aiokafka_positions"] = positions
     return state
 
 
-def install_stall_watch(app: Any, stall_after_s: float, on_stall: Callable[[], None],
-                        is_input: Callable[[Any], bool]) -> None:
+def install_stall_watch(
+    app: Any, stall_after_s: float, on_stall: Callable[[], None], is_input: Callable[[Any], bool]
+) -> None:
     """Check every CHECK_INTERVAL_S; on a standstill with records waiting, log the consumer's state and call on_stall."""
     watch = StallWatch(stall_after_s)
 
@@ -136,8 +143,12 @@ def install_stall_watch(app: Any, stall_after_s: float, on_stall: Callable[[], N
         watch.reported()
         on_stall()
         cry(file=sys.stderr)  # every thread's and asyncio task's stack: where each one waits
-        log.warning("worker stalled: no input position moved for %.0f s with records waiting %s; consumer state: %s",
-                    still_s, {f"{tp.topic}:{tp.partition}": v for tp, v in waiting.items()}, consumer_state(app))
+        log.warning(
+            "worker stalled: no input position moved for %.0f s with records waiting %s; consumer state: %s",
+            still_s,
+            {f"{tp.topic}:{tp.partition}": v for tp, v in waiting.items()},
+            consumer_state(app),
+        )
 
 
 def log_consumer_state(app: Any) -> None:

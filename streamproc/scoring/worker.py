@@ -63,14 +63,24 @@ def decode_update(message: Message) -> Pending:
 # what an analyst reads beside an alert: the customer's and the terminal's velocity now, and the terminal's
 # known fraud rate
 ALERT_VELOCITY = frozenset(
-    (*aggregates.CUSTOMER_RECENT_FEATURES, "customer_nb_tx_1d", *aggregates.TERMINAL_RECENT_FEATURES, "terminal_risk_30d"))
+    (
+        *aggregates.CUSTOMER_RECENT_FEATURES,
+        "customer_nb_tx_1d",
+        *aggregates.TERMINAL_RECENT_FEATURES,
+        "terminal_risk_30d",
+    )
+)
 
 
 def finite_scores(scores: Scores) -> bool:
     """Whether every number of the scores is finite (a model fed an input it was never trained on can give
     NaN or infinity; such a score is dead-lettered, never published)."""
-    return (math.isfinite(scores.risk) and math.isfinite(scores.time_to_next_s)
-            and all(math.isfinite(s) for _, s in scores.top_items) and all(math.isfinite(p) for p in scores.next_action.values()))
+    return (
+        math.isfinite(scores.risk)
+        and math.isfinite(scores.time_to_next_s)
+        and all(math.isfinite(s) for _, s in scores.top_items)
+        and all(math.isfinite(p) for p in scores.next_action.values())
+    )
 
 
 def score_messages(
@@ -106,8 +116,11 @@ def score_messages(
             "kind": last.get("kind"),
             "item_id": last.get("item_id"),
             "amount": last.get("amount"),
-            "velocity": {name: value for name, value in (update.get("aggregates") or {}).items()
-                         if name in ALERT_VELOCITY},
+            "velocity": {
+                name: value
+                for name, value in (update.get("aggregates") or {}).items()
+                if name in ALERT_VELOCITY
+            },
         }
     return out
 
@@ -117,7 +130,9 @@ class ScoringWorker:
         self.settings = settings
         self.scorer = scorer
         self.metrics = metrics
-        self.batcher: MicroBatcher[Pending] = MicroBatcher(settings.batch_max_size, settings.batch_max_wait_ms)
+        self.batcher: MicroBatcher[Pending] = MicroBatcher(
+            settings.batch_max_size, settings.batch_max_wait_ms
+        )
         self._stopping = False
         self._delivery_errors: list[str] = []
         self._last_lag_report = 0.0
@@ -158,7 +173,9 @@ class ScoringWorker:
             metrics.scores_published.labels(topic)
         metrics.model_info.labels(scorer.model_version, str(scorer.device)).set(1)
         self._required = scorer.required_aggregates
-        self._wanted: dict[str, frozenset[str]] = {}  # by event kind: what the model reads and the update carries
+        self._wanted: dict[
+            str, frozenset[str]
+        ] = {}  # by event kind: what the model reads and the update carries
         self._reported_missing: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -176,15 +193,30 @@ class ScoringWorker:
         if self.scorer.encoder is not None:
             self.scorer.encoder.encode(["warm-up"])
         now = _now_ms()
-        self.scorer.score([Window(events=[{
-            "event_id": "warm-up", "user_id": "warm-up", "item_id": "warm-up", "kind": "click",
-            "action": "view", "ts_ms": now, "title": "warm-up",
-        }], aggregates={})])
+        self.scorer.score(
+            [
+                Window(
+                    events=[
+                        {
+                            "event_id": "warm-up",
+                            "user_id": "warm-up",
+                            "item_id": "warm-up",
+                            "kind": "click",
+                            "action": "view",
+                            "ts_ms": now,
+                            "title": "warm-up",
+                        }
+                    ],
+                    aggregates={},
+                )
+            ]
+        )
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Score until stopped (or until `until()` is true); drain, commit and close on the way out."""
-        self.consumer.subscribe([self.settings.sequence_updates_topic], on_revoke=self._on_revoke,
-                                on_lost=self._on_lost)
+        self.consumer.subscribe(
+            [self.settings.sequence_updates_topic], on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
         try:
             while not self._stopping and not (until and until()):
                 self.step()
@@ -232,16 +264,20 @@ class ScoringWorker:
         own them already, so the batch in hand is dropped unscored and its offsets uncommitted; whoever
         reads the partitions next starts from their last committed offset."""
         dropped = self.batcher.drain()
-        log.warning("partition assignment lost (%s); dropped %d sequence updates to be read again",
-                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions), len(dropped))
+        log.warning(
+            "partition assignment lost (%s); dropped %d sequence updates to be read again",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
+            len(dropped),
+        )
         self.metrics.commit_failures.labels("assignment_lost").inc()
 
     def _commit_failed(self, exc: KafkaException) -> None:
         error = exc.args[0]
         if error.code() == KafkaError._NO_OFFSET:  # nothing stored since the last commit
             return
-        log.warning("offset commit failed (%s); the records after the last committed offset will be read again",
-                    error)
+        log.warning(
+            "offset commit failed (%s); the records after the last committed offset will be read again", error
+        )
         self.metrics.commit_failures.labels(error.name().lstrip("_").lower()).inc()
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -257,7 +293,10 @@ class ScoringWorker:
             self._check_inputs(valid)
             started = time.perf_counter()
             scores = self.scorer.score(
-                [Window(events=p.update["window"], aggregates=p.update.get("aggregates") or {}) for p in valid]  # type: ignore[index]
+                [
+                    Window(events=p.update["window"], aggregates=p.update.get("aggregates") or {})
+                    for p in valid
+                ]  # type: ignore[index]
             )
             self.metrics.model_batch.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(valid))
@@ -281,8 +320,11 @@ class ScoringWorker:
                 self.metrics.model_inputs_missing.inc()
                 if not missing <= self._reported_missing:
                     self._reported_missing |= missing
-                    log.warning("sequence updates lack aggregates the model reads (scored as 0): %s; upgrade "
-                                "the Faust workers to this checkpoint's streamproc", sorted(missing))
+                    log.warning(
+                        "sequence updates lack aggregates the model reads (scored as 0): %s; upgrade "
+                        "the Faust workers to this checkpoint's streamproc",
+                        sorted(missing),
+                    )
 
     def _publish(self, valid: list[Pending], scores: list[Scores]) -> None:
         scored_ts_ms = _now_ms()
@@ -290,21 +332,34 @@ class ScoringWorker:
             update = pending.update
             assert update is not None
             if not finite_scores(score):
-                self._dead_letter(Pending(pending.message, None, InvalidEvent(
-                    "non_finite_score", f"the model scored event {update.get('event_id')} with a number that is not "
-                                        f"finite (risk {score.risk}, time to next {score.time_to_next_s} s)")))
+                self._dead_letter(
+                    Pending(
+                        pending.message,
+                        None,
+                        InvalidEvent(
+                            "non_finite_score",
+                            f"the model scored event {update.get('event_id')} with a number that is not "
+                            f"finite (risk {score.risk}, time to next {score.time_to_next_s} s)",
+                        ),
+                    )
+                )
                 continue
             key = str(update["user_id"]).encode()
             ingest_ms = (update.get("lineage") or {}).get("ingest_ts_ms")
-            for kind, value in score_messages(update, score, scored_ts_ms, self.settings.alert_threshold).items():
+            for kind, value in score_messages(
+                update, score, scored_ts_ms, self.settings.alert_threshold
+            ).items():
                 self.producer.produce(
-                    self.topics[kind], key=key, value=encode(value),
+                    self.topics[kind],
+                    key=key,
+                    value=encode(value),
                     on_delivery=self._on_delivery(kind, ingest_ms, update.get("kind"), value.get("risk")),
                 )
             self.producer.poll(0)
 
-    def _on_delivery(self, kind: str, ingest_ms: int | None, event_kind: str | None,
-                     risk: float | None) -> Callable[[KafkaError | None, Message], None]:
+    def _on_delivery(
+        self, kind: str, ingest_ms: int | None, event_kind: str | None, risk: float | None
+    ) -> Callable[[KafkaError | None, Message], None]:
         """Count an output once the broker has it: per topic; a risk score also by value and latency."""
         topic = self.topics[kind]
 
@@ -344,9 +399,18 @@ class ScoringWorker:
         assert error is not None
         self.metrics.dead_letters.labels(msg.topic(), error.reason).inc()
         self.producer.produce(
-            self.settings.dead_letter_topic, key=msg.key(),
-            value=dead_letter(msg.value(), msg.key(), msg.topic(), msg.partition(), msg.offset(), error, _now_ms(),
-                              whole=len(msg.value() or b"") <= self.settings.max_input_bytes),
+            self.settings.dead_letter_topic,
+            key=msg.key(),
+            value=dead_letter(
+                msg.value(),
+                msg.key(),
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                error,
+                _now_ms(),
+                whole=len(msg.value() or b"") <= self.settings.max_input_bytes,
+            ),
         )
 
     # -- metrics -----------------------------------------------------------------------------------

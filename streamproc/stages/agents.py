@@ -86,22 +86,32 @@ def acked_only_when_settled(events: list[faust.EventT]) -> Iterator[None]:
 def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
     """The three agents and their table states; `app.write_behind` holds the states and producers."""
     app = topo.app
-    write_behind = WriteBehind(on_flush=lambda table, written, seconds: (
-        metrics.state_writes.labels(table).inc(written), metrics.state_flush.observe(seconds)))
+    write_behind = WriteBehind(
+        on_flush=lambda table, written, seconds: (
+            metrics.state_writes.labels(table).inc(written),
+            metrics.state_flush.observe(seconds),
+        )
+    )
     app.write_behind = write_behind  # flushed by Faust's commit (streamproc.compat.faust_commit_hook)
 
     def new_producer(name: str) -> OutputProducer:
         return write_behind.producer(OutputProducer(settings, name))
 
-    def new_cache(table: faust.Table, new_state: Callable[[], State], out: OutputProducer,
-                  encode_state: Callable[[bytes, State], bytes] | None = None) -> StateCache:
+    def new_cache(
+        table: faust.Table,
+        new_state: Callable[[], State],
+        out: OutputProducer,
+        encode_state: Callable[[bytes, State], bytes] | None = None,
+    ) -> StateCache:
         return write_behind.cache(StateCache(table, new_state, out, settings.state_cache_keys, encode_state))
 
     route_out = new_producer("route-transactions")
     terminal_out = new_producer("terminal-velocity")
     terminal_states = new_cache(topo.terminals, new_terminal_state, terminal_out)
     user_out = new_producer("user-windows")
-    windows = WindowEncodings(settings.state_cache_keys)  # each user's last window JSON, for updates and states
+    windows = WindowEncodings(
+        settings.state_cache_keys
+    )  # each user's last window JSON, for updates and states
     user_states = new_cache(topo.users, new_user_state, user_out, windows.state)
 
     clocks = EventTimeClocks(settings.max_event_ahead_ms)
@@ -111,10 +121,22 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         or when Kafka refuses the whole one."""
         msg = event.message
         metrics.dead_letters.labels(msg.topic, error.reason).inc()
-        value, reduced = dead_letters(msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, _now_ms(),
-                                      settings.max_input_bytes)
-        out.produce(settings.dead_letter_topic, msg.key if value is not reduced else None, value,
-                    fallback=None if value is reduced else reduced)
+        value, reduced = dead_letters(
+            msg.value,
+            msg.key,
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            error,
+            _now_ms(),
+            settings.max_input_bytes,
+        )
+        out.produce(
+            settings.dead_letter_topic,
+            msg.key if value is not reduced else None,
+            value,
+            fallback=None if value is reduced else reduced,
+        )
 
     def validated(kind: str, event: faust.EventT, now_ms: int) -> ValidEvent:
         """A click or transaction, checked for size, contract and event time (the partition's clock moves on)."""
@@ -138,7 +160,10 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                     terminal, payload = label.terminal_id, {"fraud_label": label.as_dict()}
                 else:
                     valid = validated("transaction", event, now_ms)
-                    terminal, payload = valid.record["item_id"], {"record": valid.record, "label": valid.label}
+                    terminal, payload = (
+                        valid.record["item_id"],
+                        {"record": valid.record, "label": valid.label},
+                    )
             except InvalidEvent as error:
                 send_dead_letter(out, event, error)
                 continue
@@ -153,13 +178,17 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             msg = event.message
             payload = decode(msg.value)
             if "fraud_label" in payload:  # counted by outcome, not as an accepted event (events get scores)
-                metrics.fraud_labels.labels(label_terminal(states, event, FraudLabel.from_dict(payload["fraud_label"]))).inc()
+                metrics.fraud_labels.labels(
+                    label_terminal(states, event, FraudLabel.from_dict(payload["fraud_label"]))
+                ).inc()
                 continue
             state = states.get_for_update(msg.key, event)
             record = payload["record"]
             origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
             source = f"{origin['topic']}:{origin['partition']}"
-            payload["terminal"] = apply_terminal_event(state, record, payload.pop("label"), source, origin["offset"])
+            payload["terminal"] = apply_terminal_event(
+                state, record, payload.pop("label"), source, origin["offset"]
+            )
             out.produce(settings.user_events_topic, record["user_id"].encode(), encode(payload))
 
     def label_terminal(states: StateCache, event: faust.EventT, label: FraudLabel) -> str:
@@ -193,13 +222,19 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                     continue
                 record, lineage, terminal = valid.record, _lineage(event), {}
                 user_key = record["user_id"].encode()
-                if msg.key != user_key:  # keyed by something else: re-key so the user's state stays in one partition
+                if (
+                    msg.key != user_key
+                ):  # keyed by something else: re-key so the user's state stays in one partition
                     rekeyed = {"record": record, "lineage": lineage.as_dict(), "terminal": {}}
                     out.produce(settings.user_events_topic, user_key, encode(rekeyed))
                     continue
             else:
                 payload = decode(msg.value)
-                record, lineage, terminal = payload["record"], Lineage.from_dict(payload["lineage"]), payload["terminal"]
+                record, lineage, terminal = (
+                    payload["record"],
+                    Lineage.from_dict(payload["lineage"]),
+                    payload["terminal"],
+                )
             state = states.get_for_update(msg.key, event)
             source = f"{msg.topic}:{msg.partition}"
             if is_duplicate_user_event(state, record, source, msg.offset):  # the same event id sent again
@@ -208,7 +243,9 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
             is_new = is_new_user_event(state, record, source, msg.offset)
             if is_new:  # a redelivery (the same offset, after a crash) is scored again, not counted
                 accepted[lineage.topic] += 1
-            window, customer = apply_user_event(state, record, source, msg.offset, max_events, max_age_ms, is_new)
+            window, customer = apply_user_event(
+                state, record, source, msg.offset, max_events, max_age_ms, is_new
+            )
             update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
             out.produce(settings.sequence_updates_topic, msg.key, windows.update(msg.key, update))
             updates += 1
@@ -262,5 +299,6 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         write_behind.forget_states()
         windows.forget()
 
-    install_table_size_reporter(app, (topo.users, topo.terminals),
-                                lambda table, keys: metrics.table_keys.labels(table).set(keys))
+    install_table_size_reporter(
+        app, (topo.users, topo.terminals), lambda table, keys: metrics.table_keys.labels(table).set(keys)
+    )

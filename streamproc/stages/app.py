@@ -48,8 +48,10 @@ def broker_credentials(settings: Settings) -> faust.auth.Credentials | None:
         return faust.SSLCredentials(tls_context(settings))
     assert settings.sasl_password is not None  # Settings checks it
     return faust.SASLCredentials(
-        username=settings.sasl_username, password=settings.sasl_password.get_secret_value(),
-        mechanism=settings.sasl_mechanism, ssl_context=tls_context(settings) if protocol == "SASL_SSL" else None,
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        mechanism=settings.sasl_mechanism,
+        ssl_context=tls_context(settings) if protocol == "SASL_SSL" else None,
     )
 
 
@@ -58,15 +60,20 @@ def faust_internal_topics(settings: Settings) -> dict[str, tuple[int, dict[str, 
     (partitions, config). The worker creates them before Faust starts: a topic Faust creates while it
     joins its group can miss the group's first metadata, and its partitions are then assigned to nobody
     (seen on Kafka: "Ignoring missing topic: ...-terminal-state-changelog", and no terminal state)."""
-    changelogs = {f"{settings.app_id}-{table}-changelog": (settings.partitions, {"cleanup.policy": "compact"})
-                  for table in (USER_TABLE, TERMINAL_TABLE)}
+    changelogs = {
+        f"{settings.app_id}-{table}-changelog": (settings.partitions, {"cleanup.policy": "compact"})
+        for table in (USER_TABLE, TERMINAL_TABLE)
+    }
     return changelogs | {f"{settings.app_id}-__assignor-__leader": (1, {})}
 
 
 def rocksdb_options(settings: Settings) -> dict[str, int]:
     """Each table partition's RocksDB memory: at most two memtables and a block cache (Faust's RocksDBOptions)."""
-    return {"write_buffer_size": settings.rocksdb_write_buffer_mib * 2**20, "max_write_buffer_number": 2,
-            "block_cache_size": settings.rocksdb_block_cache_mib * 2**20}
+    return {
+        "write_buffer_size": settings.rocksdb_write_buffer_mib * 2**20,
+        "max_write_buffer_number": 2,
+        "block_cache_size": settings.rocksdb_block_cache_mib * 2**20,
+    }
 
 
 def create_app(settings: Settings) -> Topology:
@@ -98,7 +105,9 @@ def create_app(settings: Settings) -> Topology:
     )
 
     def raw_topic(name: str, *more: str) -> faust.TopicT:
-        return app.topic(name, *more, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        return app.topic(
+            name, *more, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
 
     return Topology(
         app=app,
@@ -110,10 +119,20 @@ def create_app(settings: Settings) -> Topology:
         user_inputs=raw_topic(settings.clicks_topic, settings.user_events_topic),
         sequence_updates=raw_topic(settings.sequence_updates_topic),
         dead_letters=raw_topic(settings.dead_letter_topic),
-        users=app.Table(USER_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                        options=rocksdb_options(settings)),
-        terminals=app.Table(TERMINAL_TABLE, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                            options=rocksdb_options(settings)),
+        users=app.Table(
+            USER_TABLE,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options=rocksdb_options(settings),
+        ),
+        terminals=app.Table(
+            TERMINAL_TABLE,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=settings.partitions,
+            options=rocksdb_options(settings),
+        ),
     )
 
 

@@ -20,22 +20,30 @@ from streamproc.stages.app import create_app, faust_internal_topics, quiet_faust
 def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.Worker:
     uvloop.install()  # the event loop's own overhead is a tenth of the worker's time; uvloop runs it in C
     install_faust_patches(settings)
-    create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
+    create_topics(
+        settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor
+    )
     internal = faust_internal_topics(settings)
     for name, (partitions, config) in internal.items():
         create_topics(settings.kafka_common(), [name], partitions, settings.replication_factor, config=config)
-    check_partitions(settings.kafka_common(), [*settings.worker_input_topics(),
-                                               *(t for t, (n, _) in internal.items() if n > 1)], settings.partitions)
+    check_partitions(
+        settings.kafka_common(),
+        [*settings.worker_input_topics(), *(t for t, (n, _) in internal.items() if n > 1)],
+        settings.partitions,
+    )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)
     register_agents(topo, settings, metrics)
     inputs = frozenset(settings.worker_input_topics())
-    install_stall_watch(topo.app, settings.stall_report_s, metrics.worker_stalls.inc,
-                        is_input=lambda tp: tp.topic in inputs)
+    install_stall_watch(
+        topo.app, settings.stall_report_s, metrics.worker_stalls.inc, is_input=lambda tp: tp.topic in inputs
+    )
     install_faust_partition_gauges(topo.app, metrics, is_input=lambda tp: tp.topic in inputs)
     serve(metrics, settings.worker_metrics_port)
-    worker = faust.Worker(topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False
+    )
     quiet_faust_logging(log_level)
     worker._on_sigusr2 = lambda: log_consumer_state(topo.app)  # mode's own SIGUSR2 handler starts pdb
     return worker

@@ -78,8 +78,9 @@ async def table_keys(table: Any) -> tuple[int, float]:
     return await count_keys(list(store._dbs_for_actives()), skip=store.offset_key)
 
 
-def install_table_size_reporter(app: Any, tables: Iterable[Any], report: Callable[[str, int], None],
-                                every_s: float = REPORT_EVERY_S) -> None:
+def install_table_size_reporter(
+    app: Any, tables: Iterable[Any], report: Callable[[str, int], None], every_s: float = REPORT_EVERY_S
+) -> None:
     """A Faust task that reports each table's key count every `every_s`, or less often when counting is slow."""
     tables = list(tables)
 
@@ -91,7 +92,9 @@ def install_table_size_reporter(app: Any, tables: Iterable[Any], report: Callabl
                 try:
                     keys, seconds = await table_keys(table)
                 except Exception:  # noqa: BLE001 - a partition closed by a rebalance mid-count: count again later
-                    log.info("table %s: count abandoned, retried in %.0f s", table.name, every_s, exc_info=True)
+                    log.info(
+                        "table %s: count abandoned, retried in %.0f s", table.name, every_s, exc_info=True
+                    )
                     continue
                 busy += seconds
                 report(table.name, keys)

@@ -81,10 +81,18 @@ class StateCache:
     up to `max_clean_keys`.
     """
 
-    def __init__(self, table: faust.Table, new_state: Callable[[], State], out: OutputProducer,
-                 max_clean_keys: int, encode_state: Callable[[bytes, State], bytes] | None = None) -> None:
+    def __init__(
+        self,
+        table: faust.Table,
+        new_state: Callable[[], State],
+        out: OutputProducer,
+        max_clean_keys: int,
+        encode_state: Callable[[bytes, State], bytes] | None = None,
+    ) -> None:
         self.table = table
-        self.encode_state = encode_state or (lambda _key, state: encode(state))  # (key, state) -> stored bytes
+        self.encode_state = encode_state or (
+            lambda _key, state: encode(state)
+        )  # (key, state) -> stored bytes
         self.new_state = new_state
         self.out = out
         self.max_clean_keys = max_clean_keys

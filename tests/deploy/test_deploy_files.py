@@ -71,7 +71,11 @@ STREAMPROC_ENV = {
 # Variables read by the third-party images, by service.
 IMAGE_ENV = {"kafka": re.compile(r"^(KAFKA_\w+|CLUSTER_ID)$"), "grafana": re.compile(r"^GF_\w+$")}
 # every topic but the worker's two internal re-keyed ones (it creates those at start)
-TOPICS = [t for t in Settings().all_topics() if t not in (Settings().tx_by_terminal_topic, Settings().user_events_topic)]
+TOPICS = [
+    t
+    for t in Settings().all_topics()
+    if t not in (Settings().tx_by_terminal_topic, Settings().user_events_topic)
+]
 ALERTS = {
     "StreamprocConsumerLagGrowing",
     "StreamprocDeadLetterRateHigh",

@@ -32,16 +32,23 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("checkpoint") / "tiny"
-    subprocess.run([sys.executable, "-m", "models.train", "--preset", "tiny", "--out", str(out), "--threads", "1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "models.train", "--preset", "tiny", "--out", str(out), "--threads", "1"],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 def make_settings(broker: LocalKafka, tmp_path: Path, checkpoint: Path, **overrides: Any) -> Settings:
     """Settings with topic names, app id and consumer group of their own, so tests share one broker safely."""
     return Settings(bootstrap_servers=broker.bootstrap_servers).namespaced(
-        f"t{uuid.uuid4().hex[:8]}", data_dir=tmp_path / "faust", checkpoint=checkpoint,
-        worker_metrics_port=free_port(), scorer_metrics_port=free_port(), **overrides,
+        f"t{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path / "faust",
+        checkpoint=checkpoint,
+        worker_metrics_port=free_port(),
+        scorer_metrics_port=free_port(),
+        **overrides,
     )
 
 
@@ -52,8 +59,11 @@ class Process:
         self.command, self.settings = command, settings
         self.log_path = log_dir / f"{command}-{uuid.uuid4().hex[:6]}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamproc.cli", "--verbose", command], env=settings_env(settings),
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+            [sys.executable, "-m", "streamproc.cli", "--verbose", command],
+            env=settings_env(settings),
+            stdout=open(self.log_path, "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # noqa: SIM115
             preexec_fn=die_with_parent,  # a test run killed outright leaves no worker behind
         )
 
@@ -82,7 +92,9 @@ def processes(tmp_path: Path) -> Iterator[Callable[[str, Settings], Process]]:
     started: list[Process] = []
 
     def start(command: str, settings: Settings) -> Process:
-        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
+        create_topics(
+            settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor
+        )
         p = Process(command, settings, tmp_path)
         started.append(p)
         return p
@@ -98,19 +110,25 @@ class TopicReader:
     def __init__(self, settings: Settings, topics: list[str]) -> None:
         # Subscribing to a topic that does not exist yet leaves librdkafka without it until its next
         # metadata refresh (5 minutes by default): create the topics first; kafka_common() refreshes often.
-        create_topics(settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor)
-        self.consumer = Consumer({
-            **settings.kafka_common(), "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False,
-            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 1_000,
-        })
+        create_topics(
+            settings.kafka_common(), settings.all_topics(), settings.partitions, settings.replication_factor
+        )
+        self.consumer = Consumer(
+            {
+                **settings.kafka_common(),
+                "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+            }
+        )
         self.consumer.subscribe(topics)
         self.settings = settings
         self.messages: dict[str, list[dict[str, Any]]] = {t: [] for t in topics}
         self.next_offset: dict[tuple[str, int], int] = {}
 
-    def poll_until(self, condition: Callable[[], bool], deadline_s: float,
-                   watch: list[Process] = ()) -> None:  # type: ignore[assignment]
+    def poll_until(self, condition: Callable[[], bool], deadline_s: float, watch: list[Process] = ()) -> None:  # type: ignore[assignment]
         """Read until condition() holds; fail with the processes' logs at the deadline or if one dies."""
         deadline = time.monotonic() + deadline_s
         while not condition():
@@ -124,8 +142,12 @@ class TopicReader:
 
     def read_to_end(self, topic: str, deadline_s: float) -> None:
         """Read `topic` up to the end it has now."""
-        ends = end_offsets(self.settings.kafka_common(), [(topic, p) for p in range(self.settings.partitions)])
-        self.poll_until(lambda: all(self.next_offset.get(tp, 0) >= end for tp, end in ends.items()), deadline_s)
+        ends = end_offsets(
+            self.settings.kafka_common(), [(topic, p) for p in range(self.settings.partitions)]
+        )
+        self.poll_until(
+            lambda: all(self.next_offset.get(tp, 0) >= end for tp, end in ends.items()), deadline_s
+        )
 
     def close(self) -> None:
         self.consumer.close()
@@ -158,13 +180,16 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
     try:
         while True:
             ends = end_offsets(settings.kafka_common(), tps)
-            committed = {(tp.topic, tp.partition): max(tp.offset, 0)
-                         for tp in group.committed([TopicPartition(t, p) for t, p in tps], timeout=10)}
+            committed = {
+                (tp.topic, tp.partition): max(tp.offset, 0)
+                for tp in group.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+            }
             behind = {tp: (committed[tp], ends[tp]) for tp in tps if committed[tp] < ends[tp]}
             if not behind:
                 return
             assert time.monotonic() < deadline, (
-                f"worker's (committed, end) offsets still behind after {deadline_s} s: {behind}")
+                f"worker's (committed, end) offsets still behind after {deadline_s} s: {behind}"
+            )
             time.sleep(0.5)  # between polls of the committed offsets
     finally:
         group.close()
@@ -178,10 +203,13 @@ def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) 
     """
     tps = [(topic, p) for p in range(settings.partitions)]
     ends = end_offsets(settings.kafka_common(), tps)
-    consumer = Consumer({
-        **settings.kafka_common(), "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            **settings.kafka_common(),
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(t, p, 0) for t, p in tps])
     values: dict[str, Any] = {}
     next_offset = {tp: 0 for tp in tps}
@@ -189,7 +217,8 @@ def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) 
     try:
         while any(next_offset[tp] < ends[tp] for tp in tps):
             assert time.monotonic() < deadline, (
-                f"{topic} not read to its end in {timeout_s} s: read up to {next_offset}, ends {ends}")
+                f"{topic} not read to its end in {timeout_s} s: read up to {next_offset}, ends {ends}"
+            )
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
                 continue

@@ -68,10 +68,21 @@ def test_the_broker_command_keeps_its_data_across_restarts_and_exits_when_kafka_
     from confluent_kafka.admin import AdminClient, NewTopic
 
     port = free_port()
-    argv = [sys.executable, "-m", "streamproc.cli", "broker", "--port", str(port), "--data-dir", str(tmp_path)]
+    argv = [
+        sys.executable,
+        "-m",
+        "streamproc.cli",
+        "broker",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+    ]
 
     def start() -> subprocess.Popen[str]:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the broker is up (or the command failed)
         assert f"on 127.0.0.1:{port}" in line, line + proc.stderr.read() if proc.stderr else line
@@ -88,8 +99,12 @@ def test_the_broker_command_keeps_its_data_across_restarts_and_exits_when_kafka_
     assert proc.wait(60) == 0
     proc = start()  # the same storage, formatted once: the topic is still there
     assert "kept" in admin.list_topics(timeout=10).topics and "clicks" in admin.list_topics(timeout=10).topics
-    java = [int(p) for p in subprocess.run(["pgrep", "-f", f"{tmp_path}/kafka/node-1/server.properties"],
-                                           capture_output=True, text=True).stdout.split()]
+    java = [
+        int(p)
+        for p in subprocess.run(
+            ["pgrep", "-f", f"{tmp_path}/kafka/node-1/server.properties"], capture_output=True, text=True
+        ).stdout.split()
+    ]
     assert len(java) == 1
     subprocess.run(["kill", "-9", str(java[0])], check=True)  # the broker process dies under the command
     assert proc.wait(30) == 1

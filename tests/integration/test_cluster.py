@@ -32,12 +32,15 @@ class PartitionWatch(threading.Thread):
                     self.most[name] = max(self.most[name], sum(input_partitions(page).values()))
 
 
-def test_three_brokers_survive_a_broker_and_a_worker_killed_mid_replay(tiny_checkpoint, tmp_path, processes, reader):
+def test_three_brokers_survive_a_broker_and_a_worker_killed_mid_replay(
+    tiny_checkpoint, tmp_path, processes, reader
+):
     with LocalKafka(tmp_path / "kafka", nodes=3) as kafka:
         assert (kafka.replication_factor, kafka.min_insync_replicas) == (3, 2)
         s = make_settings(kafka, tmp_path, tiny_checkpoint, replication_factor=3)
-        second = s.with_overrides(data_dir=tmp_path / "faust-2", worker_metrics_port=free_port(),
-                                  scorer_metrics_port=free_port())
+        second = s.with_overrides(
+            data_dir=tmp_path / "faust-2", worker_metrics_port=free_port(), scorer_metrics_port=free_port()
+        )
         workers = [processes("worker", s), processes("worker", second)]
         scorers = [processes("score", s), processes("score", second)]
         watch = PartitionWatch({"worker-1": s.worker_metrics_port, "worker-2": second.worker_metrics_port})

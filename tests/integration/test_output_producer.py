@@ -39,7 +39,10 @@ def test_settling_a_generation_waits_for_its_records_and_tracks_acknowledged_off
     assert asyncio.run(scenario()) == (0, 0)
     out.close()
     assert out.acked == {(topic, 0): 1499, (topic, 1): 1499}
-    assert end_offsets(broker.bootstrap_servers, [(topic, 0), (topic, 1)]) == {(topic, 0): 2000, (topic, 1): 1500}
+    assert end_offsets(broker.bootstrap_servers, [(topic, 0), (topic, 1)]) == {
+        (topic, 0): 2000,
+        (topic, 1): 1500,
+    }
 
 
 def test_a_record_the_broker_refuses_fails_loudly(broker):

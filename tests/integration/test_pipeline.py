@@ -33,8 +33,12 @@ def ids(messages):
 def table_keys(port: int) -> dict[str, float]:
     """streamproc_table_keys by table, as the worker's /metrics serves it now."""
     page = read_metrics(f"http://127.0.0.1:{port}/metrics") or ""
-    return {sample.labels["table"]: sample.value for family in text_string_to_metric_families(page)
-            for sample in family.samples if sample.name == "streamproc_table_keys"}
+    return {
+        sample.labels["table"]: sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "streamproc_table_keys"
+    }
 
 
 @pytest.mark.parametrize("state_flush", ["batch", "commit"])
@@ -42,17 +46,25 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     broker, tiny_checkpoint, tmp_path, processes, reader, state_flush
 ):
     events = synthetic_events(5000)
-    s = make_settings(broker, tmp_path, tiny_checkpoint, state_flush=state_flush,
-                      alert_threshold=_low_risk_quantile(tiny_checkpoint, events))
+    s = make_settings(
+        broker,
+        tmp_path,
+        tiny_checkpoint,
+        state_flush=state_flush,
+        alert_threshold=_low_risk_quantile(tiny_checkpoint, events),
+    )
     worker, scorer = processes("worker", s), processes("score", s)
     invalid = produce(s, events, invalid_every=50)
     accepted = {m["event_id"] for _, m in events}
     r = reader(s, [s.risk_scores_topic, s.next_action_topic, s.dead_letter_topic, s.fraud_alerts_topic])
     r.poll_until(
-        lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted
-        and set(ids(r.messages[s.next_action_topic])) >= accepted
-        and len(r.messages[s.dead_letter_topic]) >= len(invalid),
-        deadline_s=600, watch=[worker, scorer],
+        lambda: (
+            set(ids(r.messages[s.risk_scores_topic])) >= accepted
+            and set(ids(r.messages[s.next_action_topic])) >= accepted
+            and len(r.messages[s.dead_letter_topic]) >= len(invalid)
+        ),
+        deadline_s=600,
+        watch=[worker, scorer],
     )
     risk, nxt = ids(r.messages[s.risk_scores_topic]), ids(r.messages[s.next_action_topic])
     assert set(risk) == accepted and set(risk.values()) == {1}
@@ -66,13 +78,16 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     r.poll_until(lambda: len(r.messages[s.fraud_alerts_topic]) >= len(alerted), deadline_s=60)
     assert alerted and {m["event_id"] for m in r.messages[s.fraud_alerts_topic]} == alerted
     dead = r.messages[s.dead_letter_topic]
-    assert sorted((d["source_topic"], base64.b64decode(d["raw_b64"]), d["reason"]) for d in dead) == sorted(invalid)
+    assert sorted((d["source_topic"], base64.b64decode(d["raw_b64"]), d["reason"]) for d in dead) == sorted(
+        invalid
+    )
     # the state a restart would restore: each user's window in the changelog, written per batch or per commit
     wait_until_worker_caught_up(s)
     expected = reference_state(accepted_records(events), s.window_max_events, s.window_max_age_ms)
     restored = last_value_per_key(s, f"{s.app_id}-{USER_TABLE}-changelog")
     assert {user: [e["event_id"] for e in state["w"]] for user, state in restored.items()} == {
-        user: [e["event_id"] for e in state["w"]] for user, state in expected.items()}
+        user: [e["event_id"] for e in state["w"]] for user, state in expected.items()
+    }
     assert all(d["detail"] for d in dead)
     # the worker's table sizes, counted in slices from RocksDB (streamproc.stages.table_size), every 10 s
     terminals = {m["terminal_id"] for topic, m in events if topic == "transactions"}
@@ -80,9 +95,14 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     r.poll_until(lambda: table_keys(s.worker_metrics_port) == want, deadline_s=30, watch=[worker])
 
     # the small consumers the teams build on: an analyst's alert feed and a user's latest recommendations
-    for user, chunk in ((events[-1][1]["user_id"], 5000), (events[0][1]["user_id"], 16)):  # 16: many steps back
+    for user, chunk in (
+        (events[-1][1]["user_id"], 5000),
+        (events[0][1]["user_id"], 16),
+    ):  # 16: many steps back
         latest = latest_scores_for(s, user, chunk=chunk)
-        last_published = [m for m in r.messages[s.next_action_topic] if m["user_id"] == user][-1]  # one partition
+        last_published = [m for m in r.messages[s.next_action_topic] if m["user_id"] == user][
+            -1
+        ]  # one partition
         assert latest == last_published, (user, chunk)
     assert latest_scores_for(s, "no-such-user", chunk=64) is None
     assert follow_alerts(s, from_beginning=True, max_alerts=3) == 0
@@ -108,21 +128,28 @@ def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_fr
     worker = processes("worker", s)
     produce(s, quarters[0])
     r.poll_until(lambda: len(r.messages[s.sequence_updates_topic]) >= 400, deadline_s=300, watch=[worker])
-    assert worker.stop() == 0  # SIGTERM mid-stream (a rolling deploy): the batch in hand is not committed undone
+    assert (
+        worker.stop() == 0
+    )  # SIGTERM mid-stream (a rolling deploy): the batch in hand is not committed undone
     produce(s, quarters[1])
     worker = processes("worker", s)
-    r.poll_until(lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 1200, deadline_s=300, watch=[worker])
+    r.poll_until(
+        lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 1200, deadline_s=300, watch=[worker]
+    )
     worker.kill()  # SIGKILL mid-stream: RocksDB directory kept
     produce(s, quarters[2])
     worker = processes("worker", s)
-    r.poll_until(lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 2000, deadline_s=300, watch=[worker])
+    r.poll_until(
+        lambda: len(ids(r.messages[s.sequence_updates_topic])) >= 2000, deadline_s=300, watch=[worker]
+    )
     worker.kill()
     shutil.rmtree(s.data_dir)  # the worker's disk is lost: state comes back from the changelog topics
     produce(s, quarters[3])
     worker = processes("worker", s)
     accepted = {m["event_id"] for _, m in events}
-    r.poll_until(lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted, deadline_s=300,
-                 watch=[worker, scorer])
+    r.poll_until(
+        lambda: set(ids(r.messages[s.risk_scores_topic])) >= accepted, deadline_s=300, watch=[worker, scorer]
+    )
     # Every event is scored, but re-delivered events may still be re-emitting updates: let the worker
     # finish, then read its updates to the end, so that each user's last update shows its final state.
     wait_until_worker_caught_up(s)
@@ -142,9 +169,12 @@ def _restart_scorer_mid_stream(broker, tiny_checkpoint, tmp_path, processes, rea
     stop(scorer)
     scorer = processes("score", s)
     r.poll_until(
-        lambda: len(r.messages[s.sequence_updates_topic]) >= len(events)
-        and set(ids(r.messages[s.risk_scores_topic])) >= set(ids(r.messages[s.sequence_updates_topic])),
-        deadline_s=600, watch=[worker, scorer],
+        lambda: (
+            len(r.messages[s.sequence_updates_topic]) >= len(events)
+            and set(ids(r.messages[s.risk_scores_topic])) >= set(ids(r.messages[s.sequence_updates_topic]))
+        ),
+        deadline_s=600,
+        watch=[worker, scorer],
     )
     return s, events, r
 

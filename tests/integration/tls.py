@@ -13,7 +13,26 @@ def self_signed_certificate(folder: Path, name: str = "broker", host: str = "127
     if openssl is None:
         raise RuntimeError("the TLS tests need the openssl command (Debian package openssl)")
     cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={host}",
-                    "-addext", f"subjectAltName=IP:{host}", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={host}",
+            "-addext",
+            f"subjectAltName=IP:{host}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key

@@ -120,8 +120,10 @@ def test_terminal_history_reads_known_days_only() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(gaps=st.lists(st.integers(0, 3 * 3_600_000), min_size=1, max_size=60),
-       amounts=st.lists(st.floats(0, 500), min_size=60, max_size=60))
+@given(
+    gaps=st.lists(st.integers(0, 3 * 3_600_000), min_size=1, max_size=60),
+    amounts=st.lists(st.floats(0, 500), min_size=60, max_size=60),
+)
 def test_recent_velocity_is_the_sliding_hour_and_days_up_to_each_event(gaps, amounts):
     """Events in time order: after each, the recent features equal a brute-force sum over the events so far."""
     state, seen, ts = new_state(), [], T0
@@ -134,11 +136,18 @@ def test_recent_velocity_is_the_sliding_hour_and_days_up_to_each_event(gaps, amo
         week = [a for t, a in seen if today - 7 < t // DAY_MS <= today]
         day = [a for t, a in seen if t // DAY_MS == today]
         assert customer_recent_features(state, ts) == pytest.approx(
-            {"customer_nb_tx_1h": len(hour), "customer_amount_1h": sum(hour)})
-        assert terminal_recent_features(state, ts) == pytest.approx({
-            "terminal_recent_nb_tx_1h": len(hour), "terminal_recent_amount_1h": sum(hour),
-            "terminal_recent_nb_tx_1d": len(day), "terminal_recent_amount_1d": sum(day),
-            "terminal_recent_nb_tx_7d": len(week), "terminal_recent_amount_7d": sum(week)})
+            {"customer_nb_tx_1h": len(hour), "customer_amount_1h": sum(hour)}
+        )
+        assert terminal_recent_features(state, ts) == pytest.approx(
+            {
+                "terminal_recent_nb_tx_1h": len(hour),
+                "terminal_recent_amount_1h": sum(hour),
+                "terminal_recent_nb_tx_1d": len(day),
+                "terminal_recent_amount_1d": sum(day),
+                "terminal_recent_nb_tx_7d": len(week),
+                "terminal_recent_amount_7d": sum(week),
+            }
+        )
         assert len(state["m"]) <= 60  # minute buckets of the newest hour only
     assert set(terminal_recent_features(state, ts)) == set(TERMINAL_RECENT_FEATURES)
 
@@ -148,6 +157,9 @@ def test_a_late_event_counts_in_its_hour_while_the_state_holds_it_and_in_its_day
     update(state, T0 + 3 * 3_600_000, 10.0)
     update(state, T0 + 3 * 3_600_000 - 30 * MINUTE_MS, 5.0)  # 30 minutes late: inside the newest hour
     update(state, T0, 7.0)  # 3 hours late: its day, not its hour
-    assert customer_recent_features(state, T0 + 3 * 3_600_000) == {"customer_nb_tx_1h": 2.0, "customer_amount_1h": 15.0}
+    assert customer_recent_features(state, T0 + 3 * 3_600_000) == {
+        "customer_nb_tx_1h": 2.0,
+        "customer_amount_1h": 15.0,
+    }
     assert terminal_recent_features(state, T0 + 3 * 3_600_000)["terminal_recent_amount_1d"] == 22.0
     assert customer_recent_features({"d": {}}, T0) == {"customer_nb_tx_1h": 0.0, "customer_amount_1h": 0.0}

@@ -27,11 +27,14 @@ def leave_one_out_log(records: list[dict]) -> ds.EventLog:
     return ds.EventLog("tiny", kept, None, None, True, split)
 
 
-def top_item_ranks(scorer: Scorer, windows: list[list[dict]], targets: list[str], catalogue: set[str]) -> np.ndarray:
+def top_item_ranks(
+    scorer: Scorer, windows: list[list[dict]], targets: list[str], catalogue: set[str]
+) -> np.ndarray:
     """1-based rank of each target among the catalogue's unseen items in the Scorer's top items (0: absent)."""
     ranks = []
-    for window, target, scores in zip(windows, targets, scorer.score([Window(events=w) for w in windows]),
-                                      strict=True):
+    for window, target, scores in zip(
+        windows, targets, scorer.score([Window(events=w) for w in windows]), strict=True
+    ):
         seen = {r["item_id"] for r in window}
         ranked = [item for item, _ in scores.top_items if item not in seen and item in catalogue]
         ranks.append(ranked.index(target) + 1 if target in ranked else 0)
@@ -46,8 +49,10 @@ def test_full_ranking_matches_the_scorers_top_items(tiny_checkpoint: Path, tiny_
     val, test, sampled, hours = evaluate.checkpoint_next_item(str(tiny_checkpoint), log, data, 5, 0)
 
     scorer = Scorer.load(tiny_checkpoint, device="cpu", top_k=10_000)
-    windows = {u: [r for r in log.records if r["user_id"] == u and log.split[r["event_id"]] == "train"]
-               for u in data.users}
+    windows = {
+        u: [r for r in log.records if r["user_id"] == u and log.split[r["event_id"]] == "train"]
+        for u in data.users
+    }
     val_target = [data.items[i - 1] for i in data.val_target]
     expected = top_item_ranks(scorer, [windows[u] for u in data.users], val_target, set(data.items))
     compared = expected > 0  # targets the checkpoint recommends

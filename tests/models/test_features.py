@@ -213,7 +213,11 @@ def test_training_batches_equal_serving_featurization_on_random_windows(
     for b, end in enumerate(ends):
         start = int(end) - int(batch.inp.lengths[b]) + 1
         assert records[start]["user_id"] == records[end]["user_id"]
-        assert start == 0 or records[start - 1]["user_id"] != records[end]["user_id"] or end - start + 1 == max_len
+        assert (
+            start == 0
+            or records[start - 1]["user_id"] != records[end]["user_id"]
+            or end - start + 1 == max_len
+        )
         window = Window(events=records[start : end + 1], aggregates=aggregates[records[end]["event_id"]])
         served = featurize([window], VOCAB, max_len)
         np.testing.assert_array_equal(batch.inp.item[b].numpy(), served.item[0])

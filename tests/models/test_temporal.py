@@ -142,7 +142,9 @@ def test_scaled_item_embeddings_dominate_constant_inputs_at_initialisation() -> 
     torch.manual_seed(0)
     base = dict(n_items=K + 2, n_actions=3, d_model=64, n_layers=1, n_heads=2, max_len=T, text_dim=8)
     unscaled = _item_share_of_input(TemporalConfig(**base), torch.Generator().manual_seed(0))
-    scaled = _item_share_of_input(TemporalConfig(**base, item_input_scale=64**0.5), torch.Generator().manual_seed(0))
+    scaled = _item_share_of_input(
+        TemporalConfig(**base, item_input_scale=64**0.5), torch.Generator().manual_seed(0)
+    )
     assert scaled > 0.9
     assert unscaled < 0.7
 

@@ -49,12 +49,16 @@ def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
 ) -> None:
     records, labels = tiny_records
     _, config = train.PRESETS["tiny"]
-    config = replace(config, use_text=False, max_steps=40, eval_every=5, patience=100, select_on="item_ndcg10")  # type: ignore[arg-type]
+    config = replace(
+        config, use_text=False, max_steps=40, eval_every=5, patience=100, select_on="item_ndcg10"
+    )  # type: ignore[arg-type]
     summary = train.fit(records, labels, None, config, tmp_path / "ndcg")
     history = json.loads((tmp_path / "ndcg" / "metrics.json").read_text())["history"]
     assert all(0.0 <= h["item_ndcg10"] <= h["item_hr10"] <= 1.0 for h in history)
     assert summary["best"]["item_ndcg10"] == max(h["item_ndcg10"] for h in history)
-    assert summary["best"]["step"] == next(h["step"] for h in history if h["item_ndcg10"] == summary["best"]["item_ndcg10"])
+    assert summary["best"]["step"] == next(
+        h["step"] for h in history if h["item_ndcg10"] == summary["best"]["item_ndcg10"]
+    )
 
 
 def test_linear_decay_reaches_zero_at_max_steps_after_the_warm_up() -> None:
@@ -68,10 +72,30 @@ def test_linear_decay_reaches_zero_at_max_steps_after_the_warm_up() -> None:
 
 def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_wins() -> None:
     config = train.config_for(train.parse_args(["--dataset", "ml-1m", "--out", "x"]))
-    assert (config.sampling, config.n_layers, config.lr_decay, config.use_text) == ("event", 2, "linear", False)
-    assert config.max_seconds <= 1200 and config.loss_weights["risk"] == 0 and config.loss_weights["item"] == 1
-    config = train.config_for(train.parse_args(
-        ["--dataset", "ml-1m", "--out", "x", "--max-seconds", "60", "--set", "max_len=20", "use_text=true"]))
+    assert (config.sampling, config.n_layers, config.lr_decay, config.use_text) == (
+        "event",
+        2,
+        "linear",
+        False,
+    )
+    assert (
+        config.max_seconds <= 1200 and config.loss_weights["risk"] == 0 and config.loss_weights["item"] == 1
+    )
+    config = train.config_for(
+        train.parse_args(
+            [
+                "--dataset",
+                "ml-1m",
+                "--out",
+                "x",
+                "--max-seconds",
+                "60",
+                "--set",
+                "max_len=20",
+                "use_text=true",
+            ]
+        )
+    )
     assert (config.max_seconds, config.max_len, config.use_text) == (60, 20, True)
     beauty = train.config_for(train.parse_args(["--dataset", "amazon-beauty", "--out", "x"]))
     assert (beauty.sampling, beauty.dropout) == ("user_last", 0.5)
@@ -85,5 +109,7 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
     assert (fraud.use_item_ids, fraud.risk_trees) == (False, True)
     # the synthetic stream keeps the demo preset; an explicit preset is the base of a data set's setting
     assert train.config_for(train.parse_args(["--out", "x"])) == train.PRESETS["demo"][1]
-    tiny_taobao = train.config_for(train.parse_args(["--preset", "tiny", "--dataset", "taobao", "--out", "x"]))
+    tiny_taobao = train.config_for(
+        train.parse_args(["--preset", "tiny", "--dataset", "taobao", "--out", "x"])
+    )
     assert tiny_taobao == train.PRESETS["tiny"][1]

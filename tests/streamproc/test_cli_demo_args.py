@@ -15,13 +15,17 @@ from streamproc.demo.summary import Summary
 from streamproc.kafka import reachability
 
 
-@pytest.mark.parametrize(("argv", "env", "external"), [
-    (["demo"], {}, False),
-    (["--bootstrap-servers", "kafka:9092", "demo"], {}, True),
-    (["demo"], {"STREAMPROC_BOOTSTRAP_SERVERS": "kafka:9092"}, True),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "external"),
+    [
+        (["demo"], {}, False),
+        (["--bootstrap-servers", "kafka:9092", "demo"], {}, True),
+        (["demo"], {"STREAMPROC_BOOTSTRAP_SERVERS": "kafka:9092"}, True),
+    ],
+)
 def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_a_local_kafka(
-        argv: list[str], env: dict[str, str], external: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv: list[str], env: dict[str, str], external: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("STREAMPROC_BOOTSTRAP_SERVERS", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -31,8 +35,10 @@ def test_the_demo_runs_on_the_kafka_named_by_flag_or_environment_else_on_a_local
     monkeypatch.setattr(reachability, "check_kafka", lambda options, timeout_s: checked.append(options) or 1)
     assert cli.main([*argv, "--limit", "5"]) == 0
     assert [o["bootstrap.servers"] for o in checked] == (["kafka:9092"] if external else [])
-    (settings, kw), = calls
-    assert kw["external"] is external and kw["limit"] == 5 and kw["namespace"] == "demo" and kw["brokers"] == 1
+    ((settings, kw),) = calls
+    assert (
+        kw["external"] is external and kw["limit"] == 5 and kw["namespace"] == "demo" and kw["brokers"] == 1
+    )
     assert settings.bootstrap_servers == ("kafka:9092" if external else Settings().bootstrap_servers)
 
 
@@ -41,14 +47,25 @@ def test_the_summary_counts_only_outputs_of_input_from_its_start_offsets() -> No
     summary = Summary(since={("clicks", 0): 100, ("transactions", 1): 5})
 
     def score(event_id: str, topic: str, partition: int, offset: int) -> dict:
-        return {"event_id": event_id, "scored_ts_ms": 10, "lineage": {
-            "topic": topic, "partition": partition, "offset": offset, "ingest_ts_ms": 1}}
+        return {
+            "event_id": event_id,
+            "scored_ts_ms": 10,
+            "lineage": {"topic": topic, "partition": partition, "offset": offset, "ingest_ts_ms": 1},
+        }
 
-    for value in (score("old", "clicks", 0, 99), score("new", "clicks", 0, 100), score("other", "clicks", 2, 0),
-                  score("old-tx", "transactions", 1, 4)):
+    for value in (
+        score("old", "clicks", 0, 99),
+        score("new", "clicks", 0, 100),
+        score("other", "clicks", 2, 0),
+        score("old-tx", "transactions", 1, 4),
+    ):
         summary.add(settings.risk_scores_topic, value, settings)
-    summary.add(settings.dead_letter_topic, {"source_topic": "transactions", "partition": 1, "offset": 3}, settings)
-    summary.add(settings.dead_letter_topic, {"source_topic": "transactions", "partition": 1, "offset": 7}, settings)
+    summary.add(
+        settings.dead_letter_topic, {"source_topic": "transactions", "partition": 1, "offset": 3}, settings
+    )
+    summary.add(
+        settings.dead_letter_topic, {"source_topic": "transactions", "partition": 1, "offset": 7}, settings
+    )
     assert summary.scored == {"new", "other"} and summary.dead_lettered == {("transactions", 1, 7)}
     assert summary.counts == {settings.risk_scores_topic: 2, settings.dead_letter_topic: 1}
     assert summary.done() == 3
@@ -63,7 +80,12 @@ def test_demo_and_replay_default_to_their_label_modes_and_the_summary_counts_lab
     parser = cli.build_parser()
     assert parser.parse_args(["demo"]).labels == "topic"  # as a live system gets them
     assert parser.parse_args(["replay", "x.parquet"]).labels == "inline"  # the data set as recorded
-    assert parser.parse_args(["replay", "x.parquet", "--labels", "topic", "--label-delay-hours", "2"]).label_delay_hours == 2
+    assert (
+        parser.parse_args(
+            ["replay", "x.parquet", "--labels", "topic", "--label-delay-hours", "2"]
+        ).label_delay_hours
+        == 2
+    )
     summary = Summary()
     assert "fraud labels sent 3" in summary.render(10, Settings(), labels_sent=3)
     assert "fraud labels" not in summary.render(10, Settings())

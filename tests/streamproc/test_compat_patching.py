@@ -44,9 +44,13 @@ def test_the_installed_faust_and_aiokafka_are_the_supported_ones_and_every_patch
 
     install_faust_patches(Settings(faust_fetch_wait_ms=123))
     install_faust_patches(Settings(faust_fetch_wait_ms=123))  # twice: still one layer of each patch
-    for cls, name in ((faust_consumer.Consumer, "perform_seek"), (faust_consumer.Consumer, "getmany"),
-                      (faust_consumer.Consumer, "_new_offset"), (faust_consumer.Consumer, "_commit_offsets"),
-                      (faust_consumer.ThreadDelegateConsumer, "seek_to_committed"),
-                      (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer")):
+    for cls, name in (
+        (faust_consumer.Consumer, "perform_seek"),
+        (faust_consumer.Consumer, "getmany"),
+        (faust_consumer.Consumer, "_new_offset"),
+        (faust_consumer.Consumer, "_commit_offsets"),
+        (faust_consumer.ThreadDelegateConsumer, "seek_to_committed"),
+        (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    ):
         assert cls.__dict__.get(f"_streamproc_replaced_{name}") is True, name
         assert getattr(cls, name).__module__.startswith("streamproc.compat."), name

@@ -31,20 +31,39 @@ def test_tls_and_sasl_options_reach_librdkafka_and_faust_alike(tmp_path) -> None
     ca = tmp_path / "ca.pem"
     tls = Settings(security_protocol="SSL", ssl_ca_location=ca)
     assert tls.kafka_security() == {"security.protocol": "SSL", "ssl.ca.location": str(ca)}
-    assert credentials_to_aiokafka_auth(broker_credentials(Settings(security_protocol="SSL")))["security_protocol"] == "SSL"
+    assert (
+        credentials_to_aiokafka_auth(broker_credentials(Settings(security_protocol="SSL")))[
+            "security_protocol"
+        ]
+        == "SSL"
+    )
 
-    sasl = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="scorer",
-                    sasl_password="s3cret")
-    assert {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "scorer",
-            "sasl.password": "s3cret"}.items() <= sasl.kafka_common().items()
+    sasl = Settings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="scorer",
+        sasl_password="s3cret",
+    )
+    assert {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "scorer",
+        "sasl.password": "s3cret",
+    }.items() <= sasl.kafka_common().items()
     faust_auth = credentials_to_aiokafka_auth(broker_credentials(sasl))
-    assert {k: faust_auth[k] for k in ("security_protocol", "sasl_mechanism", "sasl_plain_username",
-                                       "sasl_plain_password")} == {
-        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "scorer",
-        "sasl_plain_password": "s3cret"}
+    assert {
+        k: faust_auth[k]
+        for k in ("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+    } == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "scorer",
+        "sasl_plain_password": "s3cret",
+    }
     assert faust_auth["ssl_context"] is not None
-    plain_sasl = credentials_to_aiokafka_auth(broker_credentials(
-        Settings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p")))
+    plain_sasl = credentials_to_aiokafka_auth(
+        broker_credentials(Settings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p"))
+    )
     assert plain_sasl["security_protocol"] == "SASL_PLAINTEXT" and plain_sasl["ssl_context"] is None
 
     # the password is hidden when settings are printed, and still reaches the child processes
@@ -52,11 +71,17 @@ def test_tls_and_sasl_options_reach_librdkafka_and_faust_alike(tmp_path) -> None
     assert settings_env(sasl)["STREAMPROC_SASL_PASSWORD"] == "s3cret"
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"security_protocol": "SASL_SSL", "sasl_username": "u"}, "needs sasl_username and sasl_password"),
-    ({"security_protocol": "SSL", "ssl_certificate_location": "c.pem"}, "go together"),
-    ({"ssl_certificate_location": "c.pem", "ssl_key_location": "k.pem"}, "a client certificate needs TLS"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"security_protocol": "SASL_SSL", "sasl_username": "u"}, "needs sasl_username and sasl_password"),
+        ({"security_protocol": "SSL", "ssl_certificate_location": "c.pem"}, "go together"),
+        (
+            {"ssl_certificate_location": "c.pem", "ssl_key_location": "k.pem"},
+            "a client certificate needs TLS",
+        ),
+    ],
+)
 def test_incomplete_security_settings_are_refused_with_the_reason(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings(**fields)
@@ -67,5 +92,9 @@ def test_every_setting_is_documented() -> None:
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     # a row names the variable whole (`STREAMPROC_NAME`) or, after another on the same row, as `_NAME`
-    named = {name for name in Settings.model_fields if f"`STREAMPROC_{name.upper()}`" in page or f"`_{name.upper()}`" in page}
+    named = {
+        name
+        for name in Settings.model_fields
+        if f"`STREAMPROC_{name.upper()}`" in page or f"`_{name.upper()}`" in page
+    }
     assert set(Settings.model_fields) - named == set()

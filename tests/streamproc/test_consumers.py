@@ -9,7 +9,12 @@ from streamproc.kafka.consumers import partition_of
 
 @pytest.mark.parametrize(
     ("key", "java_murmur2"),  # org.apache.kafka.common.utils.Utils.murmur2 test vectors
-    [(b"21", -973932308), (b"foobar", -790332482), (b"a-little-bit-long-string", -985981536), (b"abc", 479470107)],
+    [
+        (b"21", -973932308),
+        (b"foobar", -790332482),
+        (b"a-little-bit-long-string", -985981536),
+        (b"abc", 479470107),
+    ],
 )
 def test_partition_of_is_kafkas_default_partitioner(key, java_murmur2):
     for partitions in (1, 4, 8, 12):

@@ -20,9 +20,14 @@ def test_an_event_far_ahead_of_the_wall_clock_is_refused_and_the_clock_stays():
     clocks.admit("clicks", 0, t0, NOW)
     with pytest.raises(InvalidEvent) as exc:
         clocks.admit("clicks", 0, Y2099, NOW)  # the first event after a start too: the wall clock bounds it
-    assert exc.value.reason == "future_timestamp" and "ahead of its partition's event-time clock" in exc.value.detail
+    assert (
+        exc.value.reason == "future_timestamp"
+        and "ahead of its partition's event-time clock" in exc.value.detail
+    )
     assert clocks.clocks == {("clicks", 0): t0}
-    clocks.admit("clicks", 0, t0 - 240 * HOUR, NOW)  # late events are not refused: windows insert them in place
+    clocks.admit(
+        "clicks", 0, t0 - 240 * HOUR, NOW
+    )  # late events are not refused: windows insert them in place
     assert clocks.clocks == {("clicks", 0): t0}
 
 

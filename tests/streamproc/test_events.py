@@ -16,10 +16,25 @@ from streamproc.core.events import (
     validate_fraud_label,
 )
 
-CLICK = {"event_id": "e1", "user_id": "u1", "item_id": "i9", "action": "View", "ts": 1_700_000_000_000,
-         "title": "Trail shoes", "category": "Sports", "value": 4.5}
-TX = {"event_id": "t1", "user_id": 42, "amount": 12.5, "currency": "EUR", "terminal_id": "T7",
-      "ts": "2018-04-01T00:00:31Z", "label": 1}
+CLICK = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "item_id": "i9",
+    "action": "View",
+    "ts": 1_700_000_000_000,
+    "title": "Trail shoes",
+    "category": "Sports",
+    "value": 4.5,
+}
+TX = {
+    "event_id": "t1",
+    "user_id": 42,
+    "amount": 12.5,
+    "currency": "EUR",
+    "terminal_id": "T7",
+    "ts": "2018-04-01T00:00:31Z",
+    "label": 1,
+}
 
 
 def raw(d) -> bytes:
@@ -28,9 +43,18 @@ def raw(d) -> bytes:
 
 def test_valid_click_becomes_a_contract_record():
     v = validate("click", raw(CLICK))
-    assert v.record == {"event_id": "e1", "kind": "click", "user_id": "u1", "ts_ms": 1_700_000_000_000,
-                        "item_id": "i9", "action": "view", "amount": None, "value": 4.5,
-                        "title": "Trail shoes", "category": "Sports"}
+    assert v.record == {
+        "event_id": "e1",
+        "kind": "click",
+        "user_id": "u1",
+        "ts_ms": 1_700_000_000_000,
+        "item_id": "i9",
+        "action": "view",
+        "amount": None,
+        "value": 4.5,
+        "title": "Trail shoes",
+        "category": "Sports",
+    }
     assert v.label is None
 
 
@@ -76,7 +100,12 @@ def test_dead_letter_keeps_raw_bytes_and_lineage():
     import base64
 
     assert base64.b64decode(msg["raw_b64"]) == b"\xff\x00"
-    assert (msg["source_topic"], msg["partition"], msg["offset"], msg["reason"]) == ("clicks", 3, 77, "invalid_json")
+    assert (msg["source_topic"], msg["partition"], msg["offset"], msg["reason"]) == (
+        "clicks",
+        3,
+        77,
+        "invalid_json",
+    )
 
 
 @given(st.binary(max_size=200))
@@ -96,8 +125,14 @@ def test_iso_and_epoch_ms_agree(ts_ms):
     assert abs(parse_ts_ms(iso) - ts_ms) <= 1
 
 
-LABEL = {"event_id": "l1", "transaction_id": "t1", "merchant_id": "M3", "ts": "2018-04-01T00:00:31Z", "label": 1,
-         "source": "chargeback"}
+LABEL = {
+    "event_id": "l1",
+    "transaction_id": "t1",
+    "merchant_id": "M3",
+    "ts": "2018-04-01T00:00:31Z",
+    "label": 1,
+    "source": "chargeback",
+}
 
 
 def test_valid_fraud_label_names_its_transaction_terminal_and_day():
@@ -152,8 +187,15 @@ def test_a_message_over_the_size_limit_is_too_large_and_its_dead_letter_keeps_si
     assert letter["raw_b64"] is None and letter["raw_bytes"] == len(big)
     assert letter["raw_sha256"] == hashlib.sha256(big).hexdigest()
     assert base64.b64decode(letter["raw_prefix_b64"]) == big[:DEAD_LETTER_PREFIX_BYTES]
-    assert (letter["reason"], letter["source_topic"], letter["partition"], letter["offset"]) == ("too_large", "clicks", 2, 9)
+    assert (letter["reason"], letter["source_topic"], letter["partition"], letter["offset"]) == (
+        "too_large",
+        "clicks",
+        2,
+        9,
+    )
     # a small message is kept whole, with its reduced form ready in case Kafka refuses the whole one
-    whole, reduced = dead_letters(b"{bad", b"u1", "clicks", 2, 10, InvalidEvent("invalid_json", "x"), 5, 65_536)
+    whole, reduced = dead_letters(
+        b"{bad", b"u1", "clicks", 2, 10, InvalidEvent("invalid_json", "x"), 5, 65_536
+    )
     assert json.loads(whole)["raw_b64"] == base64.b64encode(b"{bad").decode() and whole is not reduced
     assert json.loads(reduced)["raw_b64"] is None and json.loads(reduced)["raw_bytes"] == 4

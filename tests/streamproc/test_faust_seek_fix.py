@@ -73,10 +73,17 @@ def test_partitions_with_nothing_committed_are_read_again_from_the_beginning():
     from streamproc.compat.faust_seek_fix import never_committed_stream_partitions
 
     install_seek_guard()
-    committed = {TP("clicks", 0): 120, TP("user-events", 1): None, TP("user-events", 2): 0,
-                 TP("app-user-state-changelog", 1): None, TP("app-__assignor-__leader", 0): None}
+    committed = {
+        TP("clicks", 0): 120,
+        TP("user-events", 1): None,
+        TP("user-events", 2): 0,
+        TP("app-user-state-changelog", 1): None,
+        TP("app-__assignor-__leader", 0): None,
+    }
     assert never_committed_stream_partitions(committed, {"app-user-state-changelog"}) == [
-        TP("user-events", 1), TP("user-events", 2)]
+        TP("user-events", 1),
+        TP("user-events", 2),
+    ]
 
     seeks: list[tuple] = []
 
@@ -87,8 +94,10 @@ def test_partitions_with_nothing_committed_are_read_again_from_the_beginning():
         return committed
 
     consumer = SimpleNamespace(
-        app=SimpleNamespace(tables=SimpleNamespace(changelog_topics={"app-user-state-changelog"}),
-                            conf=SimpleNamespace(consumer_auto_offset_reset="earliest")),
+        app=SimpleNamespace(
+            tables=SimpleNamespace(changelog_topics={"app-user-state-changelog"}),
+            conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
+        ),
         _thread=SimpleNamespace(seek_to_committed=lambda: original_seek(None), seek=seek),
     )
     assert asyncio.run(ThreadDelegateConsumer.seek_to_committed(consumer)) == committed

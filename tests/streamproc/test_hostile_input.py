@@ -24,18 +24,40 @@ T0 = 1_700_000_000_000
 NOW = T0 + 10 * DAY_MS
 MAX_EVENTS, MAX_AGE_MS, SKEW_MS = 8, 30 * DAY_MS, DAY_MS
 
-numbers = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**20), 10**20),
-                    st.sampled_from([0, 1e-300, 1e308, -1e308, 1e9, 1e6, -1e6, 4.5]))
-times = st.one_of(st.integers(T0 - 60 * DAY_MS, T0 + 60 * DAY_MS), st.sampled_from(
-    [4_070_908_800_000, 4_102_444_800_000, 631_152_000_000, T0, T0 + SKEW_MS + 1]), st.integers(-(10**15), 10**16))
-clicks = st.fixed_dictionaries({"event_id": st.sampled_from([f"e{i}" for i in range(30)]), "user_id": st.just("u1"),
-                                "item_id": st.sampled_from(["i1", "i2"]), "action": st.just("view"), "ts": times},
-                               optional={"value": numbers, "title": st.text(max_size=20)})
-transactions = st.fixed_dictionaries({"event_id": st.sampled_from([f"t{i}" for i in range(30)]), "user_id": st.just("u1"),
-                                      "amount": numbers, "currency": st.just("EUR"), "terminal_id": st.just("T1"),
-                                      "ts": times})
-messages = st.lists(st.one_of(st.tuples(st.just("click"), clicks), st.tuples(st.just("transaction"), transactions)),
-                    max_size=40)
+numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(-(10**20), 10**20),
+    st.sampled_from([0, 1e-300, 1e308, -1e308, 1e9, 1e6, -1e6, 4.5]),
+)
+times = st.one_of(
+    st.integers(T0 - 60 * DAY_MS, T0 + 60 * DAY_MS),
+    st.sampled_from([4_070_908_800_000, 4_102_444_800_000, 631_152_000_000, T0, T0 + SKEW_MS + 1]),
+    st.integers(-(10**15), 10**16),
+)
+clicks = st.fixed_dictionaries(
+    {
+        "event_id": st.sampled_from([f"e{i}" for i in range(30)]),
+        "user_id": st.just("u1"),
+        "item_id": st.sampled_from(["i1", "i2"]),
+        "action": st.just("view"),
+        "ts": times,
+    },
+    optional={"value": numbers, "title": st.text(max_size=20)},
+)
+transactions = st.fixed_dictionaries(
+    {
+        "event_id": st.sampled_from([f"t{i}" for i in range(30)]),
+        "user_id": st.just("u1"),
+        "amount": numbers,
+        "currency": st.just("EUR"),
+        "terminal_id": st.just("T1"),
+        "ts": times,
+    }
+)
+messages = st.lists(
+    st.one_of(st.tuples(st.just("click"), clicks), st.tuples(st.just("transaction"), transactions)),
+    max_size=40,
+)
 
 
 def dropped_wrongly(before: list[dict], after: list[dict]) -> list[dict]:
@@ -44,8 +66,14 @@ def dropped_wrongly(before: list[dict], after: list[dict]) -> list[dict]:
     kept = {e["event_id"] for e in after}
     newest = after[-1]["ts_ms"] if after else None
     order = [(e["ts_ms"], e["event_id"]) for e in after]
-    return [e for e in before if e["event_id"] not in kept and newest is not None
-            and e["ts_ms"] >= newest - MAX_AGE_MS and sum(o > (e["ts_ms"], e["event_id"]) for o in order) < MAX_EVENTS]
+    return [
+        e
+        for e in before
+        if e["event_id"] not in kept
+        and newest is not None
+        and e["ts_ms"] >= newest - MAX_AGE_MS
+        and sum(o > (e["ts_ms"], e["event_id"]) for o in order) < MAX_EVENTS
+    ]
 
 
 @settings(max_examples=300, deadline=None)
@@ -66,8 +94,11 @@ def test_accepted_events_give_finite_features_and_never_wipe_a_window(sent):
         assert abs(record.get("value") or 0) <= 1e6 and 0 <= (record.get("amount") or 0) <= 1e9
         assert record["ts_ms"] <= NOW + SKEW_MS
         before = list(user["w"])
-        terminal_aggregates = (apply_terminal_event(terminal, record, valid.label, "in:0", offset)
-                               if kind == "transaction" else {})
+        terminal_aggregates = (
+            apply_terminal_event(terminal, record, valid.label, "in:0", offset)
+            if kind == "transaction"
+            else {}
+        )
         window, customer = apply_user_event(user, record, "in:0", offset, MAX_EVENTS, MAX_AGE_MS)
         assert not dropped_wrongly(before, user["w"])
         batch = featurize([Window(window, customer | terminal_aggregates)], vocab, MAX_EVENTS)

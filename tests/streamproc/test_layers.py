@@ -21,8 +21,16 @@ ALLOWED = {
     "scoring": {"config", "core", "kafka", "observability", "scoring"},
     "demo": {"config", "core", "demo", "feed", "kafka", "observability"},
 }
-PURE_FORBIDDEN = {"faust", "mode", "aiokafka", "confluent_kafka", "rocksdict", "torch", "transformers",
-                  "prometheus_client"}
+PURE_FORBIDDEN = {
+    "faust",
+    "mode",
+    "aiokafka",
+    "confluent_kafka",
+    "rocksdict",
+    "torch",
+    "transformers",
+    "prometheus_client",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -60,7 +68,11 @@ def test_the_core_imports_no_client_framework_or_model_runtime() -> None:
     for path in modules_in("core"):
         tops = {m.split(".")[0] for m in imported_modules(path)}
         # the one tie to models/: the feature contract the pipeline and training share
-        models = {m for m in imported_modules(path) if m.startswith("models.") and not m.startswith("models.aggregates")}
+        models = {
+            m
+            for m in imported_modules(path)
+            if m.startswith("models.") and not m.startswith("models.aggregates")
+        }
         if tops & PURE_FORBIDDEN or models:
             wrong[path.name] = sorted(tops & PURE_FORBIDDEN | models)
     assert wrong == {}

@@ -53,7 +53,9 @@ def test_readiness_reads_the_exposed_page() -> None:
     reported = input_partitions(generate_latest(metrics.registry).decode())
     assert reported == {"clicks": 2, "user-events": 1}
     assert missing_partitions({"clicks": 2, "user-events": 2, "transactions": 2}, reported) == {
-        "user-events": 1, "transactions": 0}
+        "user-events": 1,
+        "transactions": 0,
+    }
     assert missing_partitions({"clicks": 2}, reported) == {}
 
 

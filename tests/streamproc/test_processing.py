@@ -21,8 +21,15 @@ DAY_MS = 86_400_000
 
 
 def transaction(n: int, amount: float = 10.0) -> dict:
-    return {"event_id": f"tx{n}", "user_id": "u1", "item_id": "t1", "kind": "transaction", "action": "payment",
-            "ts_ms": 1_530_000_000_000 + n * 60_000, "amount": amount}
+    return {
+        "event_id": f"tx{n}",
+        "user_id": "u1",
+        "item_id": "t1",
+        "kind": "transaction",
+        "action": "payment",
+        "ts_ms": 1_530_000_000_000 + n * 60_000,
+        "amount": amount,
+    }
 
 
 def day_counts(state: dict) -> int:
@@ -57,8 +64,12 @@ def test_user_window_ignores_a_redelivered_offset_and_a_duplicate_event_id():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 12), st.sampled_from(["clicks:0", "user-events:1"]), st.integers(0, 30)),
-                max_size=60))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from(["clicks:0", "user-events:1"]), st.integers(0, 30)),
+        max_size=60,
+    )
+)
 def test_a_caller_that_asked_is_new_user_event_gets_the_same_state_as_one_that_did_not(arrivals):
     """The agent passes is_new_user_event's answer on (one scan of the recent ids); nothing may differ."""
     asked, not_asked = new_user_state(), new_user_state()
@@ -132,7 +143,10 @@ def test_a_labels_delay_is_read_on_its_terminals_event_time_clock():
 def test_fraud_ids_are_forgotten_with_the_days_velocity_drops():
     state = new_terminal_state()
     apply_terminal_event(state, transaction(0), 1, "transactions:0", 0)
-    later = transaction(1) | {"event_id": "tx-late", "ts_ms": transaction(0)["ts_ms"] + aggregates.KEEP_DAYS * DAY_MS}
+    later = transaction(1) | {
+        "event_id": "tx-late",
+        "ts_ms": transaction(0)["ts_ms"] + aggregates.KEEP_DAYS * DAY_MS,
+    }
     apply_terminal_event(state, later, 1, "transactions:0", 1)
     assert state["f"] == {"tx-late": later["ts_ms"] // DAY_MS}
 
@@ -180,7 +194,9 @@ def test_training_replays_the_aggregates_the_pipeline_serves():
     assert len(transactions) > 100 and len(transactions) < len(records) and sum(labels.values()) > 0
     assert any(a["terminal_recent_nb_tx_7d"] > 1 and a["customer_nb_tx_1h"] > 1 for a in served.values())
     assert train.replay_aggregates(records, labels) == served
-    assert datasets.replay_aggregates(transactions, labels) == {r["event_id"]: served[r["event_id"]] for r in transactions}
+    assert datasets.replay_aggregates(transactions, labels) == {
+        r["event_id"]: served[r["event_id"]] for r in transactions
+    }
 
 
 def test_an_event_id_sent_twice_is_a_duplicate_but_a_redelivered_offset_is_not():
@@ -190,7 +206,9 @@ def test_an_event_id_sent_twice_is_a_duplicate_but_a_redelivered_offset_is_not()
     apply_user_event(state, transaction(1), "clicks:0", 7, 50, 30 * DAY_MS)
     assert is_duplicate_user_event(state, transaction(1), "clicks:0", 8)  # the producer sent it again
     assert is_duplicate_user_event(state, transaction(1), "user-events:1", 3)
-    assert not is_duplicate_user_event(state, transaction(1), "clicks:0", 7)  # redelivered after a crash: rescored
+    assert not is_duplicate_user_event(
+        state, transaction(1), "clicks:0", 7
+    )  # redelivered after a crash: rescored
     assert not is_duplicate_user_event(state, transaction(2), "clicks:0", 8)
 
 

@@ -24,7 +24,9 @@ class RecordingProducer:
         self.in_flight: list[tuple[str, Any]] = []
         self.acked: list[str] = []
 
-    def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None, on_delivery: Any = None) -> None:
+    def produce(
+        self, topic: str, key: bytes | None = None, value: bytes | None = None, on_delivery: Any = None
+    ) -> None:
         self.in_flight.append((topic, on_delivery))
 
     def poll(self, _timeout: float) -> int:
@@ -58,10 +60,23 @@ class ConstantScorer:
 
 
 def update(n: int) -> dict[str, Any]:
-    event = {"event_id": f"e{n}", "kind": "transaction", "user_id": "u1", "ts_ms": 1_700_000_000_000 + n,
-             "item_id": "t1", "action": "transaction", "amount": 10.0}
-    return {"user_id": "u1", "event_id": f"e{n}", "kind": "transaction", "event_ts_ms": event["ts_ms"], "window": [event],
-            "lineage": {"topic": "transactions", "partition": 0, "offset": n, "ingest_ts_ms": event["ts_ms"]}}
+    event = {
+        "event_id": f"e{n}",
+        "kind": "transaction",
+        "user_id": "u1",
+        "ts_ms": 1_700_000_000_000 + n,
+        "item_id": "t1",
+        "action": "transaction",
+        "amount": 10.0,
+    }
+    return {
+        "user_id": "u1",
+        "event_id": f"e{n}",
+        "kind": "transaction",
+        "event_ts_ms": event["ts_ms"],
+        "window": [event],
+        "lineage": {"topic": "transactions", "partition": 0, "offset": n, "ingest_ts_ms": event["ts_ms"]},
+    }
 
 
 @pytest.fixture
@@ -98,9 +113,13 @@ def sample(worker: ScoringWorker, name: str, labels: dict[str, str] | None = Non
     return worker.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
-def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_not(worker: ScoringWorker) -> None:
+def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_not(
+    worker: ScoringWorker,
+) -> None:
     assert sample(worker, "streamproc_model_info", {"model_version": "v-test", "device": "cpu"}) == 1.0
-    assert sample(worker, "streamproc_scores_published_total", {"topic": "fraud-alerts"}) == 0.0  # exists at 0
+    assert (
+        sample(worker, "streamproc_scores_published_total", {"topic": "fraud-alerts"}) == 0.0
+    )  # exists at 0
     worker.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer([])  # type: ignore[assignment]
     for n in range(3):
@@ -122,13 +141,16 @@ def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_no
 
 
 def test_updates_lacking_an_aggregate_the_model_reads_are_counted_by_what_their_kind_carries(
-        worker: ScoringWorker, caplog: pytest.LogCaptureFixture) -> None:
+    worker: ScoringWorker, caplog: pytest.LogCaptureFixture
+) -> None:
     worker.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer([])  # type: ignore[assignment]
     full = {"customer_nb_tx_1d": 1.0, "terminal_risk_30d": 0.0, "customer_nb_tx_1h": 1.0}
     complete = update(0) | {"aggregates": full}
     click = update(1) | {"kind": "click", "aggregates": {"customer_nb_tx_1d": 1.0, "customer_nb_tx_1h": 0.0}}
-    old_worker = update(2) | {"aggregates": {"customer_nb_tx_1d": 1.0, "terminal_risk_30d": 0.0}}  # no 1h velocity
+    old_worker = update(2) | {
+        "aggregates": {"customer_nb_tx_1d": 1.0, "terminal_risk_30d": 0.0}
+    }  # no 1h velocity
     for n, u in enumerate([complete, click, old_worker, old_worker]):
         worker.batcher.add(Pending(f"m{n}", u), now_ms=0)  # type: ignore[arg-type]
     with caplog.at_level("WARNING"):
@@ -136,7 +158,8 @@ def test_updates_lacking_an_aggregate_the_model_reads_are_counted_by_what_their_
     assert sample(worker, "streamproc_model_inputs_missing_total") == 2  # a click carries no terminal
     assert [r.getMessage() for r in caplog.records].count(
         "sequence updates lack aggregates the model reads (scored as 0): ['customer_nb_tx_1h']; upgrade the "
-        "Faust workers to this checkpoint's streamproc") == 1
+        "Faust workers to this checkpoint's streamproc"
+    ) == 1
 
 
 class FailingCommitConsumer(RecordingConsumer):
@@ -203,8 +226,10 @@ def test_scores_wait_for_their_acknowledgement_through_an_outage(worker: Scoring
 
 class NanScorer(ConstantScorer):
     def score(self, windows: list[Any]) -> list[Scores]:
-        return [Scores(float("nan") if n == 1 else 0.1, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test")
-                for n, _ in enumerate(windows)]
+        return [
+            Scores(float("nan") if n == 1 else 0.1, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test")
+            for n, _ in enumerate(windows)
+        ]
 
 
 class DeadLetterMessage:
@@ -240,6 +265,15 @@ def test_a_non_finite_score_is_dead_lettered_and_counted_never_published(worker:
     for n in range(3):
         worker.batcher.add(Pending(DeadLetterMessage(n), update(n)), now_ms=0)  # type: ignore[arg-type]
     worker.flush_batch()
-    assert sorted(worker.producer.acked) == sorted(["risk-scores", "next-action-scores"] * 2 + ["streamproc.dead-letters"])
-    assert sample(worker, "streamproc_dead_letters_total", {"topic": "sequence-updates", "reason": "non_finite_score"}) == 1
+    assert sorted(worker.producer.acked) == sorted(
+        ["risk-scores", "next-action-scores"] * 2 + ["streamproc.dead-letters"]
+    )
+    assert (
+        sample(
+            worker,
+            "streamproc_dead_letters_total",
+            {"topic": "sequence-updates", "reason": "non_finite_score"},
+        )
+        == 1
+    )
     assert log == ["store m0", "store m1", "store m2"]  # the dead-lettered update is done with too

@@ -33,16 +33,21 @@ def partitions(tmp_path: Path):
 
 
 def test_counts_every_key_once_however_the_count_is_sliced(partitions):
-    ticks = itertools.count()  # a clock that says a slice is over at every look: a new iterator every 256 keys
+    ticks = (
+        itertools.count()
+    )  # a clock that says a slice is over at every look: a new iterator every 256 keys
     pauses: list[float] = []
 
     async def pause(seconds: float) -> None:
         pauses.append(seconds)
 
-    keys, _busy = asyncio.run(count_keys(partitions, OFFSET_KEY, slice_s=0.5, clock=lambda: float(next(ticks)),
-                                         pause=pause))
+    keys, _busy = asyncio.run(
+        count_keys(partitions, OFFSET_KEY, slice_s=0.5, clock=lambda: float(next(ticks)), pause=pause)
+    )
     assert keys == 4_000
-    assert len(pauses) == 3_001 // CHECK_CLOCK_EVERY + 1_001 // CHECK_CLOCK_EVERY  # one per 256 keys of a database
+    assert (
+        len(pauses) == 3_001 // CHECK_CLOCK_EVERY + 1_001 // CHECK_CLOCK_EVERY
+    )  # one per 256 keys of a database
     assert asyncio.run(count_keys(partitions, OFFSET_KEY))[0] == 4_000  # unsliced
     assert asyncio.run(count_keys(partitions))[0] == 4_002  # the offset keys, when not skipped
 
@@ -60,7 +65,9 @@ def test_keys_deleted_and_added_between_slices_are_not_counted_twice(partitions)
             db.put(b"user-00000-a", b"y")  # before it: not counted in this count
             first_pause = False
 
-    keys, _busy = asyncio.run(count_keys([db], OFFSET_KEY, slice_s=0.5, clock=lambda: float(next(ticks)), pause=pause))
+    keys, _busy = asyncio.run(
+        count_keys([db], OFFSET_KEY, slice_s=0.5, clock=lambda: float(next(ticks)), pause=pause)
+    )
     assert not first_pause
     assert keys == 1_000 + 1  # user-00254 counted before it went, user-00254-b after
     assert asyncio.run(count_keys([db], OFFSET_KEY))[0] == 1_000 - 1 + 2

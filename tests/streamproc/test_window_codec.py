@@ -14,15 +14,26 @@ MAX_AGE_MS = 30 * DAY_MS
 
 
 def click(n: int, ts_ms: int, title: str | None = None) -> dict:
-    return {"event_id": f"e{n}", "kind": "click", "user_id": "u1", "ts_ms": ts_ms, "item_id": f"i{n % 7}",
-            "action": "view", "amount": None, "value": None, "title": title, "category": "Books"}
+    return {
+        "event_id": f"e{n}",
+        "kind": "click",
+        "user_id": "u1",
+        "ts_ms": ts_ms,
+        "item_id": f"i{n % 7}",
+        "action": "view",
+        "amount": None,
+        "value": None,
+        "title": title,
+        "category": "Books",
+    }
 
 
 # one step: (time offset in minutes, whether to reload the state as if read back from RocksDB,
 # whether the event is a re-delivery of an earlier one)
 steps = st.lists(
     st.tuples(st.integers(-30, 60), st.booleans(), st.integers(0, 9)),
-    min_size=1, max_size=120,
+    min_size=1,
+    max_size=120,
 )
 
 
@@ -40,7 +51,7 @@ def test_windows_and_states_encode_as_orjson_does(steps, max_events, max_age_min
             record = sent[offset % len(sent)]
         else:
             clock += minutes * 60_000
-            record = click(offset, clock, title="Ünïcode \"title\"" if offset % 3 else None)
+            record = click(offset, clock, title='Ünïcode "title"' if offset % 3 else None)
             sent.append(record)
         if reload:
             state = orjson.loads(orjson.dumps(state))
@@ -54,7 +65,9 @@ def test_in_order_events_reuse_the_previous_window_and_the_state_splices_it():
     codec = WindowEncodings(max_keys=10)
     state = new_user_state()
     for n in range(30):
-        window, _ = apply_user_event(state, click(n, 1_700_000_000_000 + n * 1000), "clicks:0", n, 5, MAX_AGE_MS)
+        window, _ = apply_user_event(
+            state, click(n, 1_700_000_000_000 + n * 1000), "clicks:0", n, 5, MAX_AGE_MS
+        )
         data = codec.window(b"u1", window)
     assert orjson.loads(data) == [click(n, 1_700_000_000_000 + n * 1000) for n in range(25, 30)]
     assert (codec.encoded, codec.reused) == (1, 29)

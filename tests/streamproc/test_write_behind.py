@@ -98,10 +98,12 @@ def test_a_key_is_read_once_and_written_once_per_flush_in_its_own_partition(app:
     assert cache.write_dirty() == 2
     assert decode(table.data[b"u1"]) == {"n": 8} and decode(table.data[b"u2"]) == {"n": 1}
     assert table.data.partition_of == {b"u1": 2, b"u2": 1}
-    assert sorted(out.records) == sorted([
-        (CHANGELOG, b"u1", encode({"n": 8}), 2, True),
-        (CHANGELOG, b"u2", encode({"n": 1}), 1, True),
-    ])
+    assert sorted(out.records) == sorted(
+        [
+            (CHANGELOG, b"u1", encode({"n": 8}), 2, True),
+            (CHANGELOG, b"u2", encode({"n": 1}), 1, True),
+        ]
+    )
     assert cache.dirty_keys == 0 and cache.write_dirty() == 0 and len(out.records) == 2
 
 
@@ -190,6 +192,7 @@ def test_a_failed_flush_commits_nothing_and_crashes_the_consumer() -> None:
 def test_states_reach_the_rocksdb_database_of_their_events_partition(tmp_path) -> None:
     """The real store (rocksdict in a real directory): one write batch per partition, each key readable
     in its own partition's database only, and after the store is reopened."""
+
     def rocksdb_table(app_id: str) -> tuple[faust.App, faust.Table]:
         app = faust.App(app_id, broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
         return app, app.Table("users", key_type=bytes, value_type=bytes, partitions=4)
@@ -197,8 +200,14 @@ def test_states_reach_the_rocksdb_database_of_their_events_partition(tmp_path) -
     app, table = rocksdb_table("put-all-test")
     store = table.data
     assert store.use_rocksdict
-    put_all(store, [(event(app, b"u1", 3), b"u1", b'{"n":1}'), (event(app, b"u2", 1), b"u2", b'{"n":2}'),
-                    (event(app, b"u3", 3), b"u3", b'{"n":3}')])
+    put_all(
+        store,
+        [
+            (event(app, b"u1", 3), b"u1", b'{"n":1}'),
+            (event(app, b"u2", 1), b"u2", b'{"n":2}'),
+            (event(app, b"u3", 3), b"u3", b'{"n":3}'),
+        ],
+    )
     with in_context_of(event(app, b"u1", 3)):
         assert table.get(b"u1") == b'{"n":1}' and table.get(b"u3") == b'{"n":3}'
     assert store._db_for_partition(1)[b"u2"] == b'{"n":2}'
