@@ -29,8 +29,11 @@ test: $(BIN)/.installed system-deps kafka
 kafka: $(BIN)/.installed
 	$(BIN)/python -c "from streamproc.kafka.local_kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
 
+# Lint, format and types: CI runs this before the tests.
 lint: $(BIN)/.installed
-	$(BIN)/ruff check streamproc models tests bench scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Quix Streams, the peer in the pipeline bench, pins another confluent-kafka: its own venv.
 QUIX_VENV := var/quix-venv

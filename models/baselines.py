@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import lightgbm
 import numpy as np
@@ -317,7 +318,7 @@ def fraud_frame(log: EventLog) -> pd.DataFrame:
 
 def fit_lightgbm(
     train: pd.DataFrame,
-    params: dict[str, float | int],
+    params: Mapping[str, Any],
     seed: int = 0,
     features: Sequence[str] = FRAUD_FEATURES,
 ) -> lightgbm.LGBMClassifier:

@@ -44,6 +44,12 @@ class EventLog:
     synthetic_time: bool = False
     notes: str = ""
 
+    def require_split(self) -> dict[str, str]:
+        """event id -> "train" / "val" / "test"; ValueError for a log loaded without its split."""
+        if self.split is None:
+            raise ValueError(f"{self.name} has no train/val/test split")
+        return self.split
+
     def sequences(self, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, list[str]]:
         """Item ids per user, oldest first, keeping only events whose split is in `splits`."""
         out: dict[str, list[str]] = {}

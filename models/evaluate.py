@@ -9,7 +9,7 @@ import itertools
 import json
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,11 @@ NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")
 GBDT_GRID = {"n_estimators": (100, 300), "num_leaves": (15, 63), "learning_rate": (0.05, 0.1)}
 KS = (5, 10, 20)
 FoldScorer = Callable[[list[str], list[str]], np.ndarray]  # (train event ids, test event ids) -> test scores
+
+
+def result_row(model: str, split: str, metrics: Mapping[str, object]) -> dict[str, object]:
+    """One row of a results table: the model, the split, then its metrics."""
+    return {"model": model, "split": split, **metrics}
 
 
 def markdown_table(rows: list[dict[str, object]]) -> str:
@@ -103,8 +108,9 @@ def checkpoint_next_item(
     scorer = Scorer.load(path, device=device)
     train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
     val_recs: dict[str, dict] = {}
+    split_of = log.require_split()
     for r in log.records:
-        split = log.split[r["event_id"]]
+        split = split_of[r["event_id"]]
         if split == "train" and r["user_id"] in train_recs:
             train_recs[r["user_id"]].append(r)
         elif split == "val":
@@ -204,7 +210,8 @@ def time_to_next_rows(log: ds.EventLog, predicted: dict[str, pd.Series]) -> list
     frame = pd.DataFrame(
         {"user": [r["user_id"] for r in log.records], "ts": [r["ts_ms"] for r in log.records]}
     )
-    frame["split"] = [log.split[r["event_id"]] for r in log.records]
+    split = log.require_split()
+    frame["split"] = [split[r["event_id"]] for r in log.records]
     frame["gap_h"] = frame.groupby("user", sort=False)["ts"].diff() / 3_600_000
     train_gaps = frame[frame["split"] == "train"].dropna()
     truth = frame[frame["split"] == "test"].set_index("user")["gap_h"]
@@ -440,7 +447,7 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
     def lgbm(params: dict[str, float | int], features: tuple[str, ...]) -> FoldScorer:
         def score(train_ids: list[str], test_ids: list[str]) -> np.ndarray:
             model = bl.fit_lightgbm(frame.loc[train_ids], params, args.seed, features)
-            return model.predict_proba(frame.loc[test_ids, list(features)])[:, 1]
+            return np.asarray(model.predict_proba(frame.loc[test_ids, list(features)]))[:, 1]
 
         return score
 
@@ -478,35 +485,29 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
                 (params, mean_report(lgbm(params, features), valid_folds, f"{name} {params}")[0])
                 for params in grid
             ]
-            rows += [{"model": f"{name} {p}", "split": "valid (4 folds)"} | m for p, m in search]
+            rows += [result_row(f"{name} {p}", "valid (4 folds)", m) for p, m in search]
             best = max(search, key=lambda s: s[1]["AP"])[0]
             label, scorer = f"{name} {best} (best validation AP)", lgbm(best, features)
             fold_scores[name] = fold_scores[f"{name} {best}"]
         elif name == SERVED_TREES:
             label, scorer = f"{name} (bag of {risk_trees.BAGS}, {risk_trees.PARAMS})", served_trees
-            rows.append(
-                {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
-            )
+            rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
         elif name.startswith("ensemble"):
             members = name.removeprefix("ensemble:").split("+")
             label, scorer = (
                 f"{name} (mean of per-fold ranks of {', '.join(members)})",
                 rank_mean([fold_scores[m] for m in members], splits),
             )
-            rows.append({"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds)[0])
+            rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds)[0]))
         elif name.startswith("temporal"):
             label, scorer = name, temporal_fold_scorer(name, log, args)
-            rows.append(
-                {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
-            )
+            rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
         else:
             label, scorer = name, checkpoint(name)
-            rows.append(
-                {"model": label, "split": "valid (4 folds)"} | mean_report(scorer, valid_folds, name)[0]
-            )
+            rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
         if test_folds:  # --test-folds 0: validation only, for choosing settings
             test, test_scores[name] = mean_report(scorer, test_folds, name)
-            rows.append({"model": label, "split": f"test ({len(test_folds)} week)"} | test)
+            rows.append(result_row(label, f"test ({len(test_folds)} week)", test))
         print(markdown_table(rows[-1:]), flush=True)
     test_ids = [e for f in test_folds for e in splits[f][1]]
     if test_ids:

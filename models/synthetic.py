@@ -137,14 +137,14 @@ def _transactions(
                 rows.append(
                     (u, int(rng.choice(nearby[u])), day, start_ms + day * DAY_MS + second * 1000, amount)
                 )
-    user, terminal, day = (np.array([r[i] for r in rows], dtype=np.int64) for i in range(3))
+    user, terminal, event_day = (np.array([r[i] for r in rows], dtype=np.int64) for i in range(3))
     amount = np.array([r[4] for r in rows])
     label = amount > FRAUD_AMOUNT
     for d in range(days):
         for t in rng.choice(n_terminals, rng.poisson(0.0005 * n_terminals)):
-            label |= (terminal == t) & (day >= d) & (day < d + 28)
+            label |= (terminal == t) & (event_day >= d) & (event_day < d + 28)
         for c in rng.choice(n_users, rng.poisson(0.002 * n_users)):
-            hit = np.flatnonzero((user == c) & (day >= d) & (day < d + 14))
+            hit = np.flatnonzero((user == c) & (event_day >= d) & (event_day < d + 14))
             chosen = hit[rng.random(len(hit)) < 1 / 3]
             amount[chosen] *= 5
             label[chosen] = True

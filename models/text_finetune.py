@@ -10,6 +10,7 @@ same weights through the same TextEncoder code as a frozen model.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +20,10 @@ from models.encoder import load_model, mean_pool
 
 class TopLayerTuner(nn.Module):
     """A BERT-family encoder (model.encoder.layer) whose top `n_layers` layers train; texts by index."""
+
+    model: Any  # a Hugging Face model (its config, hidden states and layers)
+    frozen: torch.Tensor  # buffers
+    mask: torch.Tensor
 
     def __init__(
         self,

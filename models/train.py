@@ -461,7 +461,7 @@ def _mean_std(x: np.ndarray) -> list[list[float]]:
     return [x.mean(axis=0).tolist(), np.where(std > 1e-6, std, 1.0).tolist()]
 
 
-def input_scale(data: SequenceData) -> dict[str, list[list[float]]]:
+def input_scale(data: SequenceData) -> dict[str, Any]:
     """TemporalConfig standardisation of the numeric features and aggregates of the training events.
 
     Raw, they differ in scale by two orders (log counts ~4, terminal fraud rates ~0.01); Adam then
@@ -485,7 +485,8 @@ def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:
     if len(labelled):
         rate = float(np.clip(labelled.mean(), 1e-4, 1 - 1e-4))
         with torch.no_grad():
-            model.risk_head[-1].bias.fill_(float(np.log(rate / (1 - rate))))
+            output: Any = model.risk_head[-1]  # the risk head's last Linear
+            output.bias.fill_(float(np.log(rate / (1 - rate))))
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:

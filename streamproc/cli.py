@@ -183,7 +183,8 @@ def cmd_recs(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     from models.train import main as train_main
 
-    return int(train_main(rest) or 0)
+    train_main(rest)  # raises on a failure: a traceback and exit code 1
+    return 0
 
 
 def add_label_flags(p: argparse.ArgumentParser, default: str) -> None:

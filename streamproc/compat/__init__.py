@@ -2,9 +2,10 @@
 
 - `faust_seek_fix`: a Faust race after a rebalance that lost input events;
 - `faust_commit_hook`: the write-behind flush inside Faust's commit;
-- `faust_fetch_wait`: the aiokafka fetch wait and minimum Faust hard-codes.
+- `faust_fetch_wait`: the aiokafka fetch wait and minimum Faust hard-codes;
+- `mode_sigusr2`: SIGUSR2 logs the consumer's state instead of starting pdb (per worker instance).
 
-`install_faust_patches(settings)` installs all three; the Faust worker calls it before Faust starts.
+`install_faust_patches(settings)` installs the first three; the Faust worker calls it before Faust starts.
 Modules elsewhere that only read third-party internals (`observability.partition_gauges`,
 `observability.stall_watch`, `stages.table_size`) say so in their docstrings.
 """

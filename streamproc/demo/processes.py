@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +33,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def check_children(
-    children: dict[str, subprocess.Popen], logs: Path, restarting: set[str] = frozenset()
-) -> None:  # type: ignore[assignment]
+    children: dict[str, subprocess.Popen], logs: Path, restarting: Set[str] = frozenset()
+) -> None:
     for name, child in children.items():
         if child.poll() is not None and name not in restarting:
             raise RuntimeError(

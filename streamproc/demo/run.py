@@ -28,6 +28,7 @@ from streamproc.demo.summary import Summary, output_consumer, output_topics
 from streamproc.feed.replay import read_events, replay, with_id_prefix
 from streamproc.kafka.admin import create_topics, topic_end_offsets, wipe
 from streamproc.kafka.local_kafka import KafkaError, LocalKafka
+from streamproc.kafka.records import position_of, value_of
 
 SUMMARY_EVERY_S = 2.0
 MIB = 2**20
@@ -225,7 +226,7 @@ def _run(
         while True:
             for msg in consumer.consume(num_messages=1000, timeout=0.2):
                 if not msg.error():
-                    summary.add(msg.topic(), json.loads(msg.value()), settings)
+                    summary.add(position_of(msg)[0], json.loads(value_of(msg)), settings)
             if replay_error:
                 raise RuntimeError(f"replay failed: {replay_error[0]}")
             pipeline.check()

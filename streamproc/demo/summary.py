@@ -34,7 +34,7 @@ class Summary:
         return offset >= self.since.get((topic, partition), 0)
 
     def add(self, topic: str, value: dict[str, Any], settings: Settings) -> None:
-        origin = (
+        origin: dict[str, Any] | None = (
             value.get("lineage")
             if topic != settings.dead_letter_topic
             else {

@@ -224,9 +224,13 @@ def labels_as_topic(events: Iterable[Message], delay_ms: int) -> Iterator[Messag
             now = None
         if topic == "transactions" and now is not None and "label" in message:
             message = dict(message)
-            if message.pop("label") == 1:
-                terminal = message.get("terminal_id") or message.get("merchant_id")
-                label = label_message(message.get("event_id"), terminal, message["ts"], source="replay")
+            event_id, terminal = (
+                message.get("event_id"),
+                message.get("terminal_id") or message.get("merchant_id"),
+            )
+            # a transaction without its ids is dead-lettered by the worker: no label can name it
+            if message.pop("label") == 1 and event_id and terminal:
+                label = label_message(event_id, terminal, message["ts"], source="replay")
                 heapq.heappush(due, (now + delay_ms, n, label))
         while due and now is not None and due[0][0] <= now:
             yield "fraud_labels", heapq.heappop(due)[2]
@@ -312,7 +316,7 @@ def replay(
             ahead = started + n / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)  # pacing the producer, not waiting for a result
-        raw = message if isinstance(message, bytes | bytearray) else json.dumps(message).encode()
+        raw = bytes(message) if isinstance(message, bytes | bytearray) else json.dumps(message).encode()
         while True:
             try:
                 producer.produce(

@@ -15,6 +15,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamproc.config import Settings
+from streamproc.kafka.records import position_of, value_of
 
 
 def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
@@ -59,7 +60,7 @@ def follow_alerts(settings: Settings, from_beginning: bool = False, max_alerts: 
             msg = consumer.poll(0.5)
             if msg is None or msg.error():
                 continue
-            print(format_alert(json.loads(msg.value())), flush=True)
+            print(format_alert(json.loads(value_of(msg))), flush=True)
             seen += 1
     except KeyboardInterrupt:
         pass
@@ -116,15 +117,17 @@ def _read_range(
         msg = consumer.poll(0.5)
         if msg is None:
             continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
+        error = msg.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
                 return values
-            raise RuntimeError(f"reading {topic}[{partition}]: {msg.error()}")
-        if msg.offset() >= end:
+            raise RuntimeError(f"reading {topic}[{partition}]: {error}")
+        _, _, offset = position_of(msg)
+        if offset >= end:
             return values
         if msg.key() == key:
-            values.append(msg.value())
-        if msg.offset() >= end - 1:
+            values.append(value_of(msg))
+        if offset >= end - 1:
             return values
 
 

@@ -344,12 +344,14 @@ class LocalKafka:
 
     def pause(self, index: int = 0) -> None:
         """SIGSTOP node `index`: it keeps its connections but answers nothing (a long GC pause, a frozen VM)."""
-        assert self.members[index].process is not None
-        os.killpg(self.members[index].process.pid, signal.SIGSTOP)
+        process = self.members[index].process
+        assert process is not None, f"node {index} is not running"
+        os.killpg(process.pid, signal.SIGSTOP)
 
     def resume(self, index: int = 0) -> None:
-        assert self.members[index].process is not None
-        os.killpg(self.members[index].process.pid, signal.SIGCONT)
+        process = self.members[index].process
+        assert process is not None, f"node {index} is not running"
+        os.killpg(process.pid, signal.SIGCONT)
 
     def restart(self, index: int, timeout_s: float = 120.0, wait: bool = True) -> None:
         """Start node `index` again over its storage (after `kill`); returns once it is back in the metadata

@@ -21,6 +21,7 @@ from functools import partial
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamproc.config import Settings
+from streamproc.kafka.records import position_of
 
 SETTLE_POLL_S = 0.002
 SETTLE_LOG_EVERY_S = 30.0
@@ -63,8 +64,8 @@ class OutputProducer:
         if error is not None:
             self._errors.append(f"{message.topic()}: {error}")
         elif track:
-            tp = (message.topic(), message.partition())
-            self.acked[tp] = max(self.acked.get(tp, -1), message.offset())
+            topic, partition, offset = position_of(message)
+            self.acked[(topic, partition)] = max(self.acked.get((topic, partition), -1), offset)
 
     def _new_callbacks(self) -> tuple[partial[None], partial[None]]:
         """The current generation's delivery callbacks, untracked and tracked (made once, not per record)."""
@@ -130,8 +131,11 @@ class OutputProducer:
                 "Kafka refused a record for %s as too large (%s); sending its reduced form", topic, error
             )
             self._in_flight[generation] += 1
-            args = (topic, fallback, key) if partition is None else (topic, fallback, key, partition)
-            self._producer.produce(*args, on_delivery=partial(self._on_delivery, generation, False))
+            on_delivery = partial(self._on_delivery, generation, False)
+            if partition is None:
+                self._producer.produce(topic, fallback, key, on_delivery=on_delivery)
+            else:
+                self._producer.produce(topic, fallback, key, partition, on_delivery=on_delivery)
             error = None
         self._on_delivery(generation, False, error, message)
 

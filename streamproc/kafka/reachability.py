@@ -39,7 +39,12 @@ def check_kafka(options: Mapping[str, Any], timeout_s: float = 60.0) -> int:
     client's reasons on an authentication or TLS error (at once) or when `timeout_s` passes."""
     errors: list[KafkaError] = []
     where = f"{options.get('bootstrap.servers')} ({options.get('security.protocol', 'PLAINTEXT')})"
-    admin = AdminClient({**options, "error_cb": errors.append, "log_level": 0})  # the reasons come back here
+    config: dict[str, Any] = {
+        **options,
+        "error_cb": errors.append,
+        "log_level": 0,
+    }  # the reasons come back here
+    admin = AdminClient(config)
     deadline = time.monotonic() + timeout_s
     while True:
         try:

@@ -50,9 +50,19 @@ class Pending:
     error: InvalidEvent | None = None
 
 
+def window_of(pending: Pending) -> Window:
+    """The model's input from a decoded sequence update (malformed ones never get here)."""
+    if pending.update is None:
+        raise ValueError("a malformed sequence update has no window")
+    return Window(events=pending.update["window"], aggregates=pending.update.get("aggregates") or {})
+
+
 def decode_update(message: Message) -> Pending:
     try:
-        update = decode(message.value())  # orjson: the stdlib parser was a tenth of the worker's time
+        raw = message.value()
+        if raw is None:
+            raise ValueError("no value (a tombstone)")
+        update = decode(raw)  # orjson: the stdlib parser was a tenth of the worker's time
         if not isinstance(update, dict) or not isinstance(update.get("window"), list) or not update["window"]:
             raise ValueError("not a sequence update with a non-empty window")
         return Pending(message, update)
@@ -242,9 +252,10 @@ class ScoringWorker:
                 messages += self.consumer.consume(num_messages=self.batcher.room() - 1, timeout=0)
         now = _now_ms()
         for message in messages:
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", message.error())
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", error)
                 continue
             self.batcher.add(decode_update(message), now)
         if self.batcher.is_due(_now_ms()):
@@ -292,12 +303,7 @@ class ScoringWorker:
         if valid:
             self._check_inputs(valid)
             started = time.perf_counter()
-            scores = self.scorer.score(
-                [
-                    Window(events=p.update["window"], aggregates=p.update.get("aggregates") or {})
-                    for p in valid
-                ]  # type: ignore[index]
-            )
+            scores = self.scorer.score([window_of(p) for p in valid])
             self.metrics.model_batch.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(valid))
             self._publish(valid, scores)
@@ -404,9 +410,9 @@ class ScoringWorker:
             value=dead_letter(
                 msg.value(),
                 msg.key(),
-                msg.topic(),
-                msg.partition(),
-                msg.offset(),
+                msg.topic() or "",
+                msg.partition() or 0,
+                msg.offset() or 0,
                 error,
                 _now_ms(),
                 whole=len(msg.value() or b"") <= self.settings.max_input_bytes,

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, cast
 
 import faust
+from faust.types import TableT
 
 from streamproc.config import Settings
 from streamproc.core.event_time import EventTimeClocks
@@ -62,13 +64,21 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def required(raw: bytes | None, what: str) -> bytes:
+    """A record's key or value where it always has one: internal topics are written only by this worker,
+    and a click is handled only once it is keyed by its user."""
+    if raw is None:
+        raise ValueError(f"a record without a {what} on a topic that always has one")
+    return raw
+
+
 def _lineage(event: faust.EventT) -> Lineage:
     msg = event.message
     return Lineage(msg.topic, msg.partition, msg.offset, int(msg.timestamp * 1000))
 
 
 @contextmanager
-def acked_only_when_settled(events: list[faust.EventT]) -> Iterator[None]:
+def acked_only_when_settled(events: Sequence[faust.EventT]) -> Iterator[None]:
     """Hold each event's message until the body completes, so that an exception or a cancellation leaves
     the batch unacknowledged (redelivered after a restart) rather than committed with its work undone.
 
@@ -86,19 +96,19 @@ def acked_only_when_settled(events: list[faust.EventT]) -> Iterator[None]:
 def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
     """The three agents and their table states; `app.write_behind` holds the states and producers."""
     app = topo.app
-    write_behind = WriteBehind(
-        on_flush=lambda table, written, seconds: (
-            metrics.state_writes.labels(table).inc(written),
-            metrics.state_flush.observe(seconds),
-        )
-    )
-    app.write_behind = write_behind  # flushed by Faust's commit (streamproc.compat.faust_commit_hook)
+
+    def count_flush(table: str, written: int, seconds: float) -> None:
+        metrics.state_writes.labels(table).inc(written)
+        metrics.state_flush.observe(seconds)
+
+    write_behind = WriteBehind(on_flush=count_flush)
+    app.write_behind = write_behind  # type: ignore[attr-defined]  # flushed in Faust's commit (compat.faust_commit_hook)
 
     def new_producer(name: str) -> OutputProducer:
         return write_behind.producer(OutputProducer(settings, name))
 
     def new_cache(
-        table: faust.Table,
+        table: TableT,
         new_state: Callable[[], State],
         out: OutputProducer,
         encode_state: Callable[[bytes, State], bytes] | None = None,
@@ -146,13 +156,14 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         clocks.admit(msg.topic, msg.partition, valid.ts_ms, now_ms)
         return valid
 
-    def route_batch(out: OutputProducer, events: list[faust.EventT]) -> None:
+    def route_batch(out: OutputProducer, events: Sequence[faust.EventT]) -> None:
         """Validate transactions and fraud labels and re-key the valid ones by terminal; dead-letter the rest."""
         events_in: Counter[str] = Counter()
         now_ms = _now_ms()
         for event in events:
             msg = event.message
             events_in[msg.topic] += 1
+            payload: dict[str, Any]
             try:
                 if msg.topic == settings.fraud_labels_topic:
                     check_size(msg.value, settings.max_input_bytes)
@@ -172,17 +183,17 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         for topic, count in events_in.items():
             metrics.events_in.labels(topic).inc(count)
 
-    def terminal_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
+    def terminal_batch(out: OutputProducer, states: StateCache, events: Sequence[faust.EventT]) -> None:
         """Fold transactions into their terminal's velocity state and pass them on keyed by user; count fraud labels."""
         for event in events:
             msg = event.message
-            payload = decode(msg.value)
+            payload = decode(required(msg.value, "value"))
             if "fraud_label" in payload:  # counted by outcome, not as an accepted event (events get scores)
                 metrics.fraud_labels.labels(
                     label_terminal(states, event, FraudLabel.from_dict(payload["fraud_label"]))
                 ).inc()
                 continue
-            state = states.get_for_update(msg.key, event)
+            state = states.get_for_update(required(msg.key, "key"), event)
             record = payload["record"]
             origin = payload["lineage"]  # the input transaction: re-sent copies and redeliveries share it
             source = f"{origin['topic']}:{origin['partition']}"
@@ -193,9 +204,11 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
 
     def label_terminal(states: StateCache, event: faust.EventT, label: FraudLabel) -> str:
         """Apply a fraud label to its terminal's state; a terminal without transactions gets no state."""
-        key = event.message.key
+        key = required(event.message.key, "key")
         state = states.peek(key, event)
-        outcome = "unmatched" if state is None else apply_fraud_label(state, label)
+        if state is None:
+            return "unmatched"
+        outcome = apply_fraud_label(state, label)
         if outcome in ("counted", "retracted"):
             states.mark_dirty(key, state, event)
         if outcome == "counted":
@@ -204,7 +217,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 metrics.fraud_label_delay.observe(delay)
         return outcome
 
-    def user_batch(out: OutputProducer, states: StateCache, events: list[faust.EventT]) -> None:
+    def user_batch(out: OutputProducer, states: StateCache, events: Sequence[faust.EventT]) -> None:
         """Fold clicks and routed transactions into the user's window and emit one sequence update each."""
         clicks_in, updates = 0, 0
         max_events, max_age_ms = settings.window_max_events, settings.window_max_age_ms
@@ -229,13 +242,14 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                     out.produce(settings.user_events_topic, user_key, encode(rekeyed))
                     continue
             else:
-                payload = decode(msg.value)
+                payload = decode(required(msg.value, "value"))
                 record, lineage, terminal = (
                     payload["record"],
                     Lineage.from_dict(payload["lineage"]),
                     payload["terminal"],
                 )
-            state = states.get_for_update(msg.key, event)
+            user_key = required(msg.key, "key")
+            state = states.get_for_update(user_key, event)
             source = f"{msg.topic}:{msg.partition}"
             if is_duplicate_user_event(state, record, source, msg.offset):  # the same event id sent again
                 duplicates[lineage.topic] += 1
@@ -247,7 +261,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
                 state, record, source, msg.offset, max_events, max_age_ms, is_new
             )
             update = sequence_update(record, window, customer | terminal, lineage, _now_ms())
-            out.produce(settings.sequence_updates_topic, msg.key, windows.update(msg.key, update))
+            out.produce(settings.sequence_updates_topic, user_key, windows.update(user_key, update))
             updates += 1
         if clicks_in:
             metrics.events_in.labels(settings.clicks_topic).inc(clicks_in)
@@ -272,7 +286,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     @app.agent(topo.tx_inputs, name="streamproc.route-transactions")
     async def route_transactions(stream: faust.StreamT) -> None:
         out = route_out
-        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+        async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             with acked_only_when_settled(events):
                 route_batch(out, events)
                 await after_batch(out)
@@ -280,7 +294,7 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     @app.agent(topo.tx_by_terminal, name="streamproc.terminal-velocity")
     async def terminal_velocity(stream: faust.StreamT) -> None:
         out, states = terminal_out, terminal_states
-        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+        async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             with acked_only_when_settled(events):
                 terminal_batch(out, states, events)
                 await after_batch(out, states)
@@ -288,13 +302,13 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     @app.agent(topo.user_inputs, name="streamproc.user-windows")
     async def user_windows(stream: faust.StreamT) -> None:
         out, states = user_out, user_states
-        async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+        async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             with acked_only_when_settled(events):
                 user_batch(out, states, events)
                 await after_batch(out, states)
 
-    @app.on_partitions_revoked.connect
-    async def forget_states(app: faust.App, revoked: set, **kwargs: object) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's receiver type rejects coroutines
+    async def forget_states(app: faust.App, revoked: set, **kwargs: Any) -> None:
         """Revocation committed (and so flushed) what it could; another worker may now change these states."""
         write_behind.forget_states()
         windows.forget()

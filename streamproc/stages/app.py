@@ -7,6 +7,7 @@ import ssl
 from dataclasses import dataclass
 
 import faust
+from faust.types import TableT
 
 from streamproc.config import Settings
 
@@ -25,8 +26,8 @@ class Topology:
     user_inputs: faust.TopicT  # clicks + user events, both keyed by user_id
     sequence_updates: faust.TopicT
     dead_letters: faust.TopicT
-    users: faust.Table
-    terminals: faust.Table
+    users: TableT
+    terminals: TableT
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:

@@ -7,7 +7,7 @@ import logging
 import faust
 import uvloop
 
-from streamproc.compat import install_faust_patches
+from streamproc.compat import install_faust_patches, mode_sigusr2
 from streamproc.config import Settings
 from streamproc.kafka.admin import check_partitions, create_topics
 from streamproc.observability.metrics import create_metrics, serve
@@ -45,7 +45,9 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
         topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False
     )
     quiet_faust_logging(log_level)
-    worker._on_sigusr2 = lambda: log_consumer_state(topo.app)  # mode's own SIGUSR2 handler starts pdb
+    mode_sigusr2.install(
+        worker, lambda: log_consumer_state(topo.app)
+    )  # not pdb: a stack and consumer-state log
     return worker
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
-from faust.types import TP
+from faust.types import TP, TableT
 from rocksdict import WriteBatch
 
 from streamproc.core.events import decode, encode
@@ -83,7 +83,7 @@ class StateCache:
 
     def __init__(
         self,
-        table: faust.Table,
+        table: TableT,
         new_state: Callable[[], State],
         out: OutputProducer,
         max_clean_keys: int,
@@ -161,7 +161,8 @@ class StateCache:
         changelog = self.table.changelog_topic.get_topic_name()
         for (topic, partition), offset in list(self.out.acked.items()):
             if topic == changelog:
-                self.table.data.set_persisted_offset(TP(topic, partition), offset)
+                store: Any = self.table.data  # a RocksDB store (StoreT has no set_persisted_offset)
+                store.set_persisted_offset(TP(topic, partition), offset)
                 del self.out.acked[(topic, partition)]
 
     def forget(self) -> None:
