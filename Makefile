@@ -27,7 +27,7 @@ test: $(BIN)/.installed system-deps kafka
 
 # Apache Kafka's jars (deploy/kafka/pom.xml -> var/kafka/lib); the demo and the tests also fetch them on first use.
 kafka: $(BIN)/.installed
-	$(BIN)/python -c "from streamproc.kafka.local_kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
+	$(BIN)/python -c "from streamproc.kafka.runtime import ensure_kafka_jars; print(ensure_kafka_jars())"
 
 # Lint, format and types: CI runs this before the tests.
 lint: $(BIN)/.installed

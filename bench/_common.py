@@ -22,7 +22,8 @@ if str(REPO) not in sys.path:  # run as `python bench/x.py` without PYTHONPATH
 
 from streamproc.config import Settings  # noqa: E402
 from streamproc.demo.processes import settings_env  # noqa: E402
-from streamproc.kafka.local_kafka import LocalKafka, die_with_parent, free_port  # noqa: E402
+from streamproc.kafka.local_kafka import LocalKafka  # noqa: E402
+from streamproc.kafka.runtime import die_with_parent, free_port  # noqa: E402
 
 
 def _version(dist: str) -> str:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from streamproc.config import Settings
 from streamproc.kafka.admin import create_topics
-from streamproc.kafka.local_kafka import LocalKafka, free_port
+from streamproc.kafka.local_kafka import LocalKafka
+from streamproc.kafka.runtime import free_port
 from tests.integration.conftest import Process, TopicReader
 from tests.integration.pipeline_data import produce, synthetic_events
 

@@ -30,7 +30,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
     """A local Apache Kafka (KRaft) for development: kept under --data-dir across restarts; exits with the
     reason when a broker process dies."""
     from streamproc.kafka.admin import create_topics
-    from streamproc.kafka.local_kafka import KafkaError, LocalKafka
+    from streamproc.kafka.local_kafka import LocalKafka
+    from streamproc.kafka.runtime import KafkaError
 
     settings = _settings(args)
     folder = args.kafka_dir or settings.data_dir / "kafka"

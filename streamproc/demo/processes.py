@@ -14,7 +14,8 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from streamproc.config import Settings
-from streamproc.kafka.local_kafka import LocalKafka, die_with_parent, free_port
+from streamproc.kafka.local_kafka import LocalKafka
+from streamproc.kafka.runtime import die_with_parent, free_port
 from streamproc.observability.readiness import wait_until_ready
 
 READY_TIMEOUT_S = 300.0

@@ -27,8 +27,9 @@ from streamproc.demo.processes import (
 from streamproc.demo.summary import Summary, output_consumer, output_topics
 from streamproc.feed.replay import read_events, replay, with_id_prefix
 from streamproc.kafka.admin import create_topics, topic_end_offsets, wipe
-from streamproc.kafka.local_kafka import KafkaError, LocalKafka
+from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.records import position_of, value_of
+from streamproc.kafka.runtime import KafkaError
 
 SUMMARY_EVERY_S = 2.0
 MIB = 2**20

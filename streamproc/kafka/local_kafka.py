@@ -13,12 +13,8 @@ controllers on plaintext listeners of their own.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -30,13 +26,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-REPO = Path(__file__).resolve().parent.parent
-POM = REPO / "deploy" / "kafka" / "pom.xml"
-DEFAULT_LIB = REPO / "var" / "kafka" / "lib"
-MIN_JAVA = 11  # Kafka 3.9's broker runs on Java 11 or newer (17 recommended)
-INSTALL_HINT = (
-    "install a JDK and Maven, e.g. `apt-get install openjdk-17-jre-headless maven` (or `make system-deps`)"
-)
+from streamproc.kafka.runtime import KafkaError, die_with_parent, ensure_kafka_jars, find_java, free_port
+from streamproc.kafka.security import ClientSecurity
+
 JVM_OPTIONS = [  # as Kafka's own kafka-run-class.sh sets them
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
@@ -45,167 +37,6 @@ JVM_OPTIONS = [  # as Kafka's own kafka-run-class.sh sets them
     "-XX:MaxInlineLevel=15",
     "-Djava.awt.headless=true",
 ]
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-
-
-class KafkaError(RuntimeError):
-    """The local Kafka could not be fetched, formatted or started; the message says why."""
-
-
-def die_with_parent() -> None:
-    """subprocess preexec_fn: the child gets SIGTERM when the thread that started it ends (Linux
-    PR_SET_PDEATHSIG), so that a demo or test killed outright leaves no broker or worker behind."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the child outlives a killed parent, as before
-        pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def java_major(java: str) -> int:
-    """The major version of a `java` binary (8 for 1.8, 17 for 17.0.15)."""
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr
-    found = re.search(r'version "(\d+)(?:\.(\d+))?', out)
-    if not found:
-        raise KafkaError(f"cannot read the version of {java}: {out.strip()[:200]}")
-    major = int(found.group(1))
-    return int(found.group(2) or 0) if major == 1 else major
-
-
-def find_java() -> str:
-    """The java binary ($JAVA_HOME/bin/java, else the PATH's), checked to be new enough."""
-    home = os.environ.get("JAVA_HOME")
-    java = (
-        str(Path(home) / "bin" / "java")
-        if home and (Path(home) / "bin" / "java").exists()
-        else shutil.which("java")
-    )
-    if java is None:
-        raise KafkaError(f"the local Kafka needs Java {MIN_JAVA} or newer and none was found: {INSTALL_HINT}")
-    if (major := java_major(java)) < MIN_JAVA:
-        raise KafkaError(
-            f"the local Kafka needs Java {MIN_JAVA} or newer, {java} is Java {major}: {INSTALL_HINT}"
-        )
-    return java
-
-
-def ensure_kafka_jars(lib: Path | None = None, pom: Path = POM) -> Path:
-    """The folder of the broker's jars, fetched by Maven from `pom` on first use (again when the pom changes).
-
-    Safe to call from several processes at once: the fetch runs under a lock file, into a temporary
-    folder that is renamed into place when complete.
-    """
-    lib = lib or Path(os.environ.get("STREAMPROC_KAFKA_LIB", DEFAULT_LIB))
-    if not pom.exists():
-        raise KafkaError(f"{pom} not found: the local Kafka runs from a checkout of the project")
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
-    stamp = lib / ".pom-sha256"
-    if stamp.exists() and stamp.read_text() == digest:
-        return lib
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with open(lib.parent / ".fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists() and stamp.read_text() == digest:  # another process fetched them meanwhile
-            return lib
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise KafkaError(
-                f"the local Kafka's jars are fetched by Maven and `mvn` was not found: {INSTALL_HINT}"
-            )
-        staging = lib.parent / f".{lib.name}-{uuid.uuid4().hex[:8]}"
-        print(f"fetching Apache Kafka's jars with Maven ({pom} -> {lib}), once", flush=True)
-        started = time.monotonic()
-        result = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={staging}"],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise KafkaError(
-                f"Maven could not fetch Kafka's jars (exit {result.returncode}): "
-                f"{(result.stdout + result.stderr).strip()[-2000:]}"
-            )
-        (staging / ".pom-sha256").write_text(digest)
-        shutil.rmtree(lib, ignore_errors=True)
-        staging.rename(lib)
-        print(
-            f"fetched {len(list(lib.glob('*.jar')))} jars in {time.monotonic() - started:.0f} s", flush=True
-        )
-    return lib
-
-
-@dataclass(frozen=True)
-class ClientSecurity:
-    """How clients reach the brokers: `protocol` as Kafka names it; for TLS a certificate and key (PEM,
-    the key unencrypted) and optionally a CA that client certificates must chain to (mutual TLS); for SASL
-    the users (name -> password), who may log in with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."""
-
-    protocol: str = "PLAINTEXT"
-    certificate: Path | None = None
-    key: Path | None = None
-    client_ca: Path | None = None
-    users: Mapping[str, str] = field(default_factory=dict)
-    mechanisms: tuple[str, ...] = SASL_MECHANISMS  # the SASL mechanisms the listener offers
-
-    def __post_init__(self) -> None:
-        if self.protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
-            raise ValueError(f"unknown security protocol {self.protocol}")
-        if self.protocol.endswith("SSL") and not (self.certificate and self.key):
-            raise ValueError(f"{self.protocol} needs the brokers' certificate and key")
-        if self.protocol.startswith("SASL") and not self.users:
-            raise ValueError(f"{self.protocol} needs at least one user")
-        if unknown := set(self.mechanisms) - set(SASL_MECHANISMS):
-            raise ValueError(f"unknown SASL mechanisms {sorted(unknown)}")
-
-    def listener_properties(self, folder: Path) -> dict[str, str]:
-        """The CLIENT listener's broker properties; writes the PEM key store they name into `folder`."""
-        props: dict[str, str] = {}
-        prefix = "listener.name.client."
-        if self.protocol.endswith("SSL"):
-            assert self.certificate and self.key
-            store = folder / "client-listener-keystore.pem"  # PEM key store: the private key, then the chain
-            store.write_text(self.key.read_text() + "\n" + self.certificate.read_text())
-            props |= {f"{prefix}ssl.keystore.type": "PEM", f"{prefix}ssl.keystore.location": str(store)}
-            if self.client_ca:
-                props |= {
-                    f"{prefix}ssl.truststore.type": "PEM",
-                    f"{prefix}ssl.truststore.location": str(self.client_ca),
-                    f"{prefix}ssl.client.auth": "required",
-                }
-        if self.protocol.startswith("SASL"):
-            props[f"{prefix}sasl.enabled.mechanisms"] = ",".join(self.mechanisms)
-            if "PLAIN" in self.mechanisms:
-                plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
-                props[f"{prefix}plain.sasl.jaas.config"] = (
-                    f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
-                )
-            for mechanism in self.mechanisms:
-                if mechanism.startswith("SCRAM"):
-                    props[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = (
-                        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-                    )
-        return props
-
-    def scram_format_args(self) -> list[str]:
-        """StorageTool arguments that create every user's SCRAM credentials when the storage is formatted."""
-        if not self.protocol.startswith("SASL"):
-            return []
-        return [
-            arg
-            for name, password in self.users.items()
-            for mechanism in SASL_MECHANISMS[1:]
-            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
-        ]
 
 
 @dataclass(frozen=True)

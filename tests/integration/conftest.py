@@ -19,7 +19,8 @@ from confluent_kafka import Consumer, TopicPartition
 from streamproc.config import Settings
 from streamproc.demo.processes import settings_env
 from streamproc.kafka.admin import create_topics, end_offsets
-from streamproc.kafka.local_kafka import LocalKafka, die_with_parent, free_port
+from streamproc.kafka.local_kafka import LocalKafka
+from streamproc.kafka.runtime import die_with_parent, free_port
 
 
 @pytest.fixture(scope="session")

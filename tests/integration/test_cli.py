@@ -15,8 +15,10 @@ from streamproc.config import Settings
 from streamproc.demo.processes import settings_env
 from streamproc.feed.replay import read_events, replay
 from streamproc.kafka.admin import create_topics, end_offsets
-from streamproc.kafka.local_kafka import SASL_MECHANISMS, ClientSecurity, LocalKafka, free_port
+from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.reachability import KafkaUnreachable, check_kafka
+from streamproc.kafka.runtime import free_port
+from streamproc.kafka.security import SASL_MECHANISMS, ClientSecurity
 from tests.integration.conftest import make_settings
 from tests.integration.tls import self_signed_certificate
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import generate_latest
 
-from streamproc.kafka.local_kafka import free_port
+from streamproc.kafka.runtime import free_port
 from streamproc.observability.metrics import create_metrics, serve
 from streamproc.observability.partition_gauges import PartitionGauges, records_behind
 from streamproc.observability.readiness import input_partitions, missing_partitions, wait_until_ready
