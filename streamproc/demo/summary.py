@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.config import Settings
+from streamproc.kafka.clients import new_consumer
 
 Partition = tuple[str, int]
 
@@ -111,12 +112,6 @@ def output_topics(settings: Settings) -> tuple[str, ...]:
 
 def output_consumer(settings: Settings, start: dict[Partition, int]) -> Consumer:
     """A consumer of the output topics from `start` (every partition of the output topics); no group join."""
-    consumer = Consumer(
-        {
-            **settings.kafka_common(),
-            "group.id": f"streamproc-demo-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
+    consumer = new_consumer(settings, f"streamproc-demo-{uuid.uuid4().hex[:8]}")
     consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in start.items()])
     return consumer

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from confluent_kafka import Producer
-
 from streamproc.config import Settings
+from streamproc.kafka.clients import new_producer
 
 
 def label_message(
@@ -33,7 +32,7 @@ def label_message(
 
 def send_label(settings: Settings, message: dict[str, Any], timeout_s: float = 30.0) -> None:
     """Produce one label, keyed by its terminal, and wait for the broker's acknowledgement."""
-    producer = Producer({**settings.kafka_common(), "enable.idempotence": True, "acks": "all"})
+    producer = new_producer(settings, "labels")  # keyed by terminal with murmur2, as the replay's labels
     errors: list[str] = []
     producer.produce(
         settings.fraud_labels_topic,

@@ -26,6 +26,7 @@ from confluent_kafka import Producer
 from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, parse_ts_ms
 from streamproc.feed.fraud_labels import label_message
+from streamproc.kafka.clients import new_producer
 
 Message = tuple[
     str, dict[str, Any]
@@ -249,16 +250,7 @@ def message_key(topic: str, message: Any) -> bytes | None:
 
 
 def producer_for(settings: Settings) -> Producer:
-    return Producer(
-        {
-            **settings.kafka_common(),
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
-            "enable.idempotence": True,
-            "acks": "all",
-            "queue.buffering.max.messages": 500_000,
-        }
-    )
+    return new_producer(settings, "replay", {"linger.ms": 5, "queue.buffering.max.messages": 500_000})
 
 
 def replay(

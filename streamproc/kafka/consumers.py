@@ -15,20 +15,15 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamproc.config import Settings
+from streamproc.kafka.clients import new_consumer
 from streamproc.kafka.records import position_of, value_of
 
 
 def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
-    return Consumer(
-        {
-            **settings.kafka_common(),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "enable.partition.eof": True,
-            "session.timeout.ms": settings.session_timeout_ms,
-            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-        }
+    return new_consumer(
+        settings,
+        group,
+        {"auto.offset.reset": "earliest" if from_beginning else "latest", "enable.partition.eof": True},
     )
 
 

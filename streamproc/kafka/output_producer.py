@@ -18,9 +18,10 @@ import time
 from collections import Counter
 from functools import partial
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from streamproc.config import Settings
+from streamproc.kafka.clients import new_producer
 from streamproc.kafka.records import position_of
 
 SETTLE_POLL_S = 0.002
@@ -35,18 +36,14 @@ class OutputNotAcknowledged(RuntimeError):
 
 class OutputProducer:
     def __init__(self, settings: Settings, name: str) -> None:
-        self._producer = Producer(
+        self._producer = new_producer(
+            settings,
+            name,
             {
-                **settings.kafka_common(),
-                "client.id": f"{settings.app_id}-{name}",
-                "partitioner": "murmur2_random",  # the Java/aiokafka partitioner: keeps co-partitioning with Faust
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": settings.producer_linger_ms,
                 "queue.buffering.max.messages": 200_000,
                 "compression.type": settings.output_compression,
                 "message.timeout.ms": 0,  # retry through a Kafka outage of any length (settle_through logs the wait)
-            }
+            },
         )
         self._errors: list[str] = []
         self._generation = 0

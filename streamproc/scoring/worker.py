@@ -20,12 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from models import aggregates
 from models.scorer import Scorer, Scores, Window
 from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, dead_letter, decode, encode
+from streamproc.kafka.clients import new_consumer, new_producer
 from streamproc.observability.metrics import Metrics
 from streamproc.observability.partition_gauges import PartitionGauges, records_behind
 from streamproc.scoring.batcher import MicroBatcher
@@ -147,32 +148,22 @@ class ScoringWorker:
         self._delivery_errors: list[str] = []
         self._last_lag_report = 0.0
         self.partition_gauges = PartitionGauges(metrics)
-        self.consumer = Consumer(
+        self.consumer = new_consumer(
+            settings,
+            settings.scorer_group,
             {
-                **settings.kafka_common(),
-                "group.id": settings.scorer_group,
                 "enable.auto.commit": True,
                 "auto.commit.interval.ms": 1000,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": settings.session_timeout_ms,
-                "heartbeat.interval.ms": settings.heartbeat_interval_ms,
                 "max.poll.interval.ms": max(60_000, settings.rebalance_timeout_ms),
                 "partition.assignment.strategy": "range",
                 "fetch.wait.max.ms": settings.scorer_fetch_wait_ms,
                 "fetch.min.bytes": settings.fetch_min_bytes,
-            }
+            },
         )
-        self.producer = Producer(
-            {
-                **settings.kafka_common(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": settings.producer_linger_ms,
-                "partitioner": "murmur2_random",
-                "message.timeout.ms": 0,  # retry through a Kafka outage of any length (_await_acks logs the wait)
-            }
-        )
+        # retry through a Kafka outage of any length (_await_acks logs the wait)
+        self.producer = new_producer(settings, "scores", {"message.timeout.ms": 0})
         self.topics = {
             "risk": settings.risk_scores_topic,
             "next_action": settings.next_action_topic,
