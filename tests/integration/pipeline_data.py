@@ -151,7 +151,7 @@ def assert_windows_match_from_scratch(s, events, updates):
     user's latest event; its window is the final window cut at its event, and its customer
     velocity is computed over everything the user did.
     """
-    from tests.integration.conftest import last_value_per_key
+    from tests.integration.helpers import last_value_per_key
 
     expected = reference_state(accepted_records(events), s.window_max_events, s.window_max_age_ms)
     last_update = {u["user_id"]: u for u in updates}  # in partition order: the last one emitted

@@ -12,7 +12,7 @@ import pytest
 from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.runtime import free_port
 from streamproc.observability.readiness import read_metrics
-from tests.integration.conftest import make_settings
+from tests.integration.helpers import make_settings
 from tests.integration.pipeline_data import produce, synthetic_events
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.reachability import KafkaUnreachable, check_kafka
 from streamproc.kafka.runtime import free_port
 from streamproc.kafka.security import SASL_MECHANISMS, ClientSecurity
-from tests.integration.conftest import make_settings
+from tests.integration.helpers import make_settings
 from tests.integration.tls import self_signed_certificate
 
 pytestmark = pytest.mark.integration

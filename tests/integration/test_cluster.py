@@ -11,7 +11,7 @@ import pytest
 from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.runtime import free_port
 from streamproc.observability.readiness import input_partitions, read_metrics
-from tests.integration.conftest import make_settings, wait_until_worker_caught_up
+from tests.integration.helpers import make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import assert_windows_match_from_scratch, produce, synthetic_events
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from streamproc.demo.processes import settings_env
 from streamproc.feed.fraud_labels import label_message
 from streamproc.observability.readiness import read_metrics
 from streamproc.stages.app import TERMINAL_TABLE
-from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
+from tests.integration.helpers import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import produce, reference_terminal_states, synthetic_events
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from streamproc.kafka.admin import create_topics
 from streamproc.observability.readiness import read_metrics
-from tests.integration.conftest import make_settings, wait_until_worker_caught_up
+from tests.integration.helpers import make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import assert_windows_match_from_scratch, synthetic_events
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.feed.replay import replay
-from tests.integration.conftest import make_settings
+from tests.integration.helpers import make_settings
 from tests.integration.pipeline_data import INVALID, synthetic_events
 from tests.prometheus_server import dashboard_exprs, start_prometheus
 

@@ -14,7 +14,7 @@ from models.scorer import Scorer, Window
 from streamproc.kafka.consumers import follow_alerts, latest_scores_for, show_recommendations
 from streamproc.observability.readiness import read_metrics
 from streamproc.stages.app import TERMINAL_TABLE, USER_TABLE
-from tests.integration.conftest import last_value_per_key, make_settings, wait_until_worker_caught_up
+from tests.integration.helpers import last_value_per_key, make_settings, wait_until_worker_caught_up
 from tests.integration.pipeline_data import (
     accepted_records,
     assert_windows_match_from_scratch,

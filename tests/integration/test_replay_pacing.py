@@ -8,7 +8,7 @@ import pytest
 
 from streamproc.feed.replay import replay
 from streamproc.kafka.admin import create_topics
-from tests.integration.conftest import make_settings
+from tests.integration.helpers import make_settings
 
 pytestmark = pytest.mark.integration
 

@@ -1,9 +1,6 @@
-"""Shared fixtures of the models tests: a tiny trained checkpoint and small synthetic windows."""
+"""Fixtures of the models tests: small synthetic records and windows (the tiny checkpoint is in tests/conftest.py)."""
 
 from __future__ import annotations
-
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -17,16 +14,6 @@ TINY_SPEC = {"n_users": 12, "n_items": 40, "n_terminals": 12, "days": 12, "seed"
 def tiny_records() -> tuple[list[dict], dict[str, int]]:
     """Contract records (event-time order) and labels of a small synthetic stream."""
     return train.synthetic_records(TINY_SPEC)
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny preset trained with text embeddings (real all-MiniLM-L6-v2 weights, a few seconds)."""
-    out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    spec, config = train.PRESETS["tiny"]
-    records, labels = train.synthetic_records(spec)
-    train.fit(records, labels, None, replace(config, max_steps=30, eval_every=30), out)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from models.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HIST
 from models.datasets import EventLog
 from models.features import Window
 from models.scorer import Scorer
-from tests.models.test_train_risk import RISK_CONFIG, rare_risk_log, user_ids
+from tests.models.helpers import RISK_CONFIG, rare_risk_log, user_ids
 
 
 def test_calendar_flags_match_pandas() -> None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from models import train
 from models.features import MODEL_AGGREGATES
 from models.temporal import TemporalConfig, TemporalModel
-from tests.models.test_temporal import K, T, toy_batch
+from tests.models.helpers import K, T, toy_batch
 
 
 def test_every_item_drawn_once_with_a_constant_correction_is_the_full_softmax() -> None:

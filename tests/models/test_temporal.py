@@ -6,26 +6,8 @@ import pytest
 import torch
 
 from models.features import DERIVED_FEATURES, MODEL_AGGREGATES, NUMERIC_FEATURES
-from models.temporal import TemporalConfig, TemporalInput, TemporalModel
-
-K, T = 12, 10  # toy catalogue size (+2 for PAD/OOV) and sequence length
-
-
-def toy_batch(
-    batch_size: int, generator: torch.Generator, text_dim: int = 8
-) -> tuple[TemporalInput, torch.Tensor]:
-    """Sequences where the next item is always (item + 1) mod K: inputs and per-position targets."""
-    first = torch.randint(0, K, (batch_size, 1), generator=generator)
-    items = (first + torch.arange(T + 1)) % K + 2  # (B, T+1)
-    inp = TemporalInput(
-        item=items[:, :T],
-        action=torch.full((batch_size, T), 2),
-        numeric=torch.zeros(batch_size, T, len(NUMERIC_FEATURES)),
-        text_index=(items[:, :T] - 2) % 3 - 1,  # -1 (no text), 0 or 1
-        text_table=torch.randn(2, text_dim, generator=generator),
-        lengths=torch.full((batch_size,), T),
-    )
-    return inp, items[:, 1:]
+from models.temporal import TemporalConfig, TemporalModel
+from tests.models.helpers import K, T, toy_batch
 
 
 @pytest.mark.parametrize("kind", ["transformer", "gru"])
