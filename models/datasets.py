@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from models import aggregates as agg
+from models.feature_replay import replay_aggregates
 
 SYNTHETIC_STEP_MS = 60_000
 RECORD_KEYS = (
@@ -132,32 +133,6 @@ def load_movielens_small(data_dir: str | Path) -> EventLog:
     split = dict(zip(df["event_id"], _loo_split(df), strict=True))
     notes = "event_id = row number in ratings.csv; split per user: last event test, second last validation"
     return EventLog("movielens-small", _frame_to_records(df), None, None, True, split, notes=notes)
-
-
-def replay_aggregates(records: list[dict], labels: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Replay models.aggregates over transactions in global event-time order (ties in list order).
-
-    Each transaction first updates its customer and terminal state (the label goes into the terminal's
-    bucket of that day, which terminal_features only reads after the label delay), then is featurised.
-    """
-    order = sorted(range(len(records)), key=lambda i: records[i]["ts_ms"])
-    customers: dict[str, agg.VelocityState] = {}
-    terminals: dict[str, agg.VelocityState] = {}
-    out: dict[str, dict[str, float]] = {}
-    for i in order:
-        r = records[i]
-        ts, amount = r["ts_ms"], r["amount"]
-        customer = agg.update(customers.setdefault(r["user_id"], agg.new_state()), ts, amount)
-        terminal = agg.update(
-            terminals.setdefault(r["item_id"], agg.new_state()), ts, amount, labels[r["event_id"]]
-        )
-        out[r["event_id"]] = (
-            agg.customer_features(customer, ts)
-            | agg.customer_recent_features(customer, ts)
-            | agg.terminal_features(terminal, ts)
-            | agg.terminal_recent_features(terminal, ts)
-        )
-    return out
 
 
 def load_fraud_handbook(

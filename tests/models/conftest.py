@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models import train
+from models.feature_replay import replay_aggregates
 from models.features import Window
 
 TINY_SPEC = {"n_users": 12, "n_items": 40, "n_terminals": 12, "days": 12, "seed": 3}
@@ -20,7 +21,7 @@ def tiny_records() -> tuple[list[dict], dict[str, int]]:
 def tiny_windows(tiny_records: tuple[list[dict], dict[str, int]]) -> list[Window]:
     """Windows of growing user histories (up to 30 events), clicks and transactions mixed."""
     records, _ = tiny_records
-    aggregates = train.replay_aggregates(records, {})
+    aggregates = replay_aggregates(records, {})
     by_user: dict[str, list[dict]] = {}
     windows = []
     for record in records:

@@ -20,7 +20,7 @@ from models.aggregates import (
     terminal_recent_features,
     update,
 )
-from models.train import replay_aggregates
+from models.feature_replay import replay_aggregates
 
 T0 = 1_735_689_600_000
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from models import train
 from models.aggregates import AGGREGATE_FEATURES
+from models.feature_replay import replay_aggregates
 from models.features import (
     DERIVED_FEATURES,
     MODEL_AGGREGATES,
@@ -136,7 +137,7 @@ def test_event_text_renders_only_stable_parts() -> None:
 def test_training_batches_featurize_like_serving(tiny_records: tuple[list[dict], dict[str, int]]) -> None:
     records, labels = tiny_records
     records = sorted(records, key=lambda r: (r["user_id"], r["ts_ms"]))
-    aggregates = train.replay_aggregates(records, labels)
+    aggregates = replay_aggregates(records, labels)
     vocab = Vocab.build(records)
     texts = sorted({event_text(r) for r in records} - {None})
     data = train.build_sequences(records, labels, aggregates, vocab, {t: i for i, t in enumerate(texts)})

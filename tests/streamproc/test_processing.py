@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import aggregates
+from models.feature_replay import replay_aggregates
 from streamproc.core.events import FraudLabel
 from streamproc.core.processing import (
     apply_fraud_label,
@@ -175,7 +176,7 @@ def test_known_frauds_are_the_transactions_whose_last_verdict_is_fraud(verdicts)
 def test_training_replays_the_aggregates_the_pipeline_serves():
     """One feature path: the pipeline's per-key transitions, applied in event-time order, give every event
     the aggregates (handbook, terminal history and recent velocity alike) that training replays."""
-    from models import datasets, train
+    from models import train
 
     records, labels = train.synthetic_records(train.PRESETS["tiny"][0])
     records = sorted(records, key=lambda r: r["ts_ms"])
@@ -193,8 +194,8 @@ def test_training_replays_the_aggregates_the_pipeline_serves():
     transactions = [r for r in records if r["kind"] == "transaction"]
     assert len(transactions) > 100 and len(transactions) < len(records) and sum(labels.values()) > 0
     assert any(a["terminal_recent_nb_tx_7d"] > 1 and a["customer_nb_tx_1h"] > 1 for a in served.values())
-    assert train.replay_aggregates(records, labels) == served
-    assert datasets.replay_aggregates(transactions, labels) == {
+    assert replay_aggregates(records, labels) == served
+    assert replay_aggregates(transactions, labels) == {
         r["event_id"]: served[r["event_id"]] for r in transactions
     }
 
