@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models import train
+from models import train_config
 from models.aggregates import AGGREGATE_FEATURES
 from models.features import NUMERIC_FEATURES
 from models.temporal import TemporalInput
 
 HOUR_MS = 3_600_000
-RISK_CONFIG = train.TrainConfig(
+RISK_CONFIG = train_config.TrainConfig(
     d_model=16,
     n_layers=1,
     max_len=10,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import train
+from models import train, train_config
 from models.device import resolve_device
 from models.scorer import Scorer
 
@@ -33,7 +33,7 @@ def test_the_device_flag_reaches_the_training_config() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_checkpoint_trained_on_the_gpu_scores_alike_on_cpu_and_gpu(tmp_path: Path, tiny_windows) -> None:
-    spec, config = train.PRESETS["tiny"]
+    spec, config = train_config.PRESETS["tiny"]
     records, labels = train.synthetic_records(spec)
     train.fit(
         records, labels, None, replace(config, max_steps=30, eval_every=30, device="cuda"), tmp_path / "gpu"

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import train
+from models import batching
 from models.aggregates import AGGREGATE_FEATURES
 from models.feature_replay import replay_aggregates
 from models.features import (
@@ -140,9 +140,9 @@ def test_training_batches_featurize_like_serving(tiny_records: tuple[list[dict],
     aggregates = replay_aggregates(records, labels)
     vocab = Vocab.build(records)
     texts = sorted({event_text(r) for r in records} - {None})
-    data = train.build_sequences(records, labels, aggregates, vocab, {t: i for i, t in enumerate(texts)})
+    data = batching.build_sequences(records, labels, aggregates, vocab, {t: i for i, t in enumerate(texts)})
     ends = np.array([0, 5, 40, 41, len(records) - 1])
-    batch = train.make_batch(data, ends, 20, torch.zeros((len(texts), 4)), torch.device("cpu"))
+    batch = batching.make_batch(data, ends, 20, torch.zeros((len(texts), 4)), torch.device("cpu"))
     for b, end in enumerate(ends):
         start = int(end) - int(batch.inp.lengths[b]) + 1
         window = Window(events=records[start : end + 1], aggregates=aggregates[records[end]["event_id"]])
@@ -208,9 +208,9 @@ def test_training_batches_equal_serving_featurization_on_random_windows(
             records.append(record)
             aggregates[record["event_id"]] = window.aggregates if len(records) % 2 else {}
     texts = sorted({event_text(r) for r in records} - {None})
-    sequences = train.build_sequences(records, {}, aggregates, VOCAB, {t: i for i, t in enumerate(texts)})
+    sequences = batching.build_sequences(records, {}, aggregates, VOCAB, {t: i for i, t in enumerate(texts)})
     ends = np.array(data.draw(st.lists(st.integers(0, len(records) - 1), min_size=1, max_size=6)))
-    batch = train.make_batch(sequences, ends, max_len, torch.zeros((len(texts), 4)), torch.device("cpu"))
+    batch = batching.make_batch(sequences, ends, max_len, torch.zeros((len(texts), 4)), torch.device("cpu"))
     for b, end in enumerate(ends):
         start = int(end) - int(batch.inp.lengths[b]) + 1
         assert records[start]["user_id"] == records[end]["user_id"]

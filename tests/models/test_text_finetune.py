@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models import checkpoint, train
+from models import checkpoint, train, train_config
 from models.encoder import TextEncoder, resolve_model_path
 from models.features import Window
 from models.scorer import Scorer
@@ -48,7 +48,7 @@ def test_more_layers_than_the_encoder_has_is_a_clear_error() -> None:
 
 
 def test_a_tuned_checkpoint_serves_with_its_tuned_encoder(tmp_path: Path, tiny_windows: list[Window]) -> None:
-    spec, config = train.PRESETS["tiny"]
+    spec, config = train_config.PRESETS["tiny"]
     records, labels = train.synthetic_records(spec)
     tuned = replace(config, max_steps=20, eval_every=20, finetune_layers=1, encoder_lr=1e-3, device="cpu")
     train.fit(records, labels, None, tuned, tmp_path / "tuned")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from models import checkpoint, train
+from models import checkpoint, train, train_config
 
 
 def test_apply_overrides_casts_to_field_types() -> None:
-    config = train.apply_overrides(
-        train.TrainConfig(),
+    config = train_config.apply_overrides(
+        train_config.TrainConfig(),
         ["max_len=20", "lr=3e-3", "sampling=user_last", "use_text=false", "item_init_std=0.125"]
         + ["loss_weights.time=0"],
     )
@@ -21,7 +21,7 @@ def test_apply_overrides_casts_to_field_types() -> None:
     assert config.item_init_std == 0.125
     assert config.loss_weights["time"] == 0.0 and config.loss_weights["item"] == 1.0
     with pytest.raises(AttributeError):
-        train.apply_overrides(train.TrainConfig(), ["no_such_field=1"])
+        train_config.apply_overrides(train_config.TrainConfig(), ["no_such_field=1"])
 
 
 @pytest.mark.parametrize("sampling", ["user_last", "labelled"])
@@ -29,7 +29,7 @@ def test_sampling_modes_train_and_save(
     sampling: str, tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path
 ) -> None:
     records, labels = tiny_records
-    _, config = train.PRESETS["tiny"]
+    _, config = train_config.PRESETS["tiny"]
     config = replace(
         config,
         use_text=False,
@@ -48,7 +48,7 @@ def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
     tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path
 ) -> None:
     records, labels = tiny_records
-    _, config = train.PRESETS["tiny"]
+    _, config = train_config.PRESETS["tiny"]
     config = replace(
         config, use_text=False, max_steps=40, eval_every=5, patience=100, select_on="item_ndcg10"
     )  # type: ignore[arg-type]
@@ -62,7 +62,7 @@ def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
 
 
 def test_linear_decay_reaches_zero_at_max_steps_after_the_warm_up() -> None:
-    config = replace(train.TrainConfig(), warmup_steps=10, max_steps=100, lr_decay="linear")
+    config = replace(train_config.TrainConfig(), warmup_steps=10, max_steps=100, lr_decay="linear")
     factors = [train.lr_factor(s, config) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(0.91)
     assert all(a > b for a, b in zip(factors[9:], factors[10:], strict=False))
@@ -101,15 +101,18 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
     assert (beauty.sampling, beauty.dropout) == ("user_last", 0.5)
     # the served checkpoint sees no item or terminal ids (chosen on the fraud validation folds; with them
     # it memorised the training stream's terminals: scripts/demo_holdout_check.py)
-    assert not train.PRESETS["demo"][1].use_item_ids and train.PRESETS["demo"][1].risk_trees
+    assert not train_config.PRESETS["demo"][1].use_item_ids and train_config.PRESETS["demo"][1].risk_trees
     # ...which must not leak into a recommender's data set: without item ids ML-1M stays at NDCG@10 0.01
     assert config.use_item_ids and beauty.use_item_ids and not (config.risk_trees or beauty.risk_trees)
-    assert train.config_for(train.parse_args(["--dataset", "taobao", "--out", "x"])) == train.TrainConfig()
+    assert (
+        train.config_for(train.parse_args(["--dataset", "taobao", "--out", "x"]))
+        == train_config.TrainConfig()
+    )
     fraud = train.config_for(train.parse_args(["--dataset", "fraud-handbook", "--out", "x"]))
     assert (fraud.use_item_ids, fraud.risk_trees) == (False, True)
     # the synthetic stream keeps the demo preset; an explicit preset is the base of a data set's setting
-    assert train.config_for(train.parse_args(["--out", "x"])) == train.PRESETS["demo"][1]
+    assert train.config_for(train.parse_args(["--out", "x"])) == train_config.PRESETS["demo"][1]
     tiny_taobao = train.config_for(
         train.parse_args(["--preset", "tiny", "--dataset", "taobao", "--out", "x"])
     )
-    assert tiny_taobao == train.PRESETS["tiny"][1]
+    assert tiny_taobao == train_config.PRESETS["tiny"][1]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models import train
+from models import batching, losses, train
 from models.features import Vocab, Window
 from models.scorer import Scorer
 from models.temporal import TemporalConfig, TemporalModel, TemporalOutput
@@ -40,9 +40,9 @@ def test_model_learns_rare_aggregate_risk_and_scorer_serves_it(tmp_path: Path) -
 def test_unweighted_item_loss_builds_no_item_logits(monkeypatch: pytest.MonkeyPatch) -> None:
     records, labels, aggregates = rare_risk_log(n_users=8, per_user=12)
     vocab = Vocab.build(records)
-    data = train.build_sequences(records, labels, aggregates, vocab, {})
+    data = batching.build_sequences(records, labels, aggregates, vocab, {})
     model = TemporalModel(TemporalConfig(n_items=vocab.n_items, n_actions=vocab.n_actions, d_model=16, n_layers=1, max_len=10, use_text=False))  # fmt: skip
-    batch = train.make_batch(data, np.arange(5, 90, 7), 10, torch.zeros(0, 384), torch.device("cpu"))
+    batch = batching.make_batch(data, np.arange(5, 90, 7), 10, torch.zeros(0, 384), torch.device("cpu"))
     widths: list[int] = []
     heads = model.heads
 
@@ -52,6 +52,6 @@ def test_unweighted_item_loss_builds_no_item_logits(monkeypatch: pytest.MonkeyPa
         return out
 
     monkeypatch.setattr(model, "heads", spy)
-    loss, parts = train.multitask_loss(model, model.encode(batch.inp), batch, RISK_CONFIG)
+    loss, parts = losses.multitask_loss(model, model.encode(batch.inp), batch, RISK_CONFIG)
     assert widths == [0]  # a catalogue-wide softmax at every position would cost the whole step budget
     assert parts["item"] == 0.0 and loss.item() == pytest.approx(parts["risk"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import aggregates
+from models import aggregates, train_config
 from models.feature_replay import replay_aggregates
 from streamproc.core.events import FraudLabel
 from streamproc.core.processing import (
@@ -178,7 +178,7 @@ def test_training_replays_the_aggregates_the_pipeline_serves():
     the aggregates (handbook, terminal history and recent velocity alike) that training replays."""
     from models import train
 
-    records, labels = train.synthetic_records(train.PRESETS["tiny"][0])
+    records, labels = train.synthetic_records(train_config.PRESETS["tiny"][0])
     records = sorted(records, key=lambda r: r["ts_ms"])
     users: dict[str, dict] = {}
     terminals: dict[str, dict] = {}
