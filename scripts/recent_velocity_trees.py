@@ -23,7 +23,7 @@ from models import aggregates as agg
 from models import baselines as bl
 from models import datasets as ds
 from models import risk_trees
-from models.evaluate import markdown_table
+from models.eval_report import markdown_table
 
 
 def main() -> None:

@@ -1,0 +1,285 @@
+"""Next-item and time-to-next evaluation on leave-one-out splits: the baselines, the checkpoints, their
+ranks, MAE / RMSE of the time to the next event, and the plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from models import baselines as bl  # noqa: E402
+from models import datasets as ds  # noqa: E402
+from models import metrics  # noqa: E402
+from models.eval_report import markdown_table
+from models.features import Window  # noqa: E402
+
+NEXT_ITEM_LOADERS: dict[str, Callable[[str], ds.EventLog]] = {
+    "ml1m": ds.load_ml1m,
+    "beauty": ds.load_beauty,
+    "movielens-small": ds.load_movielens_small,
+}
+
+
+NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")
+
+
+KS = (5, 10, 20)
+
+
+def seqrec_config(args: argparse.Namespace, arch: str, n_items: int) -> bl.SeqRecConfig:
+    return bl.SeqRecConfig(
+        arch=arch,
+        n_items=n_items,
+        max_len=args.max_len,
+        d_model=args.d_model,
+        dropout=args.dropout,
+        lr=args.lr,
+        max_epochs=args.epochs,
+        time_budget_s=args.time_budget_s,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+class CheckpointItemScores:
+    """A baselines.ScoreFn over a checkpoint: LooData histories in, (B, n_items + 1) scores out.
+
+    The checkpoint scores event records (times, actions, text), not item indices, so it is given each
+    user's records in the order next_item_ranks passes the histories, and checks that each history
+    ends with its window's last item. Catalogue items the checkpoint does not know score -inf.
+    """
+
+    def __init__(self, scorer: Any, windows: list[list[dict]], data: bl.LooData) -> None:
+        self.scorer, self.windows, self.data = scorer, windows, data
+        self.position = 0
+        index = {item: i + 1 for i, item in enumerate(data.items)}
+        pairs = [(j, index[item]) for j, item in enumerate(scorer.item_ids) if item in index]
+        self.source = np.array([j for j, _ in pairs], dtype=np.int64)
+        self.target = np.array([i for _, i in pairs], dtype=np.int64)
+        self.index = index
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        windows = self.windows[self.position : self.position + len(histories)]
+        self.position += len(histories)
+        for history, window in zip(histories, windows, strict=True):
+            if len(history) and self.index[window[-1]["item_id"]] != history[-1]:
+                raise ValueError("checkpoint windows out of step with the histories")
+        logits = self.scorer.item_scores([Window(events=w[-200:]) for w in windows])
+        scores = np.full((len(histories), self.data.n_items + 1), -np.inf)
+        scores[:, self.target] = logits[:, self.source]
+        return scores
+
+
+def checkpoint_next_item(
+    path: str, log: ds.EventLog, data: bl.LooData, n_negatives: int, seed: int, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Series]:
+    """Validation, test and sampled-test ranks of a checkpoint, by the same full ranking as the
+    baselines (its whole catalogue scored, history masked), and its time-to-next prediction (hours)
+    before each user's test event."""
+    from models.scorer import Scorer
+
+    scorer = Scorer.load(path, device=device)
+    train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
+    val_recs: dict[str, dict] = {}
+    split_of = log.require_split()
+    for r in log.records:
+        split = split_of[r["event_id"]]
+        if split == "train" and r["user_id"] in train_recs:
+            train_recs[r["user_id"]].append(r)
+        elif split == "val":
+            val_recs[r["user_id"]] = r
+    val_windows = [train_recs[u] for u in data.users]
+    test_windows = [train_recs[u] + [val_recs[u]] for u in data.users]
+    val = bl.next_item_ranks(
+        CheckpointItemScores(scorer, val_windows, data), data.val_input, data.val_target, data.n_items
+    )
+    test = bl.next_item_ranks(
+        CheckpointItemScores(scorer, test_windows, data), data.test_input, data.test_target, data.n_items
+    )
+    sampled = bl.next_item_ranks(
+        CheckpointItemScores(scorer, test_windows, data),
+        data.test_input,
+        data.test_target,
+        data.n_items,
+        n_negatives,
+        seed,
+    )
+    hours = [
+        s.time_to_next_s / 3600
+        for start in range(0, len(test_windows), 256)
+        for s in scorer.score([Window(events=w[-200:]) for w in test_windows[start : start + 256]])
+    ]
+    return val, test, sampled, pd.Series(hours, index=data.users)
+
+
+def history_plot(lengths: np.ndarray, ranks_by_model: dict[str, np.ndarray], path: Path) -> None:
+    """Test NDCG@10 by training-history length (quartile buckets)."""
+    edges = np.unique(np.quantile(lengths, [0, 0.25, 0.5, 0.75, 1.0]))
+    bucket = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
+    labels = [f"{int(edges[b])}-{int(edges[b + 1])}" for b in range(len(edges) - 1)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(ranks_by_model), 1)
+    for i, (name, ranks) in enumerate(ranks_by_model.items()):
+        values = [metrics.ndcg(ranks[bucket == b], 10) for b in range(len(labels))]
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    ax.set_xlabel("history length (items)")
+    ax.set_ylabel("test NDCG@10")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curves_plot(histories: dict[str, bl.TrainHistory], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name, h in histories.items():
+        left.plot(np.arange(1, len(h.loss) + 1), h.loss, label=name)
+        right.plot(h.val_epochs, h.val_ndcg10, marker="o", label=name)
+    left.set(xlabel="epoch", ylabel="training cross-entropy")
+    right.set(xlabel="epoch", ylabel="validation NDCG@10")
+    left.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def checkpoint_curves_plot(folders: dict[str, Path], path: Path) -> bool:
+    """Training loss and the validation-sample metric by step from each checkpoint's metrics.json history:
+    risk AP for a risk-only model, else item NDCG@10 (else the validation loss). False (no file) when
+    no checkpoint has a history."""
+    runs = {}
+    for name, folder in folders.items():
+        metrics_file, config_file = Path(folder) / "metrics.json", Path(folder) / "config.json"
+        history = json.loads(metrics_file.read_text()).get("history") if metrics_file.is_file() else None
+        if not history:
+            continue
+        weights = json.loads(config_file.read_text())["extra"].get("train_config", {}).get("loss_weights", {})
+        last = history[-1]
+        if "risk_ap" in last and weights.get("item", 1.0) == 0:
+            metric = "risk_ap"
+        else:
+            metric = next((m for m in ("item_ndcg10", "risk_ap") if m in last), "loss")
+        runs[name] = (history, metric)
+    if not runs:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4 + 0.12 * len(runs)))
+    for name, (history, metric) in runs.items():
+        steps = [h["step"] for h in history]
+        left.plot(steps, [h["train_loss"] for h in history])
+        right.plot(steps, [h.get(metric, np.nan) for h in history], marker="o", label=f"{name}: {metric}")
+    left.set(xlabel="step", ylabel="training loss (last batch)")
+    right.set(xlabel="step", ylabel="validation sample")
+    fig.legend(loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * ((len(runs) + 1) // 2), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def time_to_next_rows(log: ds.EventLog, predicted: dict[str, pd.Series]) -> list[dict[str, object]]:
+    """MAE / RMSE (hours) of the gap before each user's test event: global and per-user median training
+    gap, and each checkpoint's prediction (hours, indexed by user)."""
+    frame = pd.DataFrame(
+        {"user": [r["user_id"] for r in log.records], "ts": [r["ts_ms"] for r in log.records]}
+    )
+    split = log.require_split()
+    frame["split"] = [split[r["event_id"]] for r in log.records]
+    frame["gap_h"] = frame.groupby("user", sort=False)["ts"].diff() / 3_600_000
+    train_gaps = frame[frame["split"] == "train"].dropna()
+    truth = frame[frame["split"] == "test"].set_index("user")["gap_h"]
+    per_user = train_gaps.groupby("user")["gap_h"].median().reindex(truth.index)
+    global_median = float(train_gaps["gap_h"].median())
+    rows = []
+    for name, pred in (
+        ("global median gap", np.full(len(truth), global_median)),
+        ("user median gap", per_user),
+        *((name, hours.reindex(truth.index)) for name, hours in predicted.items()),
+    ):
+        pred = np.nan_to_num(np.asarray(pred, dtype=float), nan=global_median)
+        rows.append(
+            {"model": name, "MAE (h)": metrics.mae(truth, pred), "RMSE (h)": metrics.rmse(truth, pred)}
+        )
+    return rows
+
+
+def next_item_ranks(
+    name: str,
+    args: argparse.Namespace,
+    log: ds.EventLog,
+    data: bl.LooData,
+    histories: dict[str, bl.TrainHistory],
+    time_to_next: dict[str, pd.Series],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation, test and sampled-test ranks of one baseline or checkpoint;
+    training curves go to `histories`, a checkpoint's time-to-next predictions to `time_to_next`."""
+    if name in ("pop", "markov"):
+        score_fn: bl.ScoreFn = (bl.MostPopular() if name == "pop" else bl.Markov()).fit(data)
+    elif name in ("sasrec", "gru"):
+        config = seqrec_config(args, name, data.n_items)
+        model, histories[name] = bl.train_seqrec(data, config, log=lambda m: print(m, flush=True))
+        score_fn = bl.seqrec_scorer(model)
+    else:
+        val, test, sampled, time_to_next[name] = checkpoint_next_item(
+            name, log, data, args.negatives, args.seed, args.device
+        )
+        return val, test, sampled
+    val = bl.next_item_ranks(score_fn, data.val_input, data.val_target, data.n_items)
+    test = bl.next_item_ranks(score_fn, data.test_input, data.test_target, data.n_items)
+    sampled = bl.next_item_ranks(
+        score_fn, data.test_input, data.test_target, data.n_items, args.negatives, args.seed
+    )
+    return val, test, sampled
+
+
+def run_next_item(args: argparse.Namespace, out: Path) -> str:
+    log = NEXT_ITEM_LOADERS[args.dataset](args.data_dir)
+    data = bl.loo_data(log)
+    rows: list[dict[str, object]] = []
+    test_ranks: dict[str, np.ndarray] = {}
+    histories: dict[str, bl.TrainHistory] = {}
+    time_to_next: dict[str, pd.Series] = {}
+    for name in args.model:
+        val, test, sampled = next_item_ranks(name, args, log, data, histories, time_to_next)
+        test_ranks[name] = test
+        for split, ranks in (("val", val), ("test", test)):
+            row: dict[str, object] = {"model": name, "split": split} | metrics.ranking_report(ranks, KS)
+            use_sampled = split == "test"
+            row[f"HR@10 ({args.negatives} neg)"] = metrics.hit_rate(sampled, 10) if use_sampled else "-"
+            row[f"NDCG@10 ({args.negatives} neg)"] = metrics.ndcg(sampled, 10) if use_sampled else "-"
+            rows.append(row)
+    history_plot(
+        np.array([len(s) for s in data.test_input]), test_ranks, out.with_name(out.stem + "_by_history.png")
+    )
+    checkpoints = {name: Path(name) for name in args.model if name not in NEXT_ITEM_BASELINES}
+    checkpoint_curves_plot(checkpoints, out.with_name(out.stem + "_checkpoint_training.png"))
+    parts = [markdown_table(rows)]
+    if histories:
+        curves_plot(histories, out.with_name(out.stem + "_training.png"))
+        parts.append(
+            "\n".join(
+                f"- {n}: {len(h.loss)} epochs in {h.seconds:.0f} s, best validation NDCG@10 {max(h.val_ndcg10):.4f}"
+                f" (epoch {h.val_epochs[int(np.argmax(h.val_ndcg10))]})"
+                for n, h in histories.items()
+            )
+        )
+    if args.dataset == "movielens-small":
+        parts.append(
+            "Time to next event (test event of each user):\n\n"
+            + markdown_table(time_to_next_rows(log, time_to_next))
+        )
+    notes = (
+        f"{len(data.train)} users, {data.n_items} items. Full ranking over all items with the user's history "
+        "masked, ties counted pessimistically; sampled: uniform negatives not in the history (seeded). "
+        f"Data notes: {log.notes}."
+    )
+    return "\n\n".join([notes, *parts])
