@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from models.scorer import Scores
 from streamproc.kafka.consumers import format_alert
-from streamproc.scoring.worker import score_messages
+from streamproc.scoring.messages import score_messages
 
 UPDATE = {
     "user_id": "u1",

@@ -13,7 +13,8 @@ import pytest
 from models.scorer import Scores
 from streamproc.config import Settings
 from streamproc.observability.metrics import create_metrics
-from streamproc.scoring.worker import Pending, ScoringWorker
+from streamproc.scoring.messages import Pending
+from streamproc.scoring.worker import ScoringWorker
 
 
 class RecordingProducer:
