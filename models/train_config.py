@@ -1,10 +1,12 @@
-"""What a training run is configured with: TrainConfig, the synthetic presets, each data set's default
-settings (chosen on validation), and --set overrides."""
+"""What a training run is configured with: TrainConfig, the synthetic presets and each data set's default
+settings (chosen on validation; both config files in models/presets/), and --set overrides."""
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from models.risk_trees import BAGS as RISK_TREES_BAGS
@@ -69,93 +71,34 @@ class TrainConfig:
     encoder_lr: float = 5e-5
 
 
-PRESETS: dict[str, tuple[dict[str, int], TrainConfig]] = {
-    "tiny": (
-        {"n_users": 30, "n_items": 60, "n_terminals": 30, "days": 20, "seed": 0},
-        TrainConfig(
-            d_model=32,
-            n_layers=1,
-            max_len=20,
-            batch_size=32,
-            max_steps=60,
-            eval_every=30,
-            val_windows=300,
-            max_seconds=30.0,
-            risk_trees=True,
-        ),
-    ),
-    # the pipeline's default checkpoint: risk from the head and trees, and no item or terminal ids as input,
-    # as chosen on the fraud data's validation folds (terminal ids invite memorising the training stream's
-    # compromised terminals: on the demo's own stream, seed 7, fraud AP 0.529 with ids, 0.776 without)
-    "demo": (
-        {"n_users": 300, "n_items": 400, "n_terminals": 200, "days": 60, "seed": 0},
-        # a step count, not the 100 s clock, ends training, so that the checkpoint does not depend on the
-        # machine's load (1,400 steps: about 100 s on this machine's two idle cores)
-        TrainConfig(risk_trees=True, use_item_ids=False, max_steps=1400, max_seconds=900.0),
-    ),
-}
-
-
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_PRESET = "demo"  # the synthetic stream trained when neither --preset nor --dataset is given
 
 
-# Each data set's default configuration (TrainConfig overrides, before the command line's --set): the
-# setting chosen on validation, within about 15 minutes of this machine's two CPU cores (ML-1M 865 s,
-# Beauty 686 s, 2026-11-30). docs/results.md gives its figures.
-_NEXT_ITEM_ONLY = [
-    "use_text=false",
-    "loss_weights.action=0",
-    "loss_weights.time=0",
-    "loss_weights.risk=0",
-    "d_model=64",
-    "n_layers=2",
-    "n_heads=2",
-    "lr=3e-3",
-    "batch_size=128",
-    "lr_decay=linear",
-    "warmup_steps=50",
-    "patience=100",
-    "select_on=item_ndcg10",
-]
+def load_presets(folder: Path = PRESETS_DIR) -> dict[str, tuple[dict[str, int], TrainConfig]]:
+    """Synthetic presets, one TOML file each (but datasets.toml): the stream's generator arguments and the
+    TrainConfig fields it sets."""
+    presets = {}
+    for path in sorted(folder.glob("*.toml")):
+        if path.stem == "datasets":
+            continue
+        spec = tomllib.loads(path.read_text())
+        presets[path.stem] = (dict(spec["stream"]), TrainConfig(**spec.get("config", {})))
+    return presets
 
 
-DATASET_DEFAULTS: dict[str, list[str]] = {
-    "ml-1m": [
-        *_NEXT_ITEM_ONLY,
-        "max_len=50",
-        "dropout=0.2",
-        "sampling=event",
-        "max_steps=2700",
-        "max_seconds=1200",
-        "eval_every=300",
-        "val_windows=6040",
-    ],
-    "amazon-beauty": [
-        *_NEXT_ITEM_ONLY,
-        "max_len=50",
-        "dropout=0.5",
-        "sampling=user_last",
-        "max_steps=3000",
-        "max_seconds=1200",
-        "eval_every=200",
-        "val_windows=5000",
-    ],
-    # chosen on validation among 6 runs of 450 steps (docs/results.md, v7); keeps the time-to-next head
-    "movielens-small": [
-        *_NEXT_ITEM_ONLY,
-        "loss_weights.time=0.2",
-        "max_len=50",
-        "dropout=0.3",
-        "sampling=user_last",
-        "max_steps=450",
-        "max_seconds=1200",
-        "eval_every=75",
-        "val_windows=610",
-    ],
-    # as chosen on the fraud validation folds (models.evaluate, docs/results.md): no terminal ids, risk trees
-    "fraud-handbook": ["use_item_ids=false", "risk_trees=true", "use_text=false"],
-}
+def load_dataset_defaults(path: Path = PRESETS_DIR / "datasets.toml") -> dict[str, list[str]]:
+    """Each data set's default --set assignments: its `extends` lists from [shared] first, then its own."""
+    spec = tomllib.loads(path.read_text())
+    shared = spec.get("shared", {})
+    return {
+        name: [item for base in entry.get("extends", []) for item in shared[base]] + list(entry["settings"])
+        for name, entry in spec["datasets"].items()
+    }
 
+
+PRESETS = load_presets()
+DATASET_DEFAULTS = load_dataset_defaults()
 
 DATASET_LOADERS = {  # --dataset name -> loader in models.datasets taking the data path
     "ml-1m": "load_ml1m",

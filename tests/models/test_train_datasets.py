@@ -116,3 +116,17 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
         train.parse_args(["--preset", "tiny", "--dataset", "taobao", "--out", "x"])
     )
     assert tiny_taobao == train_config.PRESETS["tiny"][1]
+
+
+def test_every_preset_file_and_data_set_default_gives_a_valid_config() -> None:
+    assert {"tiny", "demo"} <= set(train_config.PRESETS)
+    for stream, config in train_config.PRESETS.values():
+        assert {"n_users", "n_items", "n_terminals", "days", "seed"} <= set(stream)
+        assert isinstance(config, train_config.TrainConfig)
+    for name, settings in train_config.DATASET_DEFAULTS.items():
+        config = train_config.apply_overrides(
+            train_config.TrainConfig(), settings
+        )  # AttributeError on a typo
+        assert settings, name
+        assert config != train_config.TrainConfig(), name
+    assert "use_text=false" in train_config.DATASET_DEFAULTS["ml-1m"]  # from [shared] next-item-only
