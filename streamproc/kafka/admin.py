@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -100,17 +100,43 @@ def check_partitions(
 def end_offsets(
     kafka: str | Mapping[str, Any], partitions: Iterable[tuple[str, int]], timeout_s: float = 30.0
 ) -> dict[tuple[str, int], int]:
-    """The end offset (high watermark) of each (topic, partition) now, from ListOffsets."""
+    """The end offset (high watermark) of each (topic, partition) now, from ListOffsets.
+
+    A partition whose leader is moving, or was elected a moment ago and has not taken over its log yet,
+    answers with a retriable error (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked again until
+    `timeout_s` is spent."""
+    deadline = time.monotonic() + timeout_s
     consumer = Consumer(
         {**client_config(kafka), "group.id": "streamproc-end-offsets", "enable.auto.commit": False}
     )
     try:
-        return {
-            (t, p): int(consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout_s)[1])
-            for t, p in partitions
-        }
+        return {(t, p): _end_offset(consumer, TopicPartition(t, p), deadline) for t, p in partitions}
     finally:
         consumer.close()
+
+
+# The errors ListOffsets answers while a partition has no leader able to serve it yet.
+_LEADER_MOVING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+    }
+)
+
+
+def _end_offset(consumer: Consumer, partition: TopicPartition, deadline: float) -> int:
+    while True:
+        try:
+            left = max(deadline - time.monotonic(), 0.1)
+            return int(consumer.get_watermark_offsets(partition, timeout=left)[1])
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.code() not in _LEADER_MOVING or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)  # a new leader takes over within milliseconds on a healthy cluster
 
 
 def topic_end_offsets(
