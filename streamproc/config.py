@@ -90,6 +90,18 @@ class Settings(BaseSettings):
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
     top_k: int = Field(10, ge=1)
     scorer_group: str = "streamproc-scorer"
+    # exactly_once: each batch of scores, its dead letters and its input offsets commit as one Kafka transaction
+    # (readers with isolation.level=read_committed see every output once, even across crashes); at_least_once:
+    # outputs are acknowledged before their inputs are committed (a crash may re-send some), for brokers
+    # without transactions. The Faust worker is at-least-once with idempotent state either way (docs/guarantees.md).
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # the scoring worker's transactional.id (exactly_once): give each instance a stable one (a StatefulSet pod's
+    # name) and a restarted instance aborts its predecessor's open transaction at once; unset, each process takes
+    # "<scorer_group>-<host>-<random>" and a crashed one's open transaction holds readers back until it times out
+    scorer_transactional_id: str | None = None
+    # how long a transaction may stay open before the broker aborts it (exactly_once); also the longest a
+    # crashed scoring worker's open transaction holds read_committed readers back
+    transaction_timeout_ms: int = Field(10_000, ge=1_000)
     scorer_metrics_port: int = 9102
     # librdkafka compression of what the agents write (sequence updates, changelogs, re-keyed events);
     # Faust (aiokafka) reads lz4, zstd and snappy back through cramjam

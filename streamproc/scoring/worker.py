@@ -1,13 +1,14 @@
-"""The scoring worker: consume sequence-updates -> micro-batch -> score -> publish -> store offsets.
+"""The scoring worker: consume sequence-updates -> micro-batch -> score -> publish -> commit.
 
-At-least-once: an input offset is stored only after every score derived from it is acknowledged
-by the broker. A graceful stop (SIGINT/SIGTERM) or a partition revocation first drains the batch
+A batch's outputs and its input offsets become final together through the commit path of the
+processing guarantee (`scoring/commits.py`): one Kafka transaction per batch (exactly-once), or
+outputs acknowledged before their offsets are stored (at-least-once). Metrics count a batch's outputs
+once it is final. A graceful stop (SIGINT/SIGTERM) or a partition revocation first finishes the batch
 in hand. The model runs on CUDA when present, on CPU otherwise.
 
-Kafka outages of any length are waited through: scores wait for their acknowledgement as long as it
-takes (librdkafka retries without a message timeout, and the wait is logged), a commit that fails in a
-rebalance (the broker unreachable, the assignment lost meanwhile) is logged and counted, never fatal,
-and a lost assignment drops the batch in hand, which the partitions' next owner reads again.
+Kafka outages of any length are waited through (the commit path logs the wait); a commit that fails in
+a rebalance is logged and counted, never fatal; a lost assignment drops the batch in hand, which the
+partitions' next owner reads again.
 """
 
 from __future__ import annotations
@@ -17,23 +18,23 @@ import signal
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from models import aggregates
 from models.scorer import Scorer, Scores, Window
 from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, dead_letter, encode
-from streamproc.kafka.clients import new_consumer, new_producer
+from streamproc.kafka.clients import new_consumer
 from streamproc.observability.metrics import Metrics
 from streamproc.observability.partition_gauges import PartitionGauges, records_behind
 from streamproc.scoring.batcher import MicroBatcher
+from streamproc.scoring.commits import count_commit_failure, new_commit_path
 from streamproc.scoring.messages import Pending, decode_update, finite_scores, score_messages, window_of
 
 log = logging.getLogger(__name__)
 IDLE_POLL_MS = 200
 LAG_REPORT_EVERY_S = 1.0
-ACK_WAIT_LOG_EVERY_S = 30.0  # while scores wait for Kafka's acknowledgement, say so this often
-STOP_GRACE_S = 30.0  # a stop asked for during an outage gives up waiting for acknowledgements after this
+Counted = Callable[[], None]  # a metric update that waits until its batch is final
 
 
 def _now_ms() -> int:
@@ -49,14 +50,16 @@ class ScoringWorker:
             settings.batch_max_size, settings.batch_max_wait_ms
         )
         self._stopping = False
-        self._delivery_errors: list[str] = []
         self._last_lag_report = 0.0
         self.partition_gauges = PartitionGauges(metrics)
+        exactly_once = settings.processing_guarantee == "exactly_once"
         self.consumer = new_consumer(
             settings,
             settings.scorer_group,
             {
-                "enable.auto.commit": True,
+                # at-least-once: offsets stored once a batch is acknowledged, committed every second;
+                # exactly-once: committed in each batch's transaction
+                "enable.auto.commit": not exactly_once,
                 "auto.commit.interval.ms": 1000,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
@@ -66,8 +69,7 @@ class ScoringWorker:
                 "fetch.min.bytes": settings.fetch_min_bytes,
             },
         )
-        # retry through a Kafka outage of any length (_await_acks logs the wait)
-        self.producer = new_producer(settings, "scores", {"message.timeout.ms": 0})
+        self.commits = new_commit_path(settings, metrics, lambda: self._stopping)
         self.topics = {
             "risk": settings.risk_scores_topic,
             "next_action": settings.next_action_topic,
@@ -119,6 +121,7 @@ class ScoringWorker:
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Score until stopped (or until `until()` is true); drain, commit and close on the way out."""
+        self.commits.start()
         self.consumer.subscribe(
             [self.settings.sequence_updates_topic], on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -128,10 +131,15 @@ class ScoringWorker:
             self.flush_batch()
         finally:
             try:
-                self.consumer.close()  # commits the stored offsets
+                self.consumer.close()  # at-least-once: commits the stored offsets
             except KafkaException as exc:  # Kafka unreachable at the stop: the records are read again
-                self._commit_failed(exc)
-            self.producer.flush(10)
+                error = exc.args[0]
+                if error.code() != KafkaError._NO_OFFSET:
+                    log.warning(
+                        "offset commit at close failed (%s); the records after it are read again", error
+                    )
+                    count_commit_failure(self.metrics, error)
+            self.commits.producer.flush(10)
 
     def step(self) -> None:
         if len(self.batcher):
@@ -158,12 +166,9 @@ class ScoringWorker:
         self._report_lag()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Partitions given up in a rebalance: score the batch in hand and commit what is stored."""
+        """Partitions given up in a rebalance: score and commit the batch in hand first."""
         self.flush_batch()
-        try:
-            consumer.commit(asynchronous=False)
-        except KafkaException as exc:
-            self._commit_failed(exc)
+        self.commits.after_revoke(consumer)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions taken away without a rebalance (the session expired in an outage): another member may
@@ -177,34 +182,27 @@ class ScoringWorker:
         )
         self.metrics.commit_failures.labels("assignment_lost").inc()
 
-    def _commit_failed(self, exc: KafkaException) -> None:
-        error = exc.args[0]
-        if error.code() == KafkaError._NO_OFFSET:  # nothing stored since the last commit
-            return
-        log.warning(
-            "offset commit failed (%s); the records after the last committed offset will be read again", error
-        )
-        self.metrics.commit_failures.labels(error.name().lstrip("_").lower()).inc()
-
     # -- scoring -----------------------------------------------------------------------------------
     def flush_batch(self) -> None:
         batch = self.batcher.drain()
         if not batch:
             return
         valid = [p for p in batch if p.update is not None]
+        counted: list[Counted] = []
+        self.commits.begin()
         for p in batch:
             if p.error is not None:
-                self._dead_letter(p)
+                counted.append(self._dead_letter(p))
         if valid:
             self._check_inputs(valid)
             started = time.perf_counter()
             scores = self.scorer.score([window_of(p) for p in valid])
             self.metrics.model_batch.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(valid))
-            self._publish(valid, scores)
-        self._await_acks()
-        for p in batch:
-            self.consumer.store_offsets(message=p.message)
+            counted += self._publish(valid, scores)
+        if self.commits.finish(self.consumer, [p.message for p in batch]):
+            for count in counted:
+                count()
         self._report_cache()
 
     def _check_inputs(self, valid: list[Pending]) -> None:
@@ -227,21 +225,26 @@ class ScoringWorker:
                         sorted(missing),
                     )
 
-    def _publish(self, valid: list[Pending], scores: list[Scores]) -> None:
+    def _publish(self, valid: list[Pending], scores: list[Scores]) -> list[Counted]:
+        """Produce each update's scores (a non-finite one is dead-lettered instead); returns the metric
+        updates to make once the batch is final."""
         scored_ts_ms = _now_ms()
+        counted: list[Counted] = []
         for pending, score in zip(valid, scores, strict=True):
             update = pending.update
             assert update is not None
             if not finite_scores(score):
-                self._dead_letter(
-                    Pending(
-                        pending.message,
-                        None,
-                        InvalidEvent(
-                            "non_finite_score",
-                            f"the model scored event {update.get('event_id')} with a number that is not "
-                            f"finite (risk {score.risk}, time to next {score.time_to_next_s} s)",
-                        ),
+                counted.append(
+                    self._dead_letter(
+                        Pending(
+                            pending.message,
+                            None,
+                            InvalidEvent(
+                                "non_finite_score",
+                                f"the model scored event {update.get('event_id')} with a number that is not "
+                                f"finite (risk {score.risk}, time to next {score.time_to_next_s} s)",
+                            ),
+                        )
                     )
                 )
                 continue
@@ -250,24 +253,17 @@ class ScoringWorker:
             for kind, value in score_messages(
                 update, score, scored_ts_ms, self.settings.alert_threshold
             ).items():
-                self.producer.produce(
-                    self.topics[kind],
-                    key=key,
-                    value=encode(value),
-                    on_delivery=self._on_delivery(kind, ingest_ms, update.get("kind"), value.get("risk")),
-                )
-            self.producer.poll(0)
+                self.commits.produce(self.topics[kind], key, encode(value))
+                counted.append(self._counter(kind, ingest_ms, update.get("kind"), value.get("risk")))
+        return counted
 
-    def _on_delivery(
+    def _counter(
         self, kind: str, ingest_ms: int | None, event_kind: str | None, risk: float | None
-    ) -> Callable[[KafkaError | None, Message], None]:
-        """Count an output once the broker has it: per topic; a risk score also by value and latency."""
+    ) -> Counted:
+        """Count a published output: per topic; a risk score also by value and event-to-score latency."""
         topic = self.topics[kind]
 
-        def callback(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                self._delivery_errors.append(f"{topic}: {error}")
-                return
+        def count() -> None:
             self.metrics.scores_published.labels(topic).inc()
             if kind == "alert":
                 self.metrics.fraud_alerts.inc()
@@ -276,33 +272,15 @@ class ScoringWorker:
                 if ingest_ms is not None:
                     self.metrics.event_to_score.observe(max(0.0, (_now_ms() - ingest_ms) / 1000))
 
-        return callback
+        return count
 
-    def _await_acks(self) -> None:
-        """Wait until Kafka has acknowledged every score produced, however long an outage lasts (logged every
-        ACK_WAIT_LOG_EVERY_S); give up only on a refused record, or when asked to stop during an outage."""
-        started = time.monotonic()
-        next_log = started + ACK_WAIT_LOG_EVERY_S
-        while (remaining := self.producer.flush(1.0)) and not self._delivery_errors:
-            now = time.monotonic()
-            if self._stopping and now - started > STOP_GRACE_S:
-                break
-            if now >= next_log:
-                log.warning("%d scores waiting %.0f s for Kafka's acknowledgement", remaining, now - started)
-                next_log = now + ACK_WAIT_LOG_EVERY_S
-        if remaining or self._delivery_errors:
-            errors, self._delivery_errors = self._delivery_errors, []
-            # Offsets were not stored: the batch is consumed again after a restart (at-least-once).
-            raise RuntimeError(f"scores not acknowledged ({remaining} in flight): {errors[:5]}")
-
-    def _dead_letter(self, pending: Pending) -> None:
+    def _dead_letter(self, pending: Pending) -> Counted:
         msg, error = pending.message, pending.error
         assert error is not None
-        self.metrics.dead_letters.labels(msg.topic(), error.reason).inc()
-        self.producer.produce(
+        self.commits.produce(
             self.settings.dead_letter_topic,
-            key=msg.key(),
-            value=dead_letter(
+            msg.key(),
+            dead_letter(
                 msg.value(),
                 msg.key(),
                 msg.topic() or "",
@@ -313,6 +291,7 @@ class ScoringWorker:
                 whole=len(msg.value() or b"") <= self.settings.max_input_bytes,
             ),
         )
+        return lambda: self.metrics.dead_letters.labels(msg.topic(), error.reason).inc()
 
     # -- metrics -----------------------------------------------------------------------------------
     def _report_lag(self) -> None:

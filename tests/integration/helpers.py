@@ -107,13 +107,21 @@ class TopicReader:
                     self.next_offset[(msg.topic(), msg.partition())] = msg.offset() + 1
 
     def read_to_end(self, topic: str, deadline_s: float) -> None:
-        """Read `topic` up to the end it has now."""
+        """Read `topic` up to the end it has now (by the consumer's position: the last records of a partition
+        written in transactions are commit markers, which are never delivered)."""
         ends = end_offsets(
             self.settings.kafka_common(), [(topic, p) for p in range(self.settings.partitions)]
         )
-        self.poll_until(
-            lambda: all(self.next_offset.get(tp, 0) >= end for tp, end in ends.items()), deadline_s
-        )
+
+        def at_end() -> bool:
+            positions = self.consumer.position([TopicPartition(t, p) for t, p in ends])
+            return all(
+                max(tp.offset, self.next_offset.get((tp.topic, tp.partition), 0))
+                >= ends[(tp.topic, tp.partition)]
+                for tp in positions
+            )
+
+        self.poll_until(at_end, deadline_s)
 
     def close(self) -> None:
         self.consumer.close()

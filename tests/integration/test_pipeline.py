@@ -179,20 +179,11 @@ def _restart_scorer_mid_stream(broker, tiny_checkpoint, tmp_path, processes, rea
     return s, events, r
 
 
-def test_scoring_worker_restart_leaves_no_sequence_update_unscored(
-    broker, tiny_checkpoint, tmp_path, processes, reader
-):
-    s, events, r = _restart_scorer_mid_stream(
-        broker, tiny_checkpoint, tmp_path, processes, reader, seed=9, stop=lambda scorer: scorer.kill()
-    )
-    assert set(ids(r.messages[s.risk_scores_topic])) == {m["event_id"] for _, m in events}
-
-
 def test_scoring_worker_sigterm_drains_its_batch_and_commits_so_nothing_is_scored_twice(
     broker, tiny_checkpoint, tmp_path, processes, reader
 ):
-    # A graceful stop scores the batch in hand, waits for the broker's acks and commits; the next scoring
-    # worker starts after the last scored update (SIGKILL, above, may re-score: at-least-once).
+    # A graceful stop scores and commits the batch in hand; the next scoring worker starts after the last
+    # scored update (SIGKILLs: test_exactly_once.py).
     def graceful(scorer):
         assert scorer.stop(timeout_s=60) == 0, scorer.log()
 

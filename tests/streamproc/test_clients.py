@@ -26,3 +26,4 @@ def test_a_consumer_commits_only_when_told_and_uses_the_configured_group_timeout
     assert config["group.id"] == "readers" and config["enable.auto.commit"] is False
     assert (config["session.timeout.ms"], config["heartbeat.interval.ms"]) == (12_000, 3_000)
     assert config["auto.offset.reset"] == "earliest"
+    assert config["isolation.level"] == "read_committed"  # an aborted transaction's records stay unseen

@@ -1,11 +1,12 @@
-"""The scoring worker stores an input offset only after every score derived from it is acknowledged, and
-counts (metrics) only what was acknowledged.
+"""At least once: the scoring worker stores an input offset only after every score derived from it is
+acknowledged, and counts (metrics) only the outputs of batches that were.
 
 The ordering is pure logic; here the producer and consumer are recording fakes (the integration tests
-restart a real scoring worker against the real broker)."""
+restart a real scoring worker against the real broker; test_scorer_transactions.py covers exactly-once)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ class RecordingProducer:
             if error is None:
                 self.acked.append(topic)
             if callback is not None:
-                callback(error, None)
+                callback(error, SimpleNamespace(topic=lambda topic=topic: topic))
         self.in_flight = []
         return 0
 
@@ -82,26 +83,29 @@ def update(n: int) -> dict[str, Any]:
 
 @pytest.fixture
 def worker() -> ScoringWorker:
-    w = ScoringWorker(Settings(alert_threshold=0.5), ConstantScorer(), create_metrics())  # type: ignore[arg-type]
+    settings = Settings(alert_threshold=0.5, processing_guarantee="at_least_once")
+    w = ScoringWorker(settings, ConstantScorer(), create_metrics())  # type: ignore[arg-type]
     w.consumer.close()
     return w
 
 
 def test_offsets_are_stored_after_every_score_is_acknowledged(worker: ScoringWorker) -> None:
     log: list[str] = []
-    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
     for n in range(3):
         worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
     worker.flush_batch()
     # three outputs per update (risk, next action, alert at 0.95 >= 0.5), all acknowledged, then the offsets
-    assert sorted(worker.producer.acked) == sorted(["risk-scores", "next-action-scores", "fraud-alerts"] * 3)
+    assert sorted(worker.commits.producer.acked) == sorted(
+        ["risk-scores", "next-action-scores", "fraud-alerts"] * 3
+    )
     assert log == ["store m0", "store m1", "store m2"]
 
 
 def test_a_failed_delivery_stores_no_offset_and_stops_the_worker(worker: ScoringWorker) -> None:
     log: list[str] = []
-    worker.producer = RecordingProducer(fail_topic="fraud-alerts")  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer(fail_topic="fraud-alerts")  # type: ignore[assignment]
     worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
     for n in range(2):
         worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
@@ -121,7 +125,7 @@ def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_no
     assert (
         sample(worker, "streamproc_scores_published_total", {"topic": "fraud-alerts"}) == 0.0
     )  # exists at 0
-    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer([])  # type: ignore[assignment]
     for n in range(3):
         worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
@@ -133,18 +137,19 @@ def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_no
     assert sample(worker, "streamproc_risk_score_bucket", transaction | {"le": "0.95"}) == 3
     assert sample(worker, "streamproc_fraud_alerts_total") == 3
 
-    worker.producer = RecordingProducer(fail_topic="fraud-alerts")  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer(fail_topic="fraud-alerts")  # type: ignore[assignment]
     worker.batcher.add(Pending("m9", update(9)), now_ms=0)  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         worker.flush_batch()
-    assert sample(worker, "streamproc_fraud_alerts_total") == 3  # the failed alert is not counted
-    assert sample(worker, "streamproc_risk_score_count", transaction) == 4
+    # a batch is counted once final: neither its failed alert nor its acknowledged risk score
+    assert sample(worker, "streamproc_fraud_alerts_total") == 3
+    assert sample(worker, "streamproc_risk_score_count", transaction) == 3
 
 
 def test_updates_lacking_an_aggregate_the_model_reads_are_counted_by_what_their_kind_carries(
     worker: ScoringWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer([])  # type: ignore[assignment]
     full = {"customer_nb_tx_1d": 1.0, "terminal_risk_30d": 0.0, "customer_nb_tx_1h": 1.0}
     complete = update(0) | {"aggregates": full}
@@ -178,7 +183,7 @@ def test_a_commit_that_fails_in_a_rebalance_is_counted_not_fatal(worker: Scoring
     from confluent_kafka import KafkaError
 
     log: list[str] = []
-    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer()  # type: ignore[assignment]
     worker.batcher.add(Pending("m0", update(0)), now_ms=0)  # type: ignore[arg-type]
     lost = FailingCommitConsumer(log, KafkaError._ASSIGNMENT_LOST)
     worker.consumer = lost  # type: ignore[assignment]
@@ -192,13 +197,13 @@ def test_a_commit_that_fails_in_a_rebalance_is_counted_not_fatal(worker: Scoring
 
 def test_a_lost_assignment_drops_the_batch_in_hand_unscored(worker: ScoringWorker) -> None:
     log: list[str] = []
-    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
     for n in range(3):
         worker.batcher.add(Pending(f"m{n}", update(n)), now_ms=0)  # type: ignore[arg-type]
     worker._on_lost(worker.consumer, [])  # type: ignore[arg-type]
     worker.flush_batch()
-    assert log == [] and worker.producer.acked == []  # read again by the partitions' next owner
+    assert log == [] and worker.commits.producer.acked == []  # read again by the partitions' next owner
     assert sample(worker, "streamproc_commit_failures_total", {"reason": "assignment_lost"}) == 1
 
 
@@ -218,11 +223,11 @@ class SlowThenAckingProducer(RecordingProducer):
 
 def test_scores_wait_for_their_acknowledgement_through_an_outage(worker: ScoringWorker) -> None:
     log: list[str] = []
-    worker.producer = SlowThenAckingProducer(outage=5)  # type: ignore[assignment]
+    worker.commits.producer = SlowThenAckingProducer(outage=5)  # type: ignore[assignment]
     worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
     worker.batcher.add(Pending("m0", update(0)), now_ms=0)  # type: ignore[arg-type]
     worker.flush_batch()  # not a RuntimeError after the first unanswered flush, as before
-    assert log == ["store m0"] and worker.producer.outage == 0
+    assert log == ["store m0"] and worker.commits.producer.outage == 0
 
 
 class NanScorer(ConstantScorer):
@@ -261,12 +266,12 @@ class DeadLetterMessage:
 def test_a_non_finite_score_is_dead_lettered_and_counted_never_published(worker: ScoringWorker) -> None:
     log: list[str] = []
     worker.scorer = NanScorer()  # type: ignore[assignment]
-    worker.producer = RecordingProducer()  # type: ignore[assignment]
+    worker.commits.producer = RecordingProducer()  # type: ignore[assignment]
     worker.consumer = RecordingConsumer(log)  # type: ignore[assignment]
     for n in range(3):
         worker.batcher.add(Pending(DeadLetterMessage(n), update(n)), now_ms=0)  # type: ignore[arg-type]
     worker.flush_batch()
-    assert sorted(worker.producer.acked) == sorted(
+    assert sorted(worker.commits.producer.acked) == sorted(
         ["risk-scores", "next-action-scores"] * 2 + ["streamproc.dead-letters"]
     )
     assert (
