@@ -49,6 +49,7 @@ bench: $(BIN)/.installed checkpoints/demo/config.json $(QUIX_VENV)/bin/python
 	$(BIN)/python bench/pipeline_bench.py --quix-python $(QUIX_VENV)/bin/python
 	$(BIN)/python bench/scorer_bench.py --checkpoint checkpoints/demo --threads 1
 	$(BIN)/python bench/latency_bench.py --checkpoint checkpoints/demo --rates 250,1000,1500 --keep-going --duration-s 25
+	$(BIN)/python bench/commit_bench.py --checkpoint checkpoints/demo
 
 clean:
 	rm -rf $(VENV) var checkpoints

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -189,3 +190,21 @@ def streamproc_child(
     """`streamproc <command>` (worker | score) with these settings, as the integration tests start it."""
     env = settings_env(settings) | (extra_env or {})
     return Child([sys.executable, "-m", "streamproc.cli", command], log_path, env)
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser, default: Path = Path("/tmp/bench_ckpt")) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=default,
+        help=f"trained checkpoint (python -m models.train --preset demo --out {default} --threads 1)",
+    )
+
+
+def require_checkpoint(parser: argparse.ArgumentParser, checkpoint: Path) -> None:
+    """Stop with the command that trains one when `checkpoint` holds none."""
+    if not (checkpoint / "config.json").exists():
+        parser.error(
+            f"no checkpoint at {checkpoint}; train one: python -m models.train --preset demo "
+            f"--out {checkpoint} --threads 1"
+        )

@@ -22,7 +22,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _common import Child, bench_settings, cpu_seconds, fmt, header, start_kafka, streamproc_child, table
+from _common import (
+    Child,
+    add_checkpoint_argument,
+    bench_settings,
+    cpu_seconds,
+    fmt,
+    header,
+    require_checkpoint,
+    start_kafka,
+    streamproc_child,
+    table,
+)
 from confluent_kafka import Consumer
 
 from models import synthetic
@@ -135,12 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=Path("/tmp/bench_ckpt"),
-        help="trained checkpoint (python -m models.train --preset demo --out /tmp/bench_ckpt)",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--updates", type=int, default=20_000, help="sequence updates per mode (default 20000)"
     )
@@ -152,10 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-s", type=float, default=900.0)
     parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed)")
     args = parser.parse_args(argv)
-    if not (args.checkpoint / "config.json").exists():
-        parser.error(
-            f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo --out {args.checkpoint}"
-        )
+    require_checkpoint(parser, args.checkpoint)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="commit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     broker = start_kafka(work)

@@ -32,11 +32,13 @@ from typing import Any
 
 from _common import (
     Child,
+    add_checkpoint_argument,
     bench_settings,
     cpu_seconds,
     fmt,
     header,
     percentile,
+    require_checkpoint,
     start_kafka,
     streamproc_child,
     table,
@@ -211,12 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=Path("/tmp/bench_ckpt"),
-        help="trained checkpoint (python -m models.train --preset demo --out /tmp/bench_ckpt)",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--rates", default="1000,2000,3000,5000", help="events/s per step, increasing")
     parser.add_argument("--duration-s", type=float, default=30.0, help="seconds per rate step (default 30)")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="dropped at the start of each step")
@@ -252,11 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed)")
     args = parser.parse_args(argv)
-    if not (args.checkpoint / "config.json").exists():
-        parser.error(
-            f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
-            f"--out {args.checkpoint} --threads 1"
-        )
+    require_checkpoint(parser, args.checkpoint)
     rates = [float(r) for r in args.rates.split(",")]
 
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="latency-bench-"))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import fmt, header, percentile, table
+from _common import add_checkpoint_argument, fmt, header, percentile, require_checkpoint, table
 
 from models import risk_trees, synthetic
 from models.encoder import TextCache, TextEncoder
@@ -259,12 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=Path("/tmp/bench_ckpt"),
-        help="trained checkpoint (python -m models.train --preset demo --out /tmp/bench_ckpt)",
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)))
@@ -308,11 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     built = ""
     cache_note = ""
     if "scorer" not in skip:
-        if not (args.checkpoint / "config.json").exists():
-            parser.error(
-                f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
-                f"--out {args.checkpoint} --threads 1"
-            )
+        require_checkpoint(parser, args.checkpoint)
         t0 = time.perf_counter()
         windows, replayed = build_windows(args.windows, args.window, n_users=100, days=30, seed=11)
         built = (

@@ -31,11 +31,13 @@ from typing import Any
 
 from _common import (
     Child,
+    add_checkpoint_argument,
     bench_settings,
     cpu_seconds,
     fmt,
     header,
     percentile,
+    require_checkpoint,
     start_kafka,
     streamproc_child,
     table,
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", type=Path, default=Path("checkpoints/demo"))
+    add_checkpoint_argument(parser, Path("checkpoints/demo"))
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second (default 1000)")
     parser.add_argument("--minutes", type=int, default=30)
     parser.add_argument("--partitions", type=int, default=4)
@@ -135,11 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--work-dir", type=Path, help="logs and state (default: a temp dir, removed)")
     args = parser.parse_args(argv)
-    if not (args.checkpoint / "config.json").exists():
-        parser.error(
-            f"no checkpoint at {args.checkpoint}; train one: python -m models.train --preset demo "
-            f"--out {args.checkpoint}"
-        )
+    require_checkpoint(parser, args.checkpoint)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="soak-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     kafka = start_kafka(work)
