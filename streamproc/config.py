@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # how long a transaction may stay open before the broker aborts it (exactly_once); also the longest a
     # crashed scoring worker's open transaction holds read_committed readers back
     transaction_timeout_ms: int = Field(10_000, ge=1_000)
+    # exactly_once: the scoring worker commits its open transaction this often (and when it runs out of input):
+    # fewer, larger transactions cost less throughput, and add up to this much to when scores become visible
+    scorer_commit_interval_ms: int = Field(100, ge=0)
     scorer_metrics_port: int = 9102
     # librdkafka compression of what the agents write (sequence updates, changelogs, re-keyed events);
     # Faust (aiokafka) reads lz4, zstd and snappy back through cramjam

@@ -4,9 +4,10 @@ commit path per processing guarantee (STREAMPROC_PROCESSING_GUARANTEE).
 - `AtLeastOnceCommits`: outputs are produced, every one is acknowledged, then the batch's input offsets
   are stored (librdkafka commits stored offsets every second and at close). A crash between the two
   re-sends the batch's outputs.
-- `TransactionalCommits`: a batch is one Kafka transaction: its outputs, its dead letters and its input
-  offsets (`send_offsets_to_transaction` with the consumer group's metadata) commit together or not at all,
-  so a `read_committed` reader sees each output once. A zombie (an instance whose partitions were given to
+- `TransactionalCommits`: the batches of one commit interval (STREAMPROC_SCORER_COMMIT_INTERVAL_MS, as
+  Kafka Streams commits every 100 ms under exactly-once) are one Kafka transaction: their outputs, dead
+  letters and input offsets (`send_offsets_to_transaction` with the consumer group's metadata) commit
+  together or not at all, so a `read_committed` reader sees each output once. A zombie (an instance whose partitions were given to
   another member while it hung) cannot commit: the broker refuses offsets sent with a stale group
   generation, and `init_transactions` with the same transactional id fences the older producer.
 
@@ -70,9 +71,19 @@ class CommitPath(Protocol):
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         """One output of the batch."""
 
-    def finish(self, consumer: Consumer, messages: list[Message]) -> bool:
-        """Make the batch final: True once its outputs are visible and its inputs (`messages`) committed or
-        stored; False when the batch was abandoned and the consumer rewound to read it again."""
+    def finish(self, consumer: Consumer, messages: list[Message]) -> bool | None:
+        """The batch's outputs are all produced: True once they are visible and its inputs (`messages`)
+        committed or stored, with those of earlier batches not final yet; False when they were abandoned and
+        the consumer rewound to read them again; None while they wait for the commit interval to end."""
+
+    def commit_due(self, consumer: Consumer, force: bool = False) -> bool | None:
+        """Commit what waits if the commit interval has ended (or `force`); as `finish`."""
+
+    def due_in_ms(self) -> float | None:
+        """Milliseconds until what waits must be committed; None when nothing waits."""
+
+    def drop_open(self) -> None:
+        """The assignment was lost: abort what waits (the partitions' next owner reads it again)."""
 
     def after_revoke(self, consumer: Consumer) -> None:
         """Partitions are being given up, the batch in hand already finished."""
@@ -130,6 +141,15 @@ class AtLeastOnceCommits:
             consumer.store_offsets(message=message)
         return True
 
+    def commit_due(self, consumer: Consumer, force: bool = False) -> bool | None:
+        return None  # every batch is final when finish returns
+
+    def due_in_ms(self) -> float | None:
+        return None
+
+    def drop_open(self) -> None:
+        pass
+
     def after_revoke(self, consumer: Consumer) -> None:
         """Commit what is stored before the partitions go to their next owner; a failure (the broker
         unreachable, the assignment lost meanwhile) is logged and counted, never fatal."""
@@ -177,9 +197,11 @@ class TransactionalCommits:
         self.stopping = stopping
         self.transactional_id = transactional_id(settings)
         self.producer = self._new_producer()
-        self._abandoned: list[
-            Producer
-        ] = []  # given-up producers, kept referenced: a thread may be inside one
+        # given-up producers, kept referenced: a thread may be inside one
+        self._abandoned: list[Producer] = []
+        self.interval_s = settings.scorer_commit_interval_ms / 1000
+        self._opened_at: float | None = None  # when the open transaction began; None: none open
+        self._waiting: list[Message] = []  # the inputs of the open transaction's batches
 
     def _new_producer(self) -> Producer:
         # message.timeout.ms: librdkafka's default, the transaction timeout (a transaction cannot outlive it)
@@ -206,13 +228,46 @@ class TransactionalCommits:
         log.info("exactly-once: transactional id %s", self.transactional_id)
 
     def begin(self) -> None:
-        self.producer.begin_transaction()
+        if self._opened_at is None:
+            self.producer.begin_transaction()
+            self._opened_at = time.monotonic()
 
     def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.producer.produce(topic, key=key, value=value)
         self.producer.poll(0)
 
-    def finish(self, consumer: Consumer, messages: list[Message]) -> bool:
+    def finish(self, consumer: Consumer, messages: list[Message]) -> bool | None:
+        self._waiting += messages
+        return self.commit_due(consumer)
+
+    def due_in_ms(self) -> float | None:
+        if self._opened_at is None:
+            return None
+        return max(0.0, (self._opened_at + self.interval_s - time.monotonic()) * 1000)
+
+    def drop_open(self) -> None:
+        if self._opened_at is None:
+            return
+        messages, self._waiting, self._opened_at = self._waiting, [], None
+        producer = self.producer
+        log.warning(
+            "assignment lost: the open transaction's %d sequence updates are left to be read again",
+            len(messages),
+        )
+        try:
+            self._call("abort_transaction", lambda: producer.abort_transaction(KAFKA_CALL_TIMEOUT_S))
+        except _ProducerUnusable:
+            self._abandon_producer()
+            self.start()
+
+    def commit_due(self, consumer: Consumer, force: bool = False) -> bool | None:
+        due = self.due_in_ms()
+        if due is None or (due > 0 and not force):
+            return None
+        messages, self._waiting, self._opened_at = self._waiting, [], None
+        return self._commit(consumer, messages)
+
+    def _commit(self, consumer: Consumer, messages: list[Message]) -> bool:
         producer = self.producer
         try:
             try:

@@ -70,6 +70,7 @@ class ScoringWorker:
             },
         )
         self.commits = new_commit_path(settings, metrics, lambda: self._stopping)
+        self._uncounted: list[Counted] = []  # metric updates of the batches not final yet
         self.topics = {
             "risk": settings.risk_scores_topic,
             "next_action": settings.next_action_topic,
@@ -129,6 +130,7 @@ class ScoringWorker:
             while not self._stopping and not (until and until()):
                 self.step()
             self.flush_batch()
+            self._settle(self.commits.commit_due(self.consumer, force=True))
         finally:
             try:
                 self.consumer.close()  # at-least-once: commits the stored offsets
@@ -148,8 +150,12 @@ class ScoringWorker:
             messages = self.consumer.consume(num_messages=self.batcher.room(), timeout=wait_ms / 1000)
         else:
             # poll() returns as soon as one update arrives (consume() would wait for a full batch or the
-            # idle timeout: up to 200 ms of latency at low rates), then take what is already queued
-            first = self.consumer.poll(IDLE_POLL_MS / 1000)
+            # idle timeout: up to 200 ms of latency at low rates), then take what is already queued; an open
+            # transaction is committed at once when nothing arrives
+            due_ms = self.commits.due_in_ms()
+            first = self.consumer.poll((IDLE_POLL_MS if due_ms is None else min(due_ms, 5.0)) / 1000)
+            if first is None:
+                self._settle(self.commits.commit_due(self.consumer, force=True))
             messages = [] if first is None else [first]
             if first is not None and self.batcher.room() > 1:
                 messages += self.consumer.consume(num_messages=self.batcher.room() - 1, timeout=0)
@@ -163,11 +169,13 @@ class ScoringWorker:
             self.batcher.add(decode_update(message), now)
         if self.batcher.is_due(_now_ms()):
             self.flush_batch()
+        self._settle(self.commits.commit_due(self.consumer))
         self._report_lag()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions given up in a rebalance: score and commit the batch in hand first."""
         self.flush_batch()
+        self._settle(self.commits.commit_due(consumer, force=True))
         self.commits.after_revoke(consumer)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -175,6 +183,8 @@ class ScoringWorker:
         own them already, so the batch in hand is dropped unscored and its offsets uncommitted; whoever
         reads the partitions next starts from their last committed offset."""
         dropped = self.batcher.drain()
+        self.commits.drop_open()
+        self._uncounted = []
         log.warning(
             "partition assignment lost (%s); dropped %d sequence updates to be read again",
             ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions),
@@ -200,10 +210,19 @@ class ScoringWorker:
             self.metrics.model_batch.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(valid))
             counted += self._publish(valid, scores)
-        if self.commits.finish(self.consumer, [p.message for p in batch]):
-            for count in counted:
-                count()
+        self._uncounted += counted
+        self._settle(self.commits.finish(self.consumer, [p.message for p in batch]))
         self._report_cache()
+
+    def _settle(self, final: bool | None) -> None:
+        """Count the outputs waiting to be counted once they are final (True), forget them if abandoned
+        (False: they are scored again); None: not final yet."""
+        if final is None:
+            return
+        uncounted, self._uncounted = self._uncounted, []
+        if final:
+            for count in uncounted:
+                count()
 
     def _check_inputs(self, valid: list[Pending]) -> None:
         """Count the updates that lack an aggregate the checkpoint reads and the pipeline serves for their

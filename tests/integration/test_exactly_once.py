@@ -73,7 +73,11 @@ def test_a_zombie_scoring_worker_cannot_commit_and_its_outputs_stay_invisible(
     broker, tiny_checkpoint, tmp_path
 ):
     s = make_settings(
-        broker, tmp_path, tiny_checkpoint, scorer_transactional_id=f"zombie-{uuid.uuid4().hex[:8]}"
+        broker,
+        tmp_path,
+        tiny_checkpoint,
+        scorer_transactional_id=f"zombie-{uuid.uuid4().hex[:8]}",
+        scorer_commit_interval_ms=0,
     )
     create_topics(s.kafka_common(), [s.risk_scores_topic], s.partitions)
     zombie = TransactionalCommits(s, create_metrics(), lambda: False)

@@ -78,9 +78,12 @@ class GroupConsumer:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
 
 
-def exactly_once_worker(producer: TransactionalProducer) -> ScoringWorker:
+def exactly_once_worker(producer: TransactionalProducer, commit_interval_ms: int = 0) -> ScoringWorker:
     settings = Settings(
-        alert_threshold=0.5, processing_guarantee="exactly_once", scorer_transactional_id="t-1"
+        alert_threshold=0.5,
+        processing_guarantee="exactly_once",
+        scorer_transactional_id="t-1",
+        scorer_commit_interval_ms=commit_interval_ms,  # 0: a transaction per batch
     )
     worker = ScoringWorker(settings, ConstantScorer(), create_metrics())  # type: ignore[arg-type]
     worker.consumer.close()
@@ -115,6 +118,38 @@ def test_a_batch_is_one_transaction_with_its_input_offsets_and_is_counted_once_c
     ]
     assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 3
     assert sample(worker, "streamproc_fraud_alerts_total") == 3
+
+
+def test_batches_of_one_commit_interval_share_a_transaction_counted_once_it_commits() -> None:
+    producer = TransactionalProducer()
+    worker = exactly_once_worker(producer, commit_interval_ms=60_000)
+    add(worker, [(0, 10)])
+    worker.flush_batch()
+    add(worker, [(0, 11), (1, 4)])
+    worker.flush_batch()
+    assert [call[0] for call in producer.calls].count("begin") == 1
+    assert "commit" not in [call[0] for call in producer.calls]  # the interval has not ended
+    assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 0
+    assert worker.commits.due_in_ms() is not None
+    worker._settle(worker.commits.commit_due(worker.consumer, force=True))  # as on idle, revoke or stop
+    assert producer.calls[-2:] == [
+        ("offsets", [("sequence-updates", 0, 12), ("sequence-updates", 1, 5)], b"group-generation-7"),
+        ("commit",),
+    ]
+    assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 3
+    assert worker.commits.due_in_ms() is None
+
+
+def test_a_lost_assignment_aborts_the_open_transaction_and_counts_nothing() -> None:
+    producer = TransactionalProducer()
+    worker = exactly_once_worker(producer, commit_interval_ms=60_000)
+    add(worker, [(0, 10)])
+    worker.flush_batch()
+    worker._on_lost(worker.consumer, [])  # type: ignore[arg-type]
+    assert producer.calls[-1] == ("abort",) and worker.commits.due_in_ms() is None
+    worker._settle(worker.commits.commit_due(worker.consumer, force=True))
+    assert "commit" not in [call[0] for call in producer.calls]
+    assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 0
 
 
 def test_an_abortable_failure_aborts_the_batch_rewinds_the_consumer_and_counts_nothing() -> None:
