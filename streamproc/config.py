@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
     top_k: int = Field(10, ge=1)
     scorer_group: str = "streamproc-scorer"
-    # exactly_once: each batch of scores, its dead letters and its input offsets commit as one Kafka transaction
+    # exactly_once: scores, dead letters and their input offsets commit together in Kafka transactions
     # (readers with isolation.level=read_committed see every output once, even across crashes); at_least_once:
     # outputs are acknowledged before their inputs are committed (a crash may re-send some), for brokers
     # without transactions. The Faust worker is at-least-once with idempotent state either way (docs/guarantees.md).

@@ -1,7 +1,7 @@
 """The scoring worker: consume sequence-updates -> micro-batch -> score -> publish -> commit.
 
 A batch's outputs and its input offsets become final together through the commit path of the
-processing guarantee (`scoring/commits.py`): one Kafka transaction per batch (exactly-once), or
+processing guarantee (`scoring/commits.py`): Kafka transactions, one per commit interval (exactly-once), or
 outputs acknowledged before their offsets are stored (at-least-once). Metrics count a batch's outputs
 once it is final. A graceful stop (SIGINT/SIGTERM) or a partition revocation first finishes the batch
 in hand. The model runs on CUDA when present, on CPU otherwise.
@@ -58,7 +58,7 @@ class ScoringWorker:
             settings.scorer_group,
             {
                 # at-least-once: offsets stored once a batch is acknowledged, committed every second;
-                # exactly-once: committed in each batch's transaction
+                # exactly-once: committed in the transactions with the scores
                 "enable.auto.commit": not exactly_once,
                 "auto.commit.interval.ms": 1000,
                 "enable.auto.offset.store": False,
