@@ -90,17 +90,20 @@ class Settings(BaseSettings):
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
     top_k: int = Field(10, ge=1)
     scorer_group: str = "streamproc-scorer"
-    # exactly_once: scores, dead letters and their input offsets commit together in Kafka transactions
-    # (readers with isolation.level=read_committed see every output once, even across crashes); at_least_once:
-    # outputs are acknowledged before their inputs are committed (a crash may re-send some), for brokers
-    # without transactions. The Faust worker is at-least-once with idempotent state either way (docs/guarantees.md).
+    # exactly_once: each worker's outputs, dead letters, state changelogs and input offsets commit together in
+    # Kafka transactions (readers with isolation.level=read_committed see every output once, even across
+    # crashes); at_least_once: outputs are acknowledged before their inputs are committed (a crash may re-send
+    # some; states never count an event twice), for brokers without transactions (docs/guarantees.md)
     processing_guarantee: Literal["exactly_once", "at_least_once"] = "exactly_once"
+    # the Faust worker's transactional.id (exactly_once), as scorer_transactional_id for the scoring worker;
+    # unset, each process takes "<app_id>-worker-<host>-<random>"
+    worker_transactional_id: str | None = None
     # the scoring worker's transactional.id (exactly_once): give each instance a stable one (a StatefulSet pod's
     # name) and a restarted instance aborts its predecessor's open transaction at once; unset, each process takes
     # "<scorer_group>-<host>-<random>" and a crashed one's open transaction holds readers back until it times out
     scorer_transactional_id: str | None = None
     # how long a transaction may stay open before the broker aborts it (exactly_once); also the longest a
-    # crashed scoring worker's open transaction holds read_committed readers back
+    # crashed worker's open transaction holds read_committed readers back
     transaction_timeout_ms: int = Field(10_000, ge=1_000)
     # exactly_once: the scoring worker commits its open transaction this often (and when it runs out of input):
     # fewer, larger transactions cost less throughput, and add up to this much to when scores become visible
@@ -130,6 +133,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"a client certificate needs TLS: security_protocol SSL or SASL_SSL, "
                 f"not {self.security_protocol}"
+            )
+        if self.state_flush == "batch" and self.processing_guarantee == "exactly_once":
+            raise ValueError(
+                'state_flush "batch" goes with processing_guarantee at_least_once: under exactly_once the '
+                "states are written in each commit's transaction"
             )
         return self
 

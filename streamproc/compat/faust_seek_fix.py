@@ -19,6 +19,11 @@ after a worker restart.
   * a commit never moves past an offset that was neither acknowledged nor seen as a real hole
     (Faust lets exactly one missing offset through: it compares with "> 1" where the committed
     offset is already the next one to read);
+  * a hole that starts at the committed offset is recorded as one (Faust starts holes one past it, and
+    after a seek misses them, forgetting that its committed offset is the next one to read; its holes also
+    take in the record that followed them, counted twice). On a topic written in transactions the offset
+    after a commit is always a commit marker, which no consumer sees: without this, the commit guard above
+    held such a partition at its first marker for ever;
   * a partition with no committed offset is read again from its beginning. aiokafka's
     seek-to-committed leaves such a partition where the fetch before the seek left it, so the
     records that fetch delivered, then dropped from the cleared queues, were never read again.
@@ -28,6 +33,7 @@ after a worker restart.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,6 +52,7 @@ def install_seek_guard() -> None:
         async def perform_seek(self: Any) -> None:
             self._streamproc_seek_epoch = getattr(self, "_streamproc_seek_epoch", 0) + 1
             self._streamproc_seeking = True
+            self._streamproc_next_offset = {}  # each partition is read from its committed offset again
             try:
                 await original_perform_seek(self)
             finally:
@@ -82,12 +89,26 @@ def install_seek_guard() -> None:
 
         return seek_to_committed
 
-    for name in ("perform_seek", "getmany", "_new_offset"):  # check all before replacing any
+    def add_gap_replacement(original_add_gap: Any) -> Any:
+        async def _add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+            committed = self._committed_offset[tp]
+            if committed is not None:
+                offset_from = max(offset_from, committed)  # the next offset to read may be the hole's first
+            if offset_from < offset_to:  # `offset_to` is the record that came after the hole, acked by itself
+                gaps = self._gap[tp]
+                gaps.addi(offset_from, offset_to)  # intervals exclude their end
+                await asyncio.sleep(0)  # as Faust: other tasks run while a long gap is merged
+                gaps.merge_overlaps()
+
+        return _add_gap
+
+    for name in ("perform_seek", "getmany", "_new_offset", "_add_gap"):  # check all before replacing any
         if not hasattr(cls, name):
             raise RuntimeError(f"faust's Consumer has no {name}: {__name__} needs faust-streaming 0.15")
     replace_method(cls, "perform_seek", perform_seek_replacement, __name__)
     replace_method(cls, "getmany", getmany_replacement, __name__)
     replace_method(cls, "_new_offset", new_offset_replacement, __name__)
+    replace_method(cls, "_add_gap", add_gap_replacement, __name__)
     replace_method(
         faust_consumer.ThreadDelegateConsumer, "seek_to_committed", seek_to_committed_replacement, __name__
     )
@@ -107,6 +128,8 @@ async def deliver_until_seek(
                 # they are read once more rather than skipped. Nothing was delivered since that seek.
                 await seek_again(consumer)
                 return
+            if getattr(consumer, "_gap", None) is not None:
+                record_hole(consumer, tp, message.offset)
             yield tp, message
             # the caller has now delivered the record and set its read offset
             if getattr(consumer, "_streamproc_seek_epoch", 0) != epoch:
@@ -115,6 +138,24 @@ async def deliver_until_seek(
                 return
     finally:
         await records.aclose()  # type: ignore[attr-defined]
+
+
+def record_hole(consumer: Any, tp: Any, offset: int) -> None:
+    """Record the offsets between the one expected next in `tp` and the record at `offset` as a hole.
+
+    Faust's own hole detection compares with its read offset, which after a seek holds the committed offset
+    (the next one to read) rather than the last one read, so it misses a hole of one at the committed
+    offset: on a topic written in transactions, the commit marker that always follows a commit. The
+    offset expected next is the committed one after a seek, then one past each record delivered."""
+    expected_by_tp = getattr(consumer, "_streamproc_next_offset", None)
+    if expected_by_tp is None:
+        expected_by_tp = consumer._streamproc_next_offset = {}
+    expected = expected_by_tp.get(tp)
+    if expected is None:
+        expected = consumer._committed_offset.get(tp)
+    if expected is not None and offset > expected:
+        consumer._gap[tp].addi(expected, offset)
+    expected_by_tp[tp] = offset + 1
 
 
 async def seek_again(consumer: Any) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 
 class BrokerError(RuntimeError):
@@ -137,6 +137,80 @@ def _end_offset(consumer: Consumer, partition: TopicPartition, deadline: float) 
             if error is None or error.code() not in _LEADER_MOVING or time.monotonic() > deadline:
                 raise
         time.sleep(0.05)  # a new leader takes over within milliseconds on a healthy cluster
+
+
+def last_committed_offsets(
+    kafka: str | Mapping[str, Any], partitions: Iterable[tuple[str, int]], timeout_s: float = 60.0
+) -> dict[tuple[str, int], int]:
+    """Per (topic, partition), the offset of its last record a read_committed reader sees; -1 when it has none.
+
+    On a partition written in transactions the end offset is one past a commit marker (or past an aborted
+    transaction's records), not past a record: the tail is read back from the end, in growing spans, up to
+    where a read_committed reader stops (the last stable offset)."""
+    deadline = time.monotonic() + timeout_s
+    consumer = Consumer(
+        {
+            **client_config(kafka),
+            "group.id": "streamproc-last-committed",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    try:
+        bounds = {}
+        for topic, partition in partitions:
+            left = max(deadline - time.monotonic(), 0.1)
+            bounds[(topic, partition)] = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), left
+            )
+        found = {tp: -1 for tp in bounds}
+        starts = {tp: high for tp, (low, high) in bounds.items() if high > low}
+        span = 256
+        while starts:
+            starts = {tp: max(bounds[tp][0], start - span) for tp, start in starts.items()}
+            found.update(_last_records_from(consumer, starts, deadline))
+            starts = {tp: start for tp, start in starts.items() if found[tp] < 0 and start > bounds[tp][0]}
+            span *= 4
+        return found
+    finally:
+        consumer.close()
+
+
+def _last_records_from(
+    consumer: Consumer, starts: Mapping[tuple[str, int], int], deadline: float
+) -> dict[tuple[str, int], int]:
+    """Per partition, the offset of the last record read from its start offset to its end; -1 if none."""
+    consumer.assign([TopicPartition(t, p, start) for (t, p), start in starts.items()])
+    last = {tp: -1 for tp in starts}
+    open_tps = set(starts)
+    try:
+        while open_tps:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions not read to their end in time: {sorted(open_tps)}")
+            for msg in consumer.consume(500, timeout=0.2):
+                tp = (msg.topic() or "", msg.partition() or 0)
+                error = msg.error()
+                if error is None:
+                    last[tp] = max(last[tp], msg.offset() or 0)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    open_tps.discard(tp)
+                else:
+                    raise KafkaException(error)
+        return last
+    finally:
+        consumer.unassign()
+
+
+def topic_max_message_bytes(kafka: str | Mapping[str, Any], topic: str, timeout_s: float = 30.0) -> int:
+    """The largest record batch `topic` takes (its max.message.bytes, or the broker's default)."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    admin = AdminClient(
+        client_config(kafka)
+    )  # referenced until the answer came: destroying it fails the future
+    futures = admin.describe_configs([resource], request_timeout=timeout_s)
+    return int(futures[resource].result(timeout_s)["max.message.bytes"].value)
 
 
 def topic_end_offsets(

@@ -8,6 +8,11 @@ Delivery callbacks run on the event loop's thread (`poll` is only called from th
 A Kafka outage is waited through, however long: records have no local delivery timeout (librdkafka
 retries until the brokers answer), and a settle waits for them, saying every 30 s that it waits; only
 a record the broker refuses fails it.
+
+With a `transactional_id` (exactly-once) the producer is transactional: `stages.transactions` begins and
+commits its transactions, records time out with the transaction, and a record with a fallback that is
+larger than its topic's `max.message.bytes` (`limit_topic`) is replaced by the fallback before it is sent,
+since a refusal by the broker would abort the whole transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from collections import Counter
 from functools import partial
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from streamproc.config import Settings
 from streamproc.kafka.clients import new_producer
@@ -26,6 +31,7 @@ from streamproc.kafka.records import position_of
 
 SETTLE_POLL_S = 0.002
 SETTLE_LOG_EVERY_S = 30.0
+RECORD_OVERHEAD_BYTES = 512  # a record batch's header and a record's own fields, well over their size
 TOO_LARGE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 log = logging.getLogger(__name__)
 
@@ -35,22 +41,35 @@ class OutputNotAcknowledged(RuntimeError):
 
 
 class OutputProducer:
-    def __init__(self, settings: Settings, name: str) -> None:
-        self._producer = new_producer(
-            settings,
-            name,
-            {
-                "queue.buffering.max.messages": 200_000,
-                "compression.type": settings.output_compression,
-                "message.timeout.ms": 0,  # retry through a Kafka outage of any length (settle_through logs the wait)
-            },
-        )
+    def __init__(self, settings: Settings, name: str, transactional_id: str | None = None) -> None:
+        config: dict[str, object] = {
+            "queue.buffering.max.messages": 200_000,
+            "compression.type": settings.output_compression,
+        }
+        if transactional_id is None:
+            config["message.timeout.ms"] = 0  # retry through an outage of any length (settle_through logs it)
+        else:  # message.timeout.ms: librdkafka's default, the transaction timeout
+            config["transactional.id"] = transactional_id
+            config["transaction.timeout.ms"] = settings.transaction_timeout_ms
+        self.transactional_id = transactional_id
+        self._producer = new_producer(settings, name, config)
+        self._limits: dict[str, int] = {}  # topic -> the largest record it takes whole (limit_topic)
         self._errors: list[str] = []
         self._generation = 0
         self._in_flight: Counter[int] = Counter()  # generation -> records not yet acknowledged
         self._callbacks = self._new_callbacks()
         # highest acknowledged offset per (topic, partition) of the records produced with track=True
         self.acked: dict[tuple[str, int], int] = {}
+
+    @property
+    def client(self) -> Producer:
+        """The librdkafka producer (its transactional calls are made by `stages.transactions`)."""
+        return self._producer
+
+    def limit_topic(self, topic: str, max_message_bytes: int) -> None:
+        """Records with a fallback for `topic` larger than this (key, value and a margin for the batch's own
+        bytes) are sent as their fallback without trying the whole."""
+        self._limits[topic] = max(max_message_bytes - RECORD_OVERHEAD_BYTES, 0)
 
     def _on_delivery(self, generation: int, track: bool, error: KafkaError | None, message: Message) -> None:
         left = self._in_flight[generation] - 1
@@ -84,6 +103,9 @@ class OutputProducer:
         `fallback`: a smaller value to send instead if Kafka refuses this one as too large (a dead letter's
         reduced form), so that a refusal never fails the commit that waits for it.
         """
+        limit = self._limits.get(topic)
+        if fallback is not None and limit is not None and len(value) + len(key or b"") > limit:
+            value, fallback = fallback, None
         callback = (
             self._callbacks[track]
             if fallback is None

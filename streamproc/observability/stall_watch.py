@@ -59,13 +59,16 @@ class StallWatch:
 
 
 def waiting_partitions(
-    committed: Mapping[Any, int | None], ends: Mapping[Any, int | None]
+    committed: Mapping[Any, int | None], ends: Mapping[Any, int | None], slack: int = 0
 ) -> dict[Any, tuple[int, int]]:
-    """The partitions whose end is past their committed offset: partition -> (committed, end)."""
+    """The partitions whose end is more than `slack` past their committed offset: partition -> (committed, end).
+
+    `slack` 1 where topics are written in transactions: the last offset of such a partition is a commit
+    marker, which no reader sees, so a worker that read everything has committed up to it, not past it."""
     waiting = {}
     for tp, end in ends.items():
         done = committed.get(tp) or 0
-        if end is not None and end > done:
+        if end is not None and end > done + slack:
             waiting[tp] = (done, end)
     return waiting
 
@@ -119,7 +122,11 @@ def consumer_state(app: Any) -> dict[str, Any]:
 
 
 def install_stall_watch(
-    app: Any, stall_after_s: float, on_stall: Callable[[], None], is_input: Callable[[Any], bool]
+    app: Any,
+    stall_after_s: float,
+    on_stall: Callable[[], None],
+    is_input: Callable[[Any], bool],
+    slack: int = 0,
 ) -> None:
     """Check every CHECK_INTERVAL_S; on a standstill with records waiting, log the consumer's state and call on_stall."""
     watch = StallWatch(stall_after_s)
@@ -136,7 +143,9 @@ def install_stall_watch(
         if not tps or not watch.due(still_s):
             return
         ends = await consumer.highwaters(*tps)
-        waiting = waiting_partitions({tp: committed for tp, (_read, committed) in positions.items()}, ends)
+        waiting = waiting_partitions(
+            {tp: committed for tp, (_read, committed) in positions.items()}, ends, slack
+        )
         if not waiting:
             watch.checked(time.monotonic())
             return

@@ -14,19 +14,15 @@ commit path per processing guarantee (STREAMPROC_PROCESSING_GUARANTEE).
 Both wait through a Kafka outage of any length (logged every ACK_WAIT_LOG_EVERY_S); a stop asked for
 during one gives up after STOP_GRACE_S, leaving the batch to be read again.
 
-librdkafka's transactional calls do not always honour their timeout: `send_offsets_to_transaction` can
-wait for ever once the group coordinator's broker went away and came back (librdkafka issues 5456 and 5511,
-open in 2.16; the broker-restart test met it). So each call runs in a helper thread, and one that has not
-returned after CALL_HANG_S is given up: a new producer takes the transactional id (which aborts the hung
-one's transaction and fences it), and the batch is read again. A fatal error other than fencing (the broker
-answered INVALID_TXN_STATE to an abort after a broker loss, in the 3-broker test) is met the same way.
+A transactional call that hangs or fails fatally (`streamproc.kafka.transactions` says when) costs the
+producer: a new one takes the transactional id (which aborts the old one's transaction and fences it), and
+the batch is read again.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -37,24 +33,29 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streamproc.config import Settings
 from streamproc.kafka.clients import new_producer
+from streamproc.kafka.transactions import (
+    KAFKA_CALL_TIMEOUT_S,
+    STOP_GRACE_S,
+    MustAbort,
+    NotAcknowledged,
+    ProducerFenced,
+    ProducerUnusable,
+    call_transactional,
+    error_reason,
+)
 from streamproc.observability.metrics import Metrics
+
+__all__ = [
+    "ProducerFenced",
+    "NotAcknowledged",
+    "TransactionalCommits",
+    "AtLeastOnceCommits",
+    "new_commit_path",
+]
 
 log = logging.getLogger(__name__)
 ACK_WAIT_LOG_EVERY_S = 30.0  # while a batch waits for Kafka, say so this often
-STOP_GRACE_S = 30.0  # a stop asked for during an outage gives up waiting after this
-KAFKA_CALL_TIMEOUT_S = 5.0  # one try of a transactional call; a retriable failure is tried again
-CALL_HANG_S = 30.0  # a transactional call that has not returned after this is hung (the module says why)
-
-# The errors with which the broker refuses a producer that another one with its transactional id replaced.
-FENCED = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
-
-
-class ProducerFenced(RuntimeError):
-    """Another scoring worker took this one's transactional id: this one is a zombie and must stop."""
-
-
-class NotAcknowledged(RuntimeError):
-    """A batch's outputs were refused or never acknowledged: its inputs must not be committed."""
+CALL_HANG_S = 30.0  # a transactional call that has not returned after this is hung (librdkafka 5456, 5511)
 
 
 class CommitPath(Protocol):
@@ -96,7 +97,7 @@ def new_commit_path(settings: Settings, metrics: Metrics, stopping: Callable[[],
 
 
 def count_commit_failure(metrics: Metrics, error: KafkaError) -> None:
-    metrics.commit_failures.labels(error.name().lstrip("_").lower()).inc()
+    metrics.commit_failures.labels(error_reason(error)).inc()
 
 
 class AtLeastOnceCommits:
@@ -221,7 +222,7 @@ class TransactionalCommits:
             try:
                 self._call("init_transactions", partial(producer.init_transactions, KAFKA_CALL_TIMEOUT_S))
                 break
-            except _ProducerUnusable as unusable:
+            except ProducerUnusable as unusable:
                 if unusable.reason != "producer_hung":
                     raise
                 self._abandon_producer()
@@ -256,7 +257,7 @@ class TransactionalCommits:
         )
         try:
             self._call("abort_transaction", lambda: producer.abort_transaction(KAFKA_CALL_TIMEOUT_S))
-        except _ProducerUnusable:
+        except ProducerUnusable:
             self._abandon_producer()
             self.start()
 
@@ -280,7 +281,7 @@ class TransactionalCommits:
                     )
                 self._call("commit_transaction", lambda: producer.commit_transaction(KAFKA_CALL_TIMEOUT_S))
                 return True
-            except _MustAbort as abort:
+            except MustAbort as abort:
                 log.warning(
                     "transaction aborted (%s); its %d sequence updates are read again",
                     abort.error,
@@ -288,7 +289,7 @@ class TransactionalCommits:
                 )
                 count_commit_failure(self.metrics, abort.error)
                 self._call("abort_transaction", lambda: producer.abort_transaction(KAFKA_CALL_TIMEOUT_S))
-        except _ProducerUnusable as unusable:
+        except ProducerUnusable as unusable:
             log.warning(
                 "%s; a new producer takes transactional id %s, and the batch's %d sequence updates are read again",
                 unusable,
@@ -320,71 +321,4 @@ class TransactionalCommits:
         self.producer = self._new_producer()
 
     def _call(self, what: str, call: Callable[[], Any]) -> None:
-        """`call` until it succeeds, trying again on a retriable error (an outage, a coordinator moving) for as
-        long as it takes; raise _MustAbort on an error that needs the transaction aborted, ProducerFenced when
-        another producer took the transactional id, and _ProducerUnusable when one try does not return in
-        CALL_HANG_S or fails with another fatal error (a broker answering INVALID_TXN_STATE to the abort of a
-        transaction it timed out, after a broker loss)."""
-        started = time.monotonic()
-        next_log = started + ACK_WAIT_LOG_EVERY_S
-        while True:
-            try:
-                run_bounded(call, CALL_HANG_S, what)
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.code() in FENCED:
-                    raise ProducerFenced(
-                        f"{what}: transactional id {self.transactional_id} was taken by another scoring "
-                        f"worker ({error}); this one stops"
-                    ) from exc
-                if error.txn_requires_abort() and what != "abort_transaction":
-                    raise _MustAbort(error) from exc
-                if not error.retriable():
-                    raise _ProducerUnusable(
-                        f"{what} failed: {error}", error.name().lstrip("_").lower()
-                    ) from exc
-            time.sleep(0.1)  # most retriable errors took KAFKA_CALL_TIMEOUT_S; some come back at once
-            now = time.monotonic()
-            if self.stopping() and now - started > STOP_GRACE_S:
-                raise NotAcknowledged(f"{what} not done after {now - started:.0f} s, and asked to stop")
-            if now >= next_log:
-                log.warning("%s waiting %.0f s for Kafka", what, now - started)
-                next_log = now + ACK_WAIT_LOG_EVERY_S
-
-
-def run_bounded(call: Callable[[], Any], timeout_s: float, what: str) -> None:
-    """Run `call` in a daemon thread and return (or raise) what it does; raise _ProducerUnusable if it has not
-    returned after `timeout_s` (the thread is left behind, and does not hold up the process's exit)."""
-    outcome: list[BaseException | None] = []
-
-    def target() -> None:
-        try:
-            call()
-            outcome.append(None)
-        except BaseException as exc:  # noqa: BLE001  # handed to the caller's thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, name=f"transactional-{what}", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if not outcome:
-        raise _ProducerUnusable(
-            f"{what} did not return in {timeout_s:.0f} s (librdkafka issues 5456, 5511)", "producer_hung"
-        )
-    if outcome[0] is not None:
-        raise outcome[0]
-
-
-class _ProducerUnusable(Exception):
-    """A call hung, or failed with a fatal error that is not fencing: the producer is replaced."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class _MustAbort(Exception):
-    def __init__(self, error: KafkaError) -> None:
-        super().__init__(str(error))
-        self.error = error
+        call_transactional(what, call, self.transactional_id, self.stopping, CALL_HANG_S)

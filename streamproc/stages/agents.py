@@ -8,9 +8,10 @@ change it:
 Events are taken in batches (what each batch does is in streamproc.stages.batches) and their states
 updated in memory (streamproc.stages.write_behind); each
 changed key is written to RocksDB and its changelog once per batch (state_flush="batch") or once
-per commit (state_flush="commit"), in the context of that key's own last event, and every output
-is acknowledged before the offsets are acknowledged or committed (at-least-once; redelivered
-offsets change no state twice).
+per commit (state_flush="commit"), in the context of that key's own last event. Exactly-once (the
+default): the three stages share one transactional producer, and each commit is one transaction with
+the input offsets (streamproc.stages.transactions). At-least-once: every output is acknowledged before
+the offsets are acknowledged or committed (redelivered offsets change no state twice).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from streamproc.observability.metrics import Metrics
 from streamproc.stages.app import Topology
 from streamproc.stages.batches import StageBatches
 from streamproc.stages.table_size import install_table_size_reporter
+from streamproc.stages.transactions import StageTransactions, worker_transactional_id
 from streamproc.stages.write_behind import StateCache, WriteBehind
 
 TAKE_MAX = 4000  # events per batch: more events per key per batch, fewer changelog records
@@ -42,7 +44,9 @@ TAKE_WITHIN_S = 0.01
 
 
 @contextmanager
-def acked_only_when_settled(events: Sequence[faust.EventT]) -> Iterator[None]:
+def acked_only_when_settled(
+    events: Sequence[faust.EventT], transactions: StageTransactions | None = None
+) -> Iterator[None]:
     """Hold each event's message until the body completes, so that an exception or a cancellation leaves
     the batch unacknowledged (redelivered after a restart) rather than committed with its work undone.
 
@@ -52,13 +56,19 @@ def acked_only_when_settled(events: Sequence[faust.EventT]) -> Iterator[None]:
     """
     for event in events:
         event.message.incref()
-    yield
+    try:
+        yield
+    except Exception as exc:
+        if transactions is not None:  # part of its records may be in the open transaction
+            transactions.failed_batch(exc)
+        raise
     for event in events:
         event.message.decref()
 
 
-def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> None:
-    """The three agents and their table states; `app.write_behind` holds the states and producers."""
+def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> WriteBehind:
+    """The three agents and their table states; the WriteBehind returned (also `app.write_behind`) holds the
+    states, the producers and, under exactly-once, the transactions."""
     app = topo.app
 
     def count_flush(table: str, written: int, seconds: float) -> None:
@@ -68,7 +78,16 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     write_behind = WriteBehind(on_flush=count_flush)
     app.write_behind = write_behind  # type: ignore[attr-defined]  # flushed in Faust's commit (compat.faust_commit_hook)
 
+    exactly_once = settings.processing_guarantee == "exactly_once"
+    shared_out = (
+        write_behind.producer(OutputProducer(settings, "stages", worker_transactional_id(settings)))
+        if exactly_once
+        else None
+    )
+
     def new_producer(name: str) -> OutputProducer:
+        if shared_out is not None:  # one transaction holds what every stage sends
+            return shared_out
         return write_behind.producer(OutputProducer(settings, name))
 
     def new_cache(
@@ -77,7 +96,11 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
         out: OutputProducer,
         encode_state: Callable[[bytes, State], bytes] | None = None,
     ) -> StateCache:
-        return write_behind.cache(StateCache(table, new_state, out, settings.state_cache_keys, encode_state))
+        return write_behind.cache(
+            StateCache(
+                table, new_state, out, settings.state_cache_keys, encode_state, hold_writes=exactly_once
+            )
+        )
 
     route_out = new_producer("route-transactions")
     terminal_out = new_producer("terminal-velocity")
@@ -86,6 +109,16 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     windows = WindowEncodings(settings.state_cache_keys)
     user_states = new_cache(topo.users, new_user_state, user_out, windows.state)
     stages = StageBatches(settings, metrics, EventTimeClocks(settings.max_event_ahead_ms), windows)
+    transactions = (
+        StageTransactions(settings, metrics, shared_out, write_behind.caches)
+        if shared_out is not None
+        else None
+    )
+    write_behind.transactions = transactions
+
+    async def before_batch() -> None:
+        if transactions is not None:
+            await transactions.before_batch()
 
     async def after_batch(out: OutputProducer, states: StateCache | None = None) -> None:
         """Per batch (state_flush="batch"): write the states and wait for every record before the batch is
@@ -102,7 +135,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     async def route_transactions(stream: faust.StreamT) -> None:
         out = route_out
         async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            with acked_only_when_settled(events):
+            await before_batch()
+            with acked_only_when_settled(events, transactions):
                 stages.route_batch(out, events)
                 await after_batch(out)
 
@@ -110,7 +144,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     async def terminal_velocity(stream: faust.StreamT) -> None:
         out, states = terminal_out, terminal_states
         async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            with acked_only_when_settled(events):
+            await before_batch()
+            with acked_only_when_settled(events, transactions):
                 stages.terminal_batch(out, states, events)
                 await after_batch(out, states)
 
@@ -118,7 +153,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     async def user_windows(stream: faust.StreamT) -> None:
         out, states = user_out, user_states
         async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            with acked_only_when_settled(events):
+            await before_batch()
+            with acked_only_when_settled(events, transactions):
                 stages.user_batch(out, states, events)
                 await after_batch(out, states)
 
@@ -131,3 +167,4 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Non
     install_table_size_reporter(
         app, (topo.users, topo.terminals), lambda table, keys: metrics.table_keys.labels(table).set(keys)
     )
+    return write_behind

@@ -9,7 +9,7 @@ import uvloop
 
 from streamproc.compat import install_faust_patches, mode_sigusr2
 from streamproc.config import Settings
-from streamproc.kafka.admin import check_partitions, create_topics
+from streamproc.kafka.admin import check_partitions, create_topics, topic_max_message_bytes
 from streamproc.observability.metrics import create_metrics, serve
 from streamproc.observability.partition_gauges import install_faust_partition_gauges
 from streamproc.observability.stall_watch import install_stall_watch, log_consumer_state
@@ -34,10 +34,19 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = create_metrics(with_process=True)
     topo = create_app(settings)
-    register_agents(topo, settings, metrics)
+    write_behind = register_agents(topo, settings, metrics)
+    dead_letter_limit = topic_max_message_bytes(settings.kafka_common(), settings.dead_letter_topic)
+    for out in write_behind.producers:  # a dead letter too large to go whole goes reduced, never refused
+        out.limit_topic(settings.dead_letter_topic, dead_letter_limit)
+    if write_behind.transactions is not None:
+        write_behind.transactions.start()
     inputs = frozenset(settings.worker_input_topics())
     install_stall_watch(
-        topo.app, settings.stall_report_s, metrics.worker_stalls.inc, is_input=lambda tp: tp.topic in inputs
+        topo.app,
+        settings.stall_report_s,
+        metrics.worker_stalls.inc,
+        is_input=lambda tp: tp.topic in inputs,
+        slack=1 if settings.processing_guarantee == "exactly_once" else 0,  # a commit marker ends a partition
     )
     install_faust_partition_gauges(topo.app, metrics, is_input=lambda tp: tp.topic in inputs)
     serve(metrics, settings.worker_metrics_port)

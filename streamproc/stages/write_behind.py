@@ -10,6 +10,10 @@ flush their stores. So a committed offset is always covered by durable state and
 ahead of the committed offsets is harmless, because states skip events they have already applied.
 With state_flush="batch" (the default is "commit") each agent runs `flush_stage` after every batch instead,
 before the batch is acknowledged, and the commit's flush finds nothing left to write.
+
+Under exactly-once (`hold_writes`), the changelog records go into the commit's Kafka transaction and the
+RocksDB writes are held back until it has committed (`apply_held`, from `stages.transactions`), so that
+RocksDB never holds a state the changelog does not: a crash before the commit leaves both at the last one.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.streams import _current_event
@@ -29,6 +33,9 @@ from rocksdict import WriteBatch
 
 from streamproc.core.events import decode, encode
 from streamproc.kafka.output_producer import OutputProducer
+
+if TYPE_CHECKING:
+    from streamproc.stages.transactions import StageTransactions
 
 State = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -88,6 +95,7 @@ class StateCache:
         out: OutputProducer,
         max_clean_keys: int,
         encode_state: Callable[[bytes, State], bytes] | None = None,
+        hold_writes: bool = False,
     ) -> None:
         self.table = table
         self.encode_state = encode_state or (
@@ -98,6 +106,8 @@ class StateCache:
         self.max_clean_keys = max_clean_keys
         self._dirty: dict[bytes, tuple[State, faust.EventT]] = {}
         self._clean: OrderedDict[bytes, State] = OrderedDict()
+        self.hold_writes = hold_writes  # RocksDB written by apply_held, once the changelog records committed
+        self._held: dict[bytes, tuple[faust.EventT, bytes, State]] = {}  # key -> (event, stored bytes, state)
         self.lookups = {"dirty": 0, "clean": 0, "table": 0}
 
     def __len__(self) -> int:
@@ -121,6 +131,10 @@ class StateCache:
         if entry is not None:
             self.lookups["dirty"] += 1
             return entry[0]
+        held = self._held.get(key)  # written to the changelog, not yet to RocksDB: newer than the table
+        if held is not None:
+            self.lookups["dirty"] += 1
+            return held[2]
         state = self._clean.get(key)
         if state is not None:
             self.lookups["clean"] += 1
@@ -140,21 +154,33 @@ class StateCache:
         self._dirty[key] = (state, event)
 
     def write_dirty(self) -> int:
-        """Write each dirty key once: to RocksDB, and to the changelog partition of its events; return how many."""
+        """Write each dirty key once: to the changelog partition of its events, and to RocksDB (held back until
+        `apply_held` with hold_writes); return how many."""
         changelog = self.table.changelog_topic.get_topic_name()
         written = len(self._dirty)
         writes: list[tuple[faust.EventT, bytes, bytes]] = []
         for key, (state, event) in self._dirty.items():
             value = self.encode_state(key, state)
-            writes.append((event, key, value))
+            if self.hold_writes:
+                self._held[key] = (event, value, state)
+            else:
+                writes.append((event, key, value))
             self.out.produce(changelog, key, value, partition=event.message.partition, track=True)
             self._clean[key] = state
             self._clean.move_to_end(key)
-        put_all(self.table.data, writes)
+        if writes:
+            put_all(self.table.data, writes)
         self._dirty.clear()
         while len(self._clean) > self.max_clean_keys:
             self._clean.popitem(last=False)
         return written
+
+    def apply_held(self) -> int:
+        """The changelog records written since the last call committed: write their states to RocksDB."""
+        held, self._held = self._held, {}
+        if held:
+            put_all(self.table.data, [(event, key, value) for key, (event, value, _state) in held.items()])
+        return len(held)
 
     def persist_offsets(self) -> None:
         """After the acknowledgements: remember the changelog offset each RocksDB partition has reached."""
@@ -168,6 +194,7 @@ class StateCache:
     def forget(self) -> None:
         """Drop every state held in memory (after a rebalance another worker may have changed them)."""
         self._dirty.clear()
+        self._held.clear()
         self._clean.clear()
 
 
@@ -178,9 +205,11 @@ class WriteBehind:
         self.caches: list[StateCache] = []
         self.producers: list[OutputProducer] = []
         self.on_flush = on_flush
+        self.transactions: StageTransactions | None = None  # exactly-once: commits replace flushes
 
     def producer(self, out: OutputProducer) -> OutputProducer:
-        self.producers.append(out)
+        if out not in self.producers:
+            self.producers.append(out)
         return out
 
     def cache(self, cache: StateCache) -> StateCache:

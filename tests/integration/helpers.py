@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.config import Settings
 from streamproc.demo.processes import settings_env
-from streamproc.kafka.admin import create_topics, end_offsets
+from streamproc.kafka.admin import create_topics, end_offsets, last_committed_offsets
 from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.runtime import die_with_parent, free_port
 
@@ -139,7 +139,9 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
     deadline = time.monotonic() + deadline_s
     try:
         while True:
-            ends = end_offsets(settings.kafka_common(), tps)
+            # one past the last record a read_committed reader sees: under exactly-once a partition's end
+            # offset is past a commit marker, which no reader reads and so no commit passes
+            ends = {tp: last + 1 for tp, last in last_committed_offsets(settings.kafka_common(), tps).items()}
             committed = {
                 (tp.topic, tp.partition): max(tp.offset, 0)
                 for tp in group.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
@@ -158,11 +160,12 @@ def wait_until_worker_caught_up(settings: Settings, deadline_s: float = 120.0) -
 def last_value_per_key(settings: Settings, topic: str, timeout_s: float = 60.0) -> dict[str, Any]:
     """Read a topic to its end: the last JSON value of each key (a table's final state, from its changelog).
 
-    The end is each partition's high watermark, read before starting; a partition is done once its records
-    up to there are read. Error events do not end a partition early.
+    The end is one past each partition's last committed record, found before starting (under exactly-once the
+    high watermark is past a commit marker, never delivered); a partition is done once its records up to there
+    are read. Error events do not end a partition early.
     """
     tps = [(topic, p) for p in range(settings.partitions)]
-    ends = end_offsets(settings.kafka_common(), tps)
+    ends = {tp: last + 1 for tp, last in last_committed_offsets(settings.kafka_common(), tps).items()}
     consumer = Consumer(
         {
             **settings.kafka_common(),

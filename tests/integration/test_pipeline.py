@@ -41,16 +41,16 @@ def table_keys(port: int) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("state_flush", ["batch", "commit"])
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_one(
-    broker, tiny_checkpoint, tmp_path, processes, reader, state_flush
+    broker, tiny_checkpoint, tmp_path, processes, reader, guarantee
 ):
     events = synthetic_events(5000)
     s = make_settings(
         broker,
         tmp_path,
         tiny_checkpoint,
-        state_flush=state_flush,
+        processing_guarantee=guarantee,
         alert_threshold=_low_risk_quantile(tiny_checkpoint, events),
     )
     worker, scorer = processes("worker", s), processes("score", s)
@@ -116,11 +116,15 @@ def _low_risk_quantile(checkpoint, events, q=0.1):
     return float(np.quantile([score.risk for score in scorer.score(windows)], q))
 
 
-@pytest.mark.parametrize("state_flush", ["commit", "batch"])
+@pytest.mark.parametrize(
+    ("state_flush", "guarantee"), [("commit", "exactly_once"), ("batch", "at_least_once")]
+)
 def test_worker_stopped_and_killed_mid_stream_recovers_state_from_rocksdb_and_from_the_changelog(
-    broker, tiny_checkpoint, tmp_path, processes, reader, state_flush
+    broker, tiny_checkpoint, tmp_path, processes, reader, state_flush, guarantee
 ):
-    s = make_settings(broker, tmp_path, tiny_checkpoint, state_flush=state_flush)
+    s = make_settings(
+        broker, tmp_path, tiny_checkpoint, state_flush=state_flush, processing_guarantee=guarantee
+    )
     events = synthetic_events(3200, seed=5)
     quarters = [events[i : i + 800] for i in range(0, len(events), 800)]
     r = reader(s, [s.sequence_updates_topic, s.risk_scores_topic])

@@ -48,6 +48,7 @@ def test_the_installed_faust_and_aiokafka_are_the_supported_ones_and_every_patch
         (faust_consumer.Consumer, "perform_seek"),
         (faust_consumer.Consumer, "getmany"),
         (faust_consumer.Consumer, "_new_offset"),
+        (faust_consumer.Consumer, "_add_gap"),
         (faust_consumer.Consumer, "_commit_offsets"),
         (faust_consumer.ThreadDelegateConsumer, "seek_to_committed"),
         (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),

@@ -10,7 +10,12 @@ from faust.transport.consumer import Consumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from streamproc.compat.faust_seek_fix import deliver_until_seek, install_seek_guard, skips_unprocessed_offset
+from streamproc.compat.faust_seek_fix import (
+    deliver_until_seek,
+    install_seek_guard,
+    record_hole,
+    skips_unprocessed_offset,
+)
 
 TP0 = TP("clicks", 0)
 
@@ -36,6 +41,28 @@ def test_a_real_hole_in_the_partition_may_still_be_committed_past():
     install_seek_guard()
     holes = IntervalTree.from_tuples([(385, 386)])  # offset 385 does not exist (e.g. compacted away)
     assert Consumer._new_offset(commit_state([386, 387], committed=385, gaps=holes), TP0) == 388
+
+
+def test_a_commit_marker_at_the_committed_offset_is_a_hole_the_commit_passes():
+    """On a topic written in transactions the next offset after a commit is its marker, never delivered: the
+    record after it opens a hole at the committed offset itself, and the commit moves past it."""
+    install_seek_guard()
+    state = commit_state([], committed=303)
+    asyncio.run(Consumer._add_gap(state, TP0, 303, 304))  # read offset 302, then record 304 arrives
+    state._acked[TP0] += [304, 305]
+    assert Consumer._new_offset(state, TP0) == 306
+
+
+def test_after_a_seek_a_commit_marker_at_the_committed_offset_is_a_hole_too():
+    install_seek_guard()
+    state = commit_state([], committed=84)  # a restart: sought to 84, the marker of the last commit
+    state._streamproc_next_offset = {}
+    record_hole(state, TP0, 85)
+    record_hole(state, TP0, 86)
+    state._acked[TP0] += [85, 86]
+    assert Consumer._new_offset(state, TP0) == 87
+    # without the hole, 84 counts as never processed and the commit waits
+    assert Consumer._new_offset(commit_state([85, 86], committed=84), TP0) is None
 
 
 def test_skips_unprocessed_offset_is_false_without_a_commit_or_without_acks():

@@ -15,7 +15,7 @@ ALLOWED = {
     "core": {"core"},
     "kafka": {"config", "kafka"},
     "observability": {"config", "observability"},
-    "compat": {"config", "compat"},
+    "compat": {"config", "compat", "kafka"},
     "feed": {"config", "core", "feed", "kafka"},
     "stages": {"config", "core", "kafka", "observability", "compat", "stages"},
     "scoring": {"config", "core", "kafka", "observability", "scoring"},

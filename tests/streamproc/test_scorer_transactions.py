@@ -193,7 +193,7 @@ def test_a_fenced_producer_stops_the_worker_without_counting(code: int) -> None:
     producer = TransactionalProducer({"commit": [KafkaError(code, "fenced", fatal=True)]})
     worker = exactly_once_worker(producer)
     add(worker, [(0, 1)])
-    with pytest.raises(ProducerFenced, match="transactional id t-1 was taken by another scoring worker"):
+    with pytest.raises(ProducerFenced, match="transactional id t-1 was taken by another instance"):
         worker.flush_batch()
     assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 0
 
