@@ -6,8 +6,9 @@
   offsets in the worker's Kafka transaction, with the group metadata of Faust's aiokafka consumer, instead
   of aiokafka's offset commit; Faust's own bookkeeping of what is committed follows as after its commit.
 
-A failed flush or transaction crashes the worker without committing: the inputs are read again after a
-restart.
+A failed flush crashes the worker without committing: the inputs are read again after a restart. An
+abandoned transaction (`TransactionAbandoned`) makes the aiokafka member rejoin its group instead: the
+rebalance seeks the inputs back to the last commit. A fenced one crashes the worker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamproc.compat.patching import replace_method
-from streamproc.kafka.transactions import group_metadata
+from streamproc.kafka.transactions import TransactionAbandoned, group_metadata
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ async def commit_in_transaction(consumer: Any, transactions: Any, offsets: Mappi
         if not offsets:
             return False
         await transactions.commit(offsets, aiokafka_group_metadata(consumer))
+    except TransactionAbandoned as abandoned:
+        log.warning("%s", abandoned)
+        request_rejoin(consumer)
+        return False
     except Exception as exc:
         log.error("exactly-once commit failed; nothing committed: %r", exc)
         await consumer.crash(exc)
@@ -66,6 +71,13 @@ async def commit_in_transaction(consumer: Any, transactions: Any, offsets: Mappi
     consumer._committed_offset.update(offsets)
     consumer.app.monitor.on_tp_commit(offsets)
     return True
+
+
+def request_rejoin(consumer: Any) -> None:
+    """Have Faust's aiokafka member rejoin its group (on the consumer thread's loop, where aiokafka runs)."""
+    thread = consumer._thread
+    coordinator = thread._consumer._coordinator
+    thread.thread_loop.call_soon_threadsafe(coordinator.request_rejoin)
 
 
 def aiokafka_group_metadata(consumer: Any) -> bytes:

@@ -52,7 +52,9 @@ class OutputProducer:
             config["transactional.id"] = transactional_id
             config["transaction.timeout.ms"] = settings.transaction_timeout_ms
         self.transactional_id = transactional_id
-        self._producer = new_producer(settings, name, config)
+        self._new_client = lambda: new_producer(settings, name, config)
+        self._producer = self._new_client()
+        self._abandoned: list[Producer] = []  # given-up clients, kept referenced: a thread may be inside one
         self._limits: dict[str, int] = {}  # topic -> the largest record it takes whole (limit_topic)
         self._errors: list[str] = []
         self._generation = 0
@@ -65,6 +67,15 @@ class OutputProducer:
     def client(self) -> Producer:
         """The librdkafka producer (its transactional calls are made by `stages.transactions`)."""
         return self._producer
+
+    def replace_client(self) -> None:
+        """Give up the librdkafka producer (a transactional call of it hung) for a new one with the same
+        config; what the old one held is abandoned (its transaction is aborted when the new one registers)."""
+        self._abandoned.append(self._producer)
+        self._producer = self._new_client()
+        self._errors.clear()
+        self._in_flight.clear()
+        self.acked.clear()
 
     def limit_topic(self, topic: str, max_message_bytes: int) -> None:
         """Records with a fallback for `topic` larger than this (key, value and a margin for the batch's own

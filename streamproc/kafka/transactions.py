@@ -53,6 +53,11 @@ class MustAbort(Exception):
         self.error = error
 
 
+class TransactionAbandoned(RuntimeError):
+    """The open transaction was aborted: the worker must read its inputs again from the last commit (the Faust
+    worker rejoins its group: `compat.faust_commit_hook`)."""
+
+
 def error_reason(error: KafkaError) -> str:
     """A failure's label in streamproc_commit_failures_total{reason}."""
     return error.name().lstrip("_").lower()

@@ -116,9 +116,9 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Wri
     )
     write_behind.transactions = transactions
 
-    async def before_batch() -> None:
-        if transactions is not None:
-            await transactions.before_batch()
+    async def before_batch() -> bool:
+        """False: skip the batch (an abandoned transaction: it is read again after the group rejoin)."""
+        return transactions is None or await transactions.before_batch()
 
     async def after_batch(out: OutputProducer, states: StateCache | None = None) -> None:
         """Per batch (state_flush="batch"): write the states and wait for every record before the batch is
@@ -135,7 +135,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Wri
     async def route_transactions(stream: faust.StreamT) -> None:
         out = route_out
         async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            await before_batch()
+            if not await before_batch():
+                continue
             with acked_only_when_settled(events, transactions):
                 stages.route_batch(out, events)
                 await after_batch(out)
@@ -144,7 +145,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Wri
     async def terminal_velocity(stream: faust.StreamT) -> None:
         out, states = terminal_out, terminal_states
         async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            await before_batch()
+            if not await before_batch():
+                continue
             with acked_only_when_settled(events, transactions):
                 stages.terminal_batch(out, states, events)
                 await after_batch(out, states)
@@ -153,7 +155,8 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Wri
     async def user_windows(stream: faust.StreamT) -> None:
         out, states = user_out, user_states
         async for events in cast(faust.Stream, stream).take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            await before_batch()
+            if not await before_batch():
+                continue
             with acked_only_when_settled(events, transactions):
                 stages.user_batch(out, states, events)
                 await after_batch(out, states)
@@ -163,6 +166,12 @@ def register_agents(topo: Topology, settings: Settings, metrics: Metrics) -> Wri
         """Revocation committed (and so flushed) what it could; another worker may now change these states."""
         write_behind.forget_states()
         windows.forget()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # as above
+    async def read_on_from_the_last_commit(app: faust.App, assigned: set, **kwargs: Any) -> None:
+        """After a rejoin that followed an abandoned transaction: batches are processed again."""
+        if transactions is not None:
+            transactions.rewound()
 
     install_table_size_reporter(
         app, (topo.users, topo.terminals), lambda table, keys: metrics.table_keys.labels(table).set(keys)

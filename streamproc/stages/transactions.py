@@ -16,9 +16,15 @@ Quix Streams' `checkpointing/checkpoint.py` does in numbered steps):
   6. open the gate (the next batch begins the next transaction).
 
 RocksDB therefore never runs ahead of the committed changelog: after a crash, Faust's recovery reads the
-changelog (read_committed) from RocksDB's recorded offset and the state equals the last commit. A failure
-(an abortable error, fencing, a hung call) aborts what it can and raises `TransactionFailed`: the worker
-stops without committing, and after a restart reads its inputs again from the last commit.
+changelog (read_committed) from RocksDB's recorded offset and the state equals the last commit.
+
+A commit that cannot complete (an abortable error, a transaction the broker timed out in an outage, or a
+call that hung: librdkafka issues 5456 and 5511, met on every broker restart) is abandoned without
+stopping the worker: the transaction is aborted (a hung producer is replaced, and the new one's
+registration aborts and fences it), the batches in hand are skipped, and the worker rejoins its group
+(`TransactionAbandoned`): the rebalance forgets the states in memory, recovers the tables from the
+committed changelog and seeks the inputs back to the last commit, so that everything since is read again.
+Fencing (another instance took the transactional id) stops the worker (`TransactionFailed`).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from streamproc.kafka.transactions import (
     MustAbort,
     ProducerFenced,
     ProducerUnusable,
+    TransactionAbandoned,
     call_transactional,
     error_reason,
 )
@@ -52,8 +59,7 @@ CALL_HANG_S = 30.0  # a transactional call that has not returned after this is h
 
 
 class TransactionFailed(RuntimeError):
-    """A commit could not complete: nothing of the open transaction is visible, and the worker must stop so
-    that its inputs are read again from the last commit."""
+    """This worker was fenced: nothing of the open transaction is visible, and the worker must stop."""
 
 
 def worker_transactional_id(settings: Settings) -> str:
@@ -74,6 +80,7 @@ class StageTransactions:
         self._in_transaction = False
         self._failure: BaseException | None = None
         self._stopping = False
+        self.rewinding = False  # a transaction was abandoned: nothing is produced or committed until rewound
 
     def start(self) -> None:
         """Register the transactional id (aborting and fencing what a predecessor with the same id left open)."""
@@ -90,10 +97,23 @@ class StageTransactions:
             self._open.set()
         return self._open
 
-    async def before_batch(self) -> None:
-        """Wait while a commit runs, then make sure a transaction is open for the batch's records."""
+    async def before_batch(self) -> bool:
+        """Wait while a commit runs, then make sure a transaction is open for the batch's records; False when
+        the batch must be skipped (a transaction was abandoned: it is read again after the rejoin)."""
         await self.gate.wait()
+        if self.rewinding:
+            return False
         self._begin()
+        return True
+
+    def rewound(self) -> None:
+        """The group gave this worker its partitions again: they are read from the last commit."""
+        if self.rewinding:
+            log.warning(
+                "exactly-once: rejoined after an abandoned transaction; reading on from the last commit"
+            )
+        self.rewinding = False
+        self._failure = None
 
     def failed_batch(self, exc: BaseException) -> None:
         """A batch raised after producing part of its records: the open transaction must never commit."""
@@ -107,12 +127,17 @@ class StageTransactions:
 
     async def commit(self, offsets: Mapping[TP, int], group_metadata: bytes) -> None:
         """Steps 1 to 6 above for the input `offsets` (the next offset to read, per partition)."""
+        if self.rewinding:
+            for cache in self.caches:
+                cache.forget()
+            raise TransactionAbandoned("a transaction was abandoned: nothing is committed until the rejoin")
         started = time.perf_counter()
         gate = self.gate
         gate.clear()  # 1
         try:
             if self._failure is not None:
-                raise TransactionFailed(f"a batch failed mid-way: {self._failure!r}")
+                await asyncio.to_thread(self._abort)
+                raise TransactionAbandoned(f"a batch failed mid-way: {self._failure!r}")
             self._begin()
             written = [cache.write_dirty() for cache in self.caches]  # 2
             positions = [TopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
@@ -134,21 +159,49 @@ class StageTransactions:
             self.metrics.state_flush.observe(time.perf_counter() - started)
         except MustAbort as abort:
             self.metrics.commit_failures.labels(error_reason(abort.error)).inc()
-            self._abort()
-            raise TransactionFailed(f"transaction aborted ({abort.error}); the worker stops") from abort
+            await asyncio.to_thread(self._abort)
+            self._abandon(f"transaction aborted ({abort.error})", abort)
         except ProducerUnusable as unusable:
             self.metrics.commit_failures.labels(unusable.reason).inc()
-            raise TransactionFailed(f"{unusable}; the worker stops") from unusable
+            await asyncio.to_thread(self._replace_producer)
+            self._abandon(str(unusable), unusable)
         except ProducerFenced as fenced:
             self.metrics.commit_failures.labels("fenced").inc()
             raise TransactionFailed(str(fenced)) from fenced
-        gate.set()  # 6 (a failed commit leaves it closed: the worker is stopping, no batch may start)
+        except TransactionAbandoned:
+            self._abandon("a batch failed mid-way", None)
+        gate.set()  # 6 (after a fencing it stays closed: the worker is stopping, no batch may start)
+
+    def _abandon(self, why: str, cause: BaseException | None) -> None:
+        """Skip every batch and commit until the rejoin (`rewound`); the states in memory are forgotten."""
+        self._in_transaction = False
+        self.rewinding = True
+        for cache in self.caches:
+            cache.forget()
+        self.out.acked.clear()
+        self.gate.set()  # agents skip their batches (before_batch), so that Faust's revocation can finish
+        raise TransactionAbandoned(
+            f"{why}; the worker rejoins its group and reads on from the last commit"
+        ) from cause
+
+    def _replace_producer(self) -> None:
+        """A new producer takes the transactional id: the hung one's transaction is aborted, and it is fenced."""
+        while True:
+            self.out.replace_client()
+            try:
+                self.start()
+                return
+            except ProducerUnusable as unusable:
+                log.warning("a new producer's registration failed too (%s); trying another", unusable)
 
     def _abort(self) -> None:
         try:
             self._call("abort_transaction", lambda: self.out.client.abort_transaction(KAFKA_CALL_TIMEOUT_S))
-        except Exception as exc:  # noqa: BLE001  # the broker aborts it when it times out all the same
-            log.warning("abort failed (%r); the broker aborts the transaction when it times out", exc)
+        except ProducerFenced:
+            raise
+        except Exception as exc:  # noqa: BLE001  # a new producer's registration aborts it
+            log.warning("abort failed (%r); a new producer takes the transactional id", exc)
+            self._replace_producer()
 
     def _call(self, what: str, call: Callable[[], object]) -> None:
         call_transactional(what, call, self.transactional_id, lambda: self._stopping, CALL_HANG_S)

@@ -1,6 +1,7 @@
-"""Exactly-once scoring on a real Apache Kafka: SIGKILLs of the scoring worker leave one risk score, one
-next-action score and at most one fraud alert per accepted event for a read_committed reader, and a fenced
-(zombie) scoring worker cannot commit."""
+"""Exactly-once on a real Apache Kafka: SIGKILLs of the scoring worker, and of the Faust worker, leave one
+sequence update, one risk score, one next-action score and at most one fraud alert per accepted event, and one
+dead letter per invalid message, for a read_committed reader, with states equal to a from-scratch fold; a
+fenced (zombie) scoring worker cannot commit."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from confluent_kafka import Consumer
 from streamproc.kafka.admin import create_topics, topic_end_offsets
 from streamproc.observability.metrics import create_metrics
 from streamproc.scoring.commits import ProducerFenced, TransactionalCommits
-from tests.integration.helpers import make_settings
-from tests.integration.pipeline_data import produce, synthetic_events
+from tests.integration.helpers import make_settings, wait_until_worker_caught_up
+from tests.integration.pipeline_data import assert_windows_match_from_scratch, produce, synthetic_events
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,74 @@ def test_scoring_worker_killed_three_times_mid_replay_publishes_each_score_once(
     assert len(r.messages[s.dead_letter_topic]) == len(invalid)
     print(  # the counts the docs report for repeated runs (pytest -s)
         f"exactly-once kill test: {len(accepted)} accepted events; read committed: "
+        + ", ".join(f"{t.split('-', 1)[1]} {len(r.messages[t])}" for t in outputs)
+        + f", dead letters {len(r.messages[s.dead_letter_topic])} of {len(invalid)} invalid"
+    )
+
+
+def test_both_workers_killed_three_times_each_mid_stream_publish_everything_once_and_states_match(
+    broker, tiny_checkpoint, tmp_path, processes, reader
+):
+    """Events arrive in six chunks; while the first three are processed the Faust worker is SIGKILLed, while
+    the last three are scored the scoring worker is, each at a random point (most of them with a transaction
+    open, some inside a commit)."""
+    suffix = uuid.uuid4().hex[:8]
+    s = make_settings(
+        broker,
+        tmp_path,
+        tiny_checkpoint,
+        batch_max_size=64,
+        alert_threshold=0.0,
+        commit_interval_ms=200,  # more commits, so that kills land inside some
+        worker_transactional_id=f"worker-{suffix}",
+        scorer_transactional_id=f"scorer-{suffix}",
+    )
+    events = synthetic_events(3000, seed=23)
+    chunks = [events[i : i + 500] for i in range(0, len(events), 500)]
+    accepted = {m["event_id"] for _, m in events}
+    outputs = [s.sequence_updates_topic, s.risk_scores_topic, s.next_action_topic, s.fraud_alerts_topic]
+    r = reader(s, [*outputs, s.dead_letter_topic])
+    worker, scorer = processes("worker", s), processes("score", s)
+    rng = random.Random(23)
+    invalid: list = []
+    for i, chunk in enumerate(chunks):
+        invalid += produce(s, chunk, invalid_every=60)
+        killed = "worker" if i < 3 else "score"
+        topic = s.sequence_updates_topic if killed == "worker" else s.risk_scores_topic
+        at = i * 500 + rng.randrange(50, 450)
+        r.poll_until(
+            lambda at=at, topic=topic: len(r.messages[topic]) >= at, deadline_s=300, watch=[worker, scorer]
+        )
+        if killed == "worker":
+            worker.kill()
+            worker = processes("worker", s)
+        else:
+            scorer.kill()
+            scorer = processes("score", s)
+    r.poll_until(
+        lambda: (
+            all(set(ids(r.messages[t])) >= accepted for t in outputs)
+            and len(r.messages[s.dead_letter_topic]) >= len(invalid)
+        ),
+        deadline_s=400,
+        watch=[worker, scorer],
+    )
+    wait_until_worker_caught_up(s)
+    for topic in [
+        *outputs,
+        s.dead_letter_topic,
+    ]:  # anything published after the last expected one is read too
+        r.read_to_end(topic, deadline_s=60)
+    for topic in outputs:
+        counts = ids(r.messages[topic])
+        assert set(counts) == accepted and max(counts.values()) == 1, (topic, counts.most_common(3))
+    sources = Counter(
+        (d["source_topic"], d["partition"], d["offset"]) for d in r.messages[s.dead_letter_topic]
+    )
+    assert len(sources) == len(invalid) and max(sources.values()) == 1, sources.most_common(3)
+    assert_windows_match_from_scratch(s, events, r.messages[s.sequence_updates_topic])
+    print(  # the counts the docs report for repeated runs (pytest -s)
+        f"exactly-once kill test (both workers): {len(accepted)} accepted events; read committed: "
         + ", ".join(f"{t.split('-', 1)[1]} {len(r.messages[t])}" for t in outputs)
         + f", dead letters {len(r.messages[s.dead_letter_topic])} of {len(invalid)} invalid"
     )
