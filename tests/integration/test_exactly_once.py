@@ -50,19 +50,8 @@ def test_scoring_worker_killed_three_times_mid_replay_publishes_each_score_once(
         )
         scorer.kill()
         scorer = processes("score", s)
-    r.poll_until(
-        lambda: (
-            all(set(ids(r.messages[t])) >= accepted for t in outputs)
-            and len(r.messages[s.dead_letter_topic]) >= len(invalid)
-        ),
-        deadline_s=400,
-        watch=[worker, scorer],
-    )
-    for topic in outputs:  # anything published after the last expected score is read too
-        r.read_to_end(topic, deadline_s=60)
-    for topic in outputs:
-        counts = ids(r.messages[topic])
-        assert set(counts) == accepted and max(counts.values()) == 1, (topic, counts.most_common(3))
+    wait_for_every_output(r, s, outputs, accepted, len(invalid), watch=[worker, scorer])
+    assert_each_output_once(r, s, outputs, accepted)
     assert len(r.messages[s.dead_letter_topic]) == len(invalid)
     print(  # the counts the docs report for repeated runs (pytest -s)
         f"exactly-once kill test: {len(accepted)} accepted events; read committed: "
@@ -110,23 +99,9 @@ def test_both_workers_killed_three_times_each_mid_stream_publish_everything_once
         else:
             scorer.kill()
             scorer = processes("score", s)
-    r.poll_until(
-        lambda: (
-            all(set(ids(r.messages[t])) >= accepted for t in outputs)
-            and len(r.messages[s.dead_letter_topic]) >= len(invalid)
-        ),
-        deadline_s=400,
-        watch=[worker, scorer],
-    )
+    wait_for_every_output(r, s, outputs, accepted, len(invalid), watch=[worker, scorer])
     wait_until_worker_caught_up(s)
-    for topic in [
-        *outputs,
-        s.dead_letter_topic,
-    ]:  # anything published after the last expected one is read too
-        r.read_to_end(topic, deadline_s=60)
-    for topic in outputs:
-        counts = ids(r.messages[topic])
-        assert set(counts) == accepted and max(counts.values()) == 1, (topic, counts.most_common(3))
+    assert_each_output_once(r, s, outputs, accepted)
     sources = Counter(
         (d["source_topic"], d["partition"], d["offset"]) for d in r.messages[s.dead_letter_topic]
     )
@@ -137,6 +112,28 @@ def test_both_workers_killed_three_times_each_mid_stream_publish_everything_once
         + ", ".join(f"{t.split('-', 1)[1]} {len(r.messages[t])}" for t in outputs)
         + f", dead letters {len(r.messages[s.dead_letter_topic])} of {len(invalid)} invalid"
     )
+
+
+def wait_for_every_output(r, s, outputs, accepted, invalid_count, watch) -> None:
+    """Poll until every accepted event is in every output topic and every invalid message is dead-lettered."""
+    r.poll_until(
+        lambda: (
+            all(set(ids(r.messages[t])) >= accepted for t in outputs)
+            and len(r.messages[s.dead_letter_topic]) >= invalid_count
+        ),
+        deadline_s=400,
+        watch=watch,
+    )
+
+
+def assert_each_output_once(r, s, outputs, accepted) -> None:
+    """Read the outputs and dead letters to their ends (anything published after the last expected record is
+    read too), then: each accepted event exactly once in each output."""
+    for topic in [*outputs, s.dead_letter_topic]:
+        r.read_to_end(topic, deadline_s=60)
+    for topic in outputs:
+        counts = ids(r.messages[topic])
+        assert set(counts) == accepted and max(counts.values()) == 1, (topic, counts.most_common(3))
 
 
 def ids(messages):
