@@ -127,18 +127,27 @@ def bench_risk_trees(
         return None
     batch = [windows[j % len(windows)] for j in range(size)]
     head, features = np.zeros(size), risk_trees.window_features(batch)
+    explain_repeats = max(1, repeats // 10)  # an explanation is a forward pass per past event: slow
     steps = {
-        "Scorer.score, whole batch": lambda: scorer.score(batch),
-        "risk_trees.window_features": lambda: risk_trees.window_features(batch),
-        f"RiskTrees.blend, bag of {len(trees.boosters)}": lambda: trees.blend(head, features),
+        "Scorer.score, whole batch": (lambda: scorer.score(batch), repeats),
+        "risk_trees.window_features": (lambda: risk_trees.window_features(batch), repeats),
+        f"RiskTrees.blend, bag of {len(trees.boosters)}": (lambda: trees.blend(head, features), repeats),
+        "RiskTrees.contributions (an alert's trees explanation)": (
+            lambda: trees.contributions(features),
+            repeats,
+        ),
+        "Scorer.score, every window an explained alert": (
+            lambda: scorer.score(batch, explain_at=0.0),
+            explain_repeats,
+        ),
     }
     rows = []
-    for name, step in steps.items():
+    for name, (step, times) in steps.items():
         step()  # warm
         t0 = time.perf_counter()
-        for _ in range(repeats):
+        for _ in range(times):
             step()
-        rows.append([name, str(size), str(repeats), fmt(1000 * (time.perf_counter() - t0) / repeats, 2)])
+        rows.append([name, str(size), str(times), fmt(1000 * (time.perf_counter() - t0) / times, 2)])
     return rows
 
 

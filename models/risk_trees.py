@@ -113,6 +113,21 @@ class RiskTrees:
         ]
         return np.mean(np.asarray(scores, dtype=np.float64), axis=0)
 
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """(N, len(TREE_FEATURES) + 1) each feature's share of `log_odds` (LightGBM's SHAP values,
+        `pred_contrib`, averaged over the bag as the log-odds are; a feature a booster does not read adds 0
+        there), the bias last: each row adds up to the bag's log-odds."""
+        width = features.shape[1]
+        total = np.zeros((features.shape[0], width + 1), dtype=np.float64)
+        if not len(features):  # LightGBM cannot predict no rows
+            return total
+        for b in self.boosters:
+            read = b.num_feature()
+            contrib = np.asarray(b.predict(features[:, :read], pred_contrib=True, num_threads=1))
+            total[:, :read] += contrib[:, :read]
+            total[:, width] += contrib[:, read]
+        return total / len(self.boosters)
+
     def blend(self, head_log_odds: np.ndarray, features: np.ndarray) -> np.ndarray:
         """(N,) served log-odds: head_weight * head + (1 - head_weight) * trees."""
         return self.head_weight * head_log_odds + (1 - self.head_weight) * self.log_odds(features)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import expit
 
-from models import checkpoint, risk_trees
+from models import checkpoint, explain, risk_trees
 from models.aggregates import AGGREGATE_FEATURES
 from models.device import resolve_device
 from models.encoder import TextEncoder
@@ -29,6 +30,10 @@ class Scores:
     next_action: dict[str, float]
     time_to_next_s: float
     model_version: str
+    explanation: dict[str, Any] | None = None  # why the risk is what it is (models.explain), when asked
+
+
+EXPLAIN_CHUNK = 256  # windows per forward pass of an explanation's occlusions
 
 
 class Scorer:
@@ -111,12 +116,40 @@ class Scorer:
         return (out.item_logits + self._item_bias)[:, 2:].float().cpu().numpy()
 
     @torch.inference_mode()
-    def score(self, windows: Sequence[Window]) -> list[Scores]:
-        """One Scores per window, in order."""
+    def head_log_odds(self, windows: Sequence[Window]) -> np.ndarray:
+        """(N,) the temporal head's risk log-odds, in forward passes of at most EXPLAIN_CHUNK windows."""
+        parts = [
+            self._forward(windows[i : i + EXPLAIN_CHUNK]).risk_logit.double().cpu().numpy()
+            for i in range(0, len(windows), EXPLAIN_CHUNK)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def explain(self, windows: Sequence[Window]) -> list[dict[str, Any]]:
+        """Why each window's risk is what it is: the blended log-odds, the head's most influential past events
+        and (with trees) the trees' top feature contributions (models.explain)."""
+        if not windows:
+            return []
+        trees = self.ckpt.risk_trees
+        head_weight = trees.head_weight if trees is not None else 1.0
+        heads = explain.head_explanations(self.head_log_odds, windows, head_weight)
+        tree_parts = explain.tree_explanations(trees, windows) if trees is not None else [None] * len(heads)
+        out = []
+        for head, tree in zip(heads, tree_parts, strict=True):
+            log_odds = head_weight * head["log_odds"] + (tree["weight"] * tree["log_odds"] if tree else 0.0)
+            out.append({"log_odds": log_odds, "head": head, **({"trees": tree} if tree else {})})
+        return out
+
+    @torch.inference_mode()
+    def score(self, windows: Sequence[Window], explain_at: float | None = None) -> list[Scores]:
+        """One Scores per window, in order; those with a risk of at least `explain_at` carry its explanation."""
         if not windows:
             return []
         out = self._forward(windows)
         risk = self._risk(out.risk_logit.double().cpu().numpy(), windows).tolist()
+        explained: dict[int, dict[str, Any]] = {}
+        if explain_at is not None:
+            chosen = [b for b, r in enumerate(risk) if r >= explain_at]
+            explained = dict(zip(chosen, self.explain([windows[b] for b in chosen]), strict=True))
         top = torch.softmax(out.item_logits + self._item_bias, dim=-1).topk(self.top_k, dim=-1)
         top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids
         top_p = top.values.cpu().tolist()
@@ -130,6 +163,7 @@ class Scorer:
                 next_action=dict(zip(names, actions[b], strict=True)),
                 time_to_next_s=time_s[b],
                 model_version=self.model_version,
+                explanation=explained.get(b),
             )
             for b in range(len(windows))
         ]

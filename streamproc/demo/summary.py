@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streamproc.config import Settings
 from streamproc.kafka.clients import new_consumer
+from streamproc.kafka.consumers import explanation_lines
 
 Partition = tuple[str, int]
 
@@ -92,6 +93,8 @@ class Summary:
                 f"  ALERT risk {alert['risk']:.2f} user {alert['user_id']} event {alert['event_id']} "
                 f"{alert.get('kind')} at {alert.get('item_id')} amount {alert.get('amount')}"
             )
+        if self.alerts:  # why the latest alert was raised
+            lines += explanation_lines(self.alerts[-1].get("explanation") or {})
         if self.last_recs:
             items = ", ".join(i["item_id"] for i in self.last_recs["top_items"][:5])
             action = max(self.last_recs["next_action"].items(), key=lambda kv: kv[1])[0]

@@ -27,6 +27,42 @@ def _consumer(settings: Settings, group: str, from_beginning: bool) -> Consumer:
     )
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.2f}"
+
+
+def _past_event(event: dict[str, Any]) -> str:
+    amount = event.get("amount")
+    amount_text = f" amount {amount:.2f}" if isinstance(amount, int | float) else ""
+    at = event.get("item_id") or "-"
+    return f"{event.get('event_id')} {event.get('kind') or event.get('action') or ''} at {at}{amount_text}"
+
+
+def explanation_lines(explanation: dict[str, Any]) -> list[str]:
+    """An alert's explanation (models.explain) as an analyst reads it, one line per half of the score, in
+    log-odds: what each feature added to the trees' score, and the past events that moved the head's most."""
+    lines = []
+    trees = explanation.get("trees")
+    if trees:
+        terms = [f"bias {_signed(trees['bias'])}"]
+        for part in trees["top"]:
+            value = part["value"]
+            value_text = "missing" if value is None else f"{value:.4g}"
+            terms.append(f"{part['feature']}={value_text} {_signed(part['contribution'])}")
+        terms.append(f"others {_signed(trees['others'])}")
+        lines.append(
+            f"    why, trees ({trees['weight']:.0%}): {_signed(trees['log_odds'])} = " + ", ".join(terms)
+        )
+    head = explanation.get("head")
+    if head:
+        events = ", ".join(f"{_past_event(e)} {_signed(e['effect'])}" for e in head["events"])
+        lines.append(
+            f"    why, sequence model ({head['weight']:.0%}): {_signed(head['log_odds'])}"
+            + (f"; past events that moved it most: {events}" if events else "; no past events")
+        )
+    return lines
+
+
 def format_alert(alert: dict[str, Any]) -> str:
     when = datetime.fromtimestamp(alert["event_ts_ms"] / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     amount = alert.get("amount")
@@ -42,7 +78,7 @@ def format_alert(alert: dict[str, Any]) -> str:
         f"{when}  risk {alert['risk']:.3f}  user {alert['user_id']:<10} {alert.get('kind') or '':<11} "
         f"at {alert.get('item_id') or '-':<10} amount {amount_text}{velocity_text}  event {alert['event_id']}  "
         f"(scored {lag_ms} ms after ingest, model {alert['model_version']})"
-    )
+    ) + "".join("\n" + line for line in explanation_lines(alert.get("explanation") or {}))
 
 
 def follow_alerts(settings: Settings, from_beginning: bool = False, max_alerts: int | None = None) -> int:

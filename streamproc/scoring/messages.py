@@ -109,4 +109,6 @@ def score_messages(
                 if name in ALERT_VELOCITY
             },
         }
+        if scores.explanation is not None:
+            out["alert"]["explanation"] = scores.explanation
     return out

@@ -46,6 +46,8 @@ class ScoringWorker:
         self.settings = settings
         self.scorer = scorer
         self.metrics = metrics
+        # alerts carry their explanation: the scorer explains every risk at or above the alert threshold
+        self._explain_at = settings.alert_threshold if settings.alert_explanations else None
         self.batcher: MicroBatcher[Pending] = MicroBatcher(
             settings.batch_max_size, settings.batch_max_wait_ms
         )
@@ -206,7 +208,7 @@ class ScoringWorker:
         if valid:
             self._check_inputs(valid)
             started = time.perf_counter()
-            scores = self.scorer.score([window_of(p) for p in valid])
+            scores = self.scorer.score([window_of(p) for p in valid], explain_at=self._explain_at)
             self.metrics.model_batch.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(valid))
             counted += self._publish(valid, scores)

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from scipy.special import logit
 
 from models.scorer import Scorer, Window
 from streamproc.kafka.consumers import follow_alerts, latest_scores_for, show_recommendations
@@ -77,6 +78,11 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
     alerted = {m["event_id"] for m in r.messages[s.risk_scores_topic] if m["risk"] >= s.alert_threshold}
     r.poll_until(lambda: len(r.messages[s.fraud_alerts_topic]) >= len(alerted), deadline_s=60)
     assert alerted and {m["event_id"] for m in r.messages[s.fraud_alerts_topic]} == alerted
+    for alert in r.messages[s.fraud_alerts_topic]:  # each says why, and what it says adds up to its risk
+        why, trees = alert["explanation"], alert["explanation"]["trees"]
+        assert why["log_odds"] == pytest.approx(logit(alert["risk"]), abs=1e-6)
+        parts = trees["bias"] + sum(p["contribution"] for p in trees["top"]) + trees["others"]
+        assert parts == pytest.approx(trees["log_odds"], abs=1e-9) and len(trees["top"]) == 5
     dead = r.messages[s.dead_letter_topic]
     assert sorted((d["source_topic"], base64.b64decode(d["raw_b64"]), d["reason"]) for d in dead) == sorted(
         invalid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from models.scorer import Scores
 from streamproc.kafka.consumers import format_alert
 from streamproc.scoring.messages import score_messages
@@ -70,3 +72,45 @@ def test_an_analyst_reads_the_alert_with_the_velocity_it_carries():
     assert "user 1h: 3 tx 1200.00" in line
     assert "terminal 1h" not in line  # its amount is missing: nothing half-said
     assert format_alert({k: v for k, v in alert.items() if k != "velocity"}).count(" 1h: ") == 0
+
+
+EXPLANATION = {
+    "log_odds": 2.0,
+    "head": {
+        "weight": 0.2,
+        "log_odds": 1.0,
+        "events": [
+            {"event_id": "tx8", "kind": "transaction", "item_id": "t7", "amount": 450.0, "effect": 0.75},
+            {"event_id": "c3", "kind": "click", "item_id": "i12", "effect": -0.25},
+        ],
+    },
+    "trees": {
+        "weight": 0.8,
+        "log_odds": 2.25,
+        "bias": -3.0,
+        "top": [
+            {"feature": "terminal_risk_30d", "value": 0.25, "contribution": 3.5},
+            {"feature": "TX_AMOUNT", "value": None, "contribution": 1.5},
+        ],
+        "others": 0.25,
+    },
+}
+
+
+def test_an_alert_carries_its_explanation_and_the_analyst_reads_why() -> None:
+    explained = replace(scores(0.9), explanation=EXPLANATION)
+    out = score_messages(UPDATE, explained, scored_ts_ms=1_530_000_000_100, alert_threshold=0.5)
+    assert out["alert"]["explanation"] == EXPLANATION
+    assert "explanation" not in out["risk"] and "explanation" not in out["next_action"]
+    first, trees, head = format_alert(out["alert"]).split("\n")
+    assert "risk 0.900" in first
+    assert trees == (
+        "    why, trees (80%): +2.25 = bias -3.00, terminal_risk_30d=0.25 +3.50, TX_AMOUNT=missing +1.50, "
+        "others +0.25"
+    )
+    assert head == (
+        "    why, sequence model (20%): +1.00; past events that moved it most: "
+        "tx8 transaction at t7 amount 450.00 +0.75, c3 click at i12 -0.25"
+    )
+    unexplained = score_messages(UPDATE, scores(0.9), 0, 0.5)["alert"]
+    assert "\n" not in format_alert(unexplained)  # nothing to explain, nothing printed
