@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     # commit (every commit_interval_ms), before the offsets are committed (write-behind: fewer writes,
     # faster); "batch" after every batch of events, before the batch is acknowledged.
     state_flush: Literal["batch", "commit"] = "commit"
-    commit_interval_ms: int = Field(1_000, ge=10)
+    # how often the Faust worker commits; unset: worker_commit_interval_ms()
+    commit_interval_ms: int | None = Field(None, ge=10)
     # per table: changed states held in memory before an early write, and unchanged ones kept for re-use
     state_cache_keys: int = Field(20_000, ge=1)
     # RocksDB memory per table partition: two memtables of this size (Faust's default: three of 64 MiB, which
@@ -143,6 +144,14 @@ class Settings(BaseSettings):
                 "states are written in each commit's transaction"
             )
         return self
+
+    def worker_commit_interval_ms(self) -> int:
+        """The Faust worker's commit interval: `commit_interval_ms` when set, else 100 ms under exactly_once
+        (a stage's outputs reach the next stage's read_committed consumer only at a commit, and a transaction
+        crosses three stages; Kafka Streams' default under exactly-once too) and 1 s under at_least_once."""
+        if self.commit_interval_ms is not None:
+            return self.commit_interval_ms
+        return 100 if self.processing_guarantee == "exactly_once" else 1_000
 
     def kafka_security(self) -> dict[str, Any]:
         """librdkafka's connection security options (none for PLAINTEXT)."""

@@ -92,7 +92,7 @@ def create_app(settings: Settings) -> Topology:
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000,
         broker_rebalance_timeout=settings.rebalance_timeout_ms / 1000,
-        broker_commit_interval=settings.commit_interval_ms / 1000,
+        broker_commit_interval=settings.worker_commit_interval_ms() / 1000,
         # Faust also commits every 10,000 acknowledged messages, from inside its fetch loop, which then waits
         # for the commit (and so for the write-behind flush): commits on the interval alone, in their own task
         broker_commit_every=2**31 - 1,

@@ -98,3 +98,11 @@ def test_every_setting_is_documented() -> None:
         if f"`STREAMPROC_{name.upper()}`" in page or f"`_{name.upper()}`" in page
     }
     assert set(Settings.model_fields) - named == set()
+
+
+def test_the_faust_commit_interval_follows_the_guarantee_unless_set() -> None:
+    assert Settings().worker_commit_interval_ms() == 100  # each stage's outputs are visible at its commits
+    assert Settings(processing_guarantee="at_least_once").worker_commit_interval_ms() == 1_000
+    assert Settings(commit_interval_ms=250).worker_commit_interval_ms() == 250
+    relaxed = Settings().with_overrides(processing_guarantee="at_least_once")
+    assert relaxed.worker_commit_interval_ms() == 1_000  # a copy re-derives it
