@@ -140,15 +140,19 @@ class Scorer:
         return out
 
     @torch.inference_mode()
-    def score(self, windows: Sequence[Window], explain_at: float | None = None) -> list[Scores]:
-        """One Scores per window, in order; those with a risk of at least `explain_at` carry its explanation."""
+    def score(
+        self, windows: Sequence[Window], explain_at: float | None = None, explain_max: int | None = None
+    ) -> list[Scores]:
+        """One Scores per window, in order; those with a risk of at least `explain_at` carry its explanation
+        (the `explain_max` riskiest of them, when given: an explanation costs far more than a score)."""
         if not windows:
             return []
         out = self._forward(windows)
         risk = self._risk(out.risk_logit.double().cpu().numpy(), windows).tolist()
         explained: dict[int, dict[str, Any]] = {}
         if explain_at is not None:
-            chosen = [b for b, r in enumerate(risk) if r >= explain_at]
+            chosen = sorted((b for b, r in enumerate(risk) if r >= explain_at), key=lambda b: -risk[b])
+            chosen = sorted(chosen[:explain_max] if explain_max is not None else chosen)
             explained = dict(zip(chosen, self.explain([windows[b] for b in chosen]), strict=True))
         top = torch.softmax(out.item_logits + self._item_bias, dim=-1).topk(self.top_k, dim=-1)
         top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids

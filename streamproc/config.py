@@ -89,9 +89,10 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(256, ge=1)
     batch_max_wait_ms: int = Field(20, ge=0)
     alert_threshold: float = Field(0.5, ge=0.0, le=1.0)
-    # each fraud alert carries why: the trees' top feature contributions and the past events that moved the
-    # temporal head's score most (one extra forward pass per past event of an alert's window)
-    alert_explanations: bool = True
+    # fraud alerts carry why: the trees' top feature contributions and the past events that moved the temporal
+    # head's score most; about 17 ms of CPU each (bench/scorer_bench.py), so at most this many per batch, the
+    # riskiest first (a flood of alerts must not stall scoring); 0: none
+    alert_explanations_per_batch: int = Field(16, ge=0)
     top_k: int = Field(10, ge=1)
     scorer_group: str = "streamproc-scorer"
     # exactly_once: each worker's outputs, dead letters, state changelogs and input offsets commit together in

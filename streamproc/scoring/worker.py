@@ -46,8 +46,8 @@ class ScoringWorker:
         self.settings = settings
         self.scorer = scorer
         self.metrics = metrics
-        # alerts carry their explanation: the scorer explains every risk at or above the alert threshold
-        self._explain_at = settings.alert_threshold if settings.alert_explanations else None
+        # alerts carry their explanation: the scorer explains the riskiest at or above the alert threshold
+        self._explain_at = settings.alert_threshold if settings.alert_explanations_per_batch else None
         self.batcher: MicroBatcher[Pending] = MicroBatcher(
             settings.batch_max_size, settings.batch_max_wait_ms
         )
@@ -208,7 +208,11 @@ class ScoringWorker:
         if valid:
             self._check_inputs(valid)
             started = time.perf_counter()
-            scores = self.scorer.score([window_of(p) for p in valid], explain_at=self._explain_at)
+            scores = self.scorer.score(
+                [window_of(p) for p in valid],
+                explain_at=self._explain_at,
+                explain_max=self.settings.alert_explanations_per_batch,
+            )
             self.metrics.model_batch.observe(time.perf_counter() - started)
             self.metrics.batch_size.observe(len(valid))
             counted += self._publish(valid, scores)

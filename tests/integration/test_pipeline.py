@@ -53,6 +53,7 @@ def test_replay_scores_every_accepted_event_once_and_dead_letters_every_invalid_
         tiny_checkpoint,
         processing_guarantee=guarantee,
         alert_threshold=_low_risk_quantile(tiny_checkpoint, events),
+        alert_explanations_per_batch=1_000,  # every alert explained (a batch holds at most 256)
     )
     worker, scorer = processes("worker", s), processes("score", s)
     invalid = produce(s, events, invalid_every=50)

@@ -95,6 +95,9 @@ def test_scores_explain_exactly_the_risks_at_the_threshold_and_the_halves_give_t
     plain = scorer.score(transactions)
     assert all(s.explanation is None for s in plain)
     assert all(s.explanation is None for s in scorer.score(transactions, explain_at=1.01))  # none to explain
+    capped = scorer.score(transactions, explain_at=0.0, explain_max=3)  # the riskiest three only
+    explained = sorted((s.risk for s in capped if s.explanation is not None), reverse=True)
+    assert explained == sorted((s.risk for s in plain), reverse=True)[:3]
     threshold = float(np.median([s.risk for s in plain]))
     scored = scorer.score(transactions, explain_at=threshold)
     for before, after in zip(plain, scored, strict=True):

@@ -57,7 +57,9 @@ class ConstantScorer:
     model_version, device = "v-test", "cpu"
     required_aggregates = frozenset({"customer_nb_tx_1d", "terminal_risk_30d", "customer_nb_tx_1h"})
 
-    def score(self, windows: list[Any], explain_at: float | None = None) -> list[Scores]:
+    def score(
+        self, windows: list[Any], explain_at: float | None = None, explain_max: int | None = None
+    ) -> list[Scores]:
         return [Scores(0.95, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test") for _ in windows]
 
 
@@ -231,7 +233,9 @@ def test_scores_wait_for_their_acknowledgement_through_an_outage(worker: Scoring
 
 
 class NanScorer(ConstantScorer):
-    def score(self, windows: list[Any], explain_at: float | None = None) -> list[Scores]:
+    def score(
+        self, windows: list[Any], explain_at: float | None = None, explain_max: int | None = None
+    ) -> list[Scores]:
         return [
             Scores(float("nan") if n == 1 else 0.1, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test")
             for n, _ in enumerate(windows)
