@@ -26,6 +26,13 @@ log = logging.getLogger(__name__)
 def install() -> None:
     from faust.transport import consumer as faust_consumer
 
+    for name in (
+        "_filter_committable_offsets",
+        "_filter_tps_with_pending_acks",
+    ):  # offsets_at_gate reads them
+        if not callable(getattr(faust_consumer.Consumer, name, None)):
+            raise RuntimeError(f"{__name__}: faust Consumer.{name} is gone; this patch needs a review")
+
     def replacement(original_commit_offsets: Any) -> Any:
         async def _commit_offsets(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
             write_behind = getattr(self.app, "write_behind", None)
@@ -50,15 +57,23 @@ async def commit_in_transaction(consumer: Any, transactions: Any, offsets: Mappi
     """Commit `offsets` (the next offset to read, per partition) with everything sent since the last commit;
     then what Faust's `_commit_offsets` does after a commit."""
     assignment = consumer.assignment()
-    revoked = {tp: offset for tp, offset in offsets.items() if tp not in assignment}
-    try:
+
+    def assigned(chosen: Mapping[Any, int]) -> Mapping[Any, int]:
+        revoked = {tp: offset for tp, offset in chosen.items() if tp not in assignment}
         if (
             revoked
         ):  # their records are in the open transaction: committing without their offsets re-sends them
             raise RuntimeError(f"offsets of partitions no longer assigned, records sent for them: {revoked}")
-        if not offsets:
+        return chosen
+
+    def offsets_at_gate() -> Mapping[Any, int]:
+        """Every offset acknowledged by now (Faust's own choice, made again once no batch can run)."""
+        return assigned(consumer._filter_committable_offsets(consumer._filter_tps_with_pending_acks()))
+
+    try:
+        if not assigned(offsets):
             return False
-        await transactions.commit(offsets, aiokafka_group_metadata(consumer))
+        offsets = await transactions.commit(offsets, aiokafka_group_metadata(consumer), offsets_at_gate)
     except TransactionAbandoned as abandoned:
         log.warning("%s", abandoned)
         request_rejoin(consumer)

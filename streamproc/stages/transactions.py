@@ -125,8 +125,17 @@ class StageTransactions:
             self.out.client.begin_transaction()
             self._in_transaction = True
 
-    async def commit(self, offsets: Mapping[TP, int], group_metadata: bytes) -> None:
-        """Steps 1 to 6 above for the input `offsets` (the next offset to read, per partition)."""
+    async def commit(
+        self,
+        offsets: Mapping[TP, int],
+        group_metadata: bytes,
+        offsets_at_gate: Callable[[], Mapping[TP, int]] | None = None,
+    ) -> Mapping[TP, int]:
+        """Steps 1 to 6 above for the input `offsets` (the next offset to read, per partition), updated with
+        `offsets_at_gate()` once the gate is closed: Faust chose `offsets` before an await, during which
+        batches may have produced records and been acknowledged, and a record must never commit without the
+        offset of its input (if its partition moved to another worker before the next commit, the new owner
+        would process that input again). Returns the offsets committed."""
         if self.rewinding:
             for cache in self.caches:
                 cache.forget()
@@ -134,6 +143,8 @@ class StageTransactions:
         started = time.perf_counter()
         gate = self.gate
         gate.clear()  # 1
+        if offsets_at_gate is not None:
+            offsets = {**offsets, **offsets_at_gate()}
         try:
             if self._failure is not None:
                 await asyncio.to_thread(self._abort)
@@ -171,6 +182,7 @@ class StageTransactions:
         except TransactionAbandoned:
             self._abandon("a batch failed mid-way", None)
         gate.set()  # 6 (after a fencing it stays closed: the worker is stopping, no batch may start)
+        return offsets
 
     def _abandon(self, why: str, cause: BaseException | None) -> None:
         """Skip every batch and commit until the rejoin (`rewound`); the states in memory are forgotten."""

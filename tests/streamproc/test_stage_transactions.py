@@ -210,3 +210,17 @@ def test_a_fenced_worker_stops_with_the_gate_shut() -> None:
         assert not tx.gate.is_set()  # no batch may start: the worker is stopping
 
     asyncio.run(run())
+
+
+def test_offsets_acknowledged_before_the_gate_closed_commit_with_their_records() -> None:
+    """Faust chooses the offsets before an await in which a batch may produce and be acknowledged: the offsets
+    are chosen again once the gate is closed, so that no record commits without its input's offset."""
+
+    async def run() -> None:
+        tx, out, _steps = make()
+        later = {TP("clicks", 0): 15}  # a batch of clicks[0] 11..14 ran after Faust chose OFFSETS
+        committed = await tx.commit(OFFSETS, GROUP_METADATA, lambda: later)
+        assert out.client.calls[1][1] == [("clicks", 0, 15), ("transactions", 1, 7)]
+        assert committed == {TP("clicks", 0): 15, TP("transactions", 1): 7}
+
+    asyncio.run(run())
