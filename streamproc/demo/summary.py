@@ -25,6 +25,7 @@ class Summary:
     since: dict[Partition, int] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     scored: set[str] = field(default_factory=set)
+    next_actions_for: set[str] = field(default_factory=set)
     dead_lettered: set[tuple[str, int, int]] = field(default_factory=set)
     latencies_ms: deque[int] = field(default_factory=lambda: deque(maxlen=5000))
     alerts: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=5))
@@ -57,6 +58,7 @@ class Summary:
         elif topic == settings.fraud_alerts_topic:
             self.alerts.append(value)
         elif topic == settings.next_action_topic:
+            self.next_actions_for.add(value["event_id"])
             self.last_recs = value
         elif topic == settings.dead_letter_topic and value.get("source_topic") in (
             settings.clicks_topic,
@@ -76,7 +78,10 @@ class Summary:
         return (len(self.scored) - count_then) / elapsed
 
     def done(self) -> int:
-        return len(self.scored) + len(self.dead_lettered)
+        """Input events seen through: both scores read (each topic is read at its own pace, so counting
+        risk scores alone could end the demo with next-action scores of the same transactions unread)
+        or dead-lettered."""
+        return len(self.scored & self.next_actions_for) + len(self.dead_lettered)
 
     def render(self, produced: int, settings: Settings, kafka_status: str = "", labels_sent: int = 0) -> str:
         lat = sorted(self.latencies_ms)

@@ -68,6 +68,9 @@ def test_the_summary_counts_only_outputs_of_input_from_its_start_offsets() -> No
     )
     assert summary.scored == {"new", "other"} and summary.dead_lettered == {("transactions", 1, 7)}
     assert summary.counts == {settings.risk_scores_topic: 2, settings.dead_letter_topic: 1}
+    assert summary.done() == 1  # "new" and "other" wait for their next-action scores
+    summary.add(settings.next_action_topic, score("new", "clicks", 0, 100) | {"next_action": {}}, settings)
+    summary.add(settings.next_action_topic, score("other", "clicks", 2, 0) | {"next_action": {}}, settings)
     assert summary.done() == 3
 
 
