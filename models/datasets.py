@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -101,22 +103,93 @@ def _sequence_log(name: str, df: pd.DataFrame, has_text: bool, notes: str) -> Ev
     )
 
 
+def _file_in(path: str | Path, default_name: str) -> Path:
+    """`path` itself when it is a file, else `default_name` in that folder."""
+    path = Path(path)
+    return path if path.is_file() else path / default_name
+
+
 def load_ml1m(data_dir: str | Path) -> EventLog:
-    """MovieLens-1M leave-one-out sequences (DiffuRec preprocessing) with titles and genres."""
-    data_dir = Path(data_dir)
-    seq = pd.read_csv(data_dir / "ml1m_sequences_loo.csv")
-    movies = pd.read_csv(data_dir / "movies.csv").rename(columns={"genres": "category"})
+    """MovieLens-1M leave-one-out sequences (DiffuRec preprocessing) with titles and genres: the folder
+    (ml1m_sequences_loo.csv and movies.csv) or the sequences file, with movies.csv beside it."""
+    seq_file = _file_in(data_dir, "ml1m_sequences_loo.csv")
+    seq = pd.read_csv(seq_file)
+    movies = pd.read_csv(seq_file.parent / "movies.csv").rename(columns={"genres": "category"})
     df = seq.merge(movies, on="movie_id", how="left").rename(columns={"movie_id": "item_id"})
     notes = "no timestamps in the published sequences: ts_ms = pos * 60 s (synthetic); split as published"
     return _sequence_log("ml1m", df, True, notes)
 
 
 def load_beauty(data_dir: str | Path) -> EventLog:
-    """Amazon Beauty 5-core leave-one-out sequences (S3Rec preprocessing); re-indexed ids, no text."""
-    seq = pd.read_csv(Path(data_dir) / "amazon_beauty_sequences_loo.csv")
+    """Amazon Beauty 5-core leave-one-out sequences (S3Rec preprocessing); re-indexed ids, no text: the
+    folder or the file (any file of the same columns: user_idx, pos, item_idx, split)."""
+    seq = pd.read_csv(_file_in(data_dir, "amazon_beauty_sequences_loo.csv"))
     df = seq.rename(columns={"user_idx": "user_id", "item_idx": "item_id"})
     notes = "ids only; no timestamps: ts_ms = pos * 60 s (synthetic); split as published"
     return _sequence_log("beauty", df, False, notes)
+
+
+SEQUENCE_COLUMNS = {  # load_sequences: the names each column may have (first found wins)
+    "user_id": ("user_id", "user", "user_idx", "userId", "session_id", "SessionId"),
+    "item_id": ("item_id", "item", "item_idx", "movie_id", "movieId", "ItemId"),
+    "timestamp": ("timestamp", "ts", "time", "Time"),  # seconds since the epoch
+    "pos": ("pos", "position"),
+}
+
+
+def load_sequences(path: str | Path) -> EventLog:
+    """Any sequence file (CSV, or Parquet by its suffix): a user column, an item column, a timestamp (seconds)
+    or a position column to order each user's events, and optionally `split` (train / val / test; without
+    it, per-user leave-one-out: last event test, second last validation) and `title` / `category` (event
+    text). Column names are matched as SEQUENCE_COLUMNS lists; ValueError names what is missing."""
+    path = Path(path)
+    raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    found = {
+        key: next((name for name in names if name in raw.columns), None)
+        for key, names in SEQUENCE_COLUMNS.items()
+    }
+    missing = [key for key in ("user_id", "item_id") if found[key] is None]
+    if missing or (found["timestamp"] is None and found["pos"] is None):
+        raise ValueError(
+            f"{path}: needs a user, an item and a timestamp or position column; missing {missing or ['order']}"
+            f" (names accepted: {SEQUENCE_COLUMNS}); columns found: {list(raw.columns)}"
+        )
+    df = pd.DataFrame({"user_id": raw[found["user_id"]], "item_id": raw[found["item_id"]]})
+    for text in ("title", "category"):
+        if text in raw.columns:
+            df[text] = raw[text].astype(str)
+    real_time = found["timestamp"] is not None
+    df["ts_ms"] = (
+        raw[found["timestamp"]].astype("int64") * 1000
+        if real_time
+        else raw[found["pos"]].astype("int64") * SYNTHETIC_STEP_MS
+    )
+    df = df.assign(kind="click", action="rate", event_id=np.arange(len(df)).astype(str))
+    df = df.sort_values(["user_id", "ts_ms"], kind="stable")
+    if "split" in raw.columns:
+        parts = raw.loc[df.index, "split"].astype(str)
+        unknown = sorted(set(parts) - {"train", "val", "test"})
+        if unknown:
+            raise ValueError(f"{path}: split values must be train, val or test; found {unknown}")
+    else:
+        parts = _loo_split(df)
+    split = dict(zip(df["event_id"], parts, strict=True))
+    has_text = "title" in df.columns or "category" in df.columns
+    notes = (
+        f"{path.name}: event_id = row number; "
+        + ("real timestamps" if real_time else "no timestamps: ts_ms = position * 60 s (synthetic)")
+        + ("; split as given" if "split" in raw.columns else "; split per user: last test, second last val")
+    )
+    return EventLog(
+        path.stem,
+        _frame_to_records(df),
+        None,
+        None,
+        has_text,
+        split,
+        synthetic_time=not real_time,
+        notes=notes,
+    )
 
 
 def load_movielens_small(data_dir: str | Path) -> EventLog:
@@ -263,3 +336,37 @@ def load_taobao(path: str | Path) -> EventLog:
     df = df.sort_values(["user_id", "ts_ms"], kind="stable")
     split = dict(zip(df["event_id"], _loo_split(df), strict=True))
     return EventLog("taobao", _frame_to_records(df), None, None, False, split, notes="event_id = row number")
+
+
+DATASETS: dict[str, Callable[[str | Path], EventLog]] = {  # the --dataset names of train and evaluate
+    "ml-1m": load_ml1m,
+    "amazon-beauty": load_beauty,
+    "movielens-small": load_movielens_small,
+    "fraud-handbook": load_fraud_handbook,
+    "yoochoose": load_yoochoose,
+    "taobao": load_taobao,
+    "sequences": load_sequences,
+}
+ALIASES = {"ml1m": "ml-1m", "beauty": "amazon-beauty", "fraud": "fraud-handbook"}  # earlier evaluate names
+LEAVE_ONE_OUT = ("ml-1m", "amazon-beauty", "movielens-small", "sequences")  # next-item evaluation
+
+
+def dataset_name(name: str) -> str:
+    """The data set's name in DATASETS, for that name or an alias; ValueError otherwise."""
+    name = ALIASES.get(name, name)
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {sorted(DATASETS)} (or {sorted(ALIASES)})")
+    return name
+
+
+def dataset_argument(name: str) -> str:
+    """argparse `type` of --dataset: the canonical name, or the error that lists the known ones."""
+    try:
+        return dataset_name(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def load(name: str, path: str | Path) -> EventLog:
+    """A data set by its --dataset name (or alias) from `path` (a file or folder, as its loader expects)."""
+    return DATASETS[dataset_name(name)](path)

@@ -245,3 +245,62 @@ def test_fold_event_ids_drop_customers_known_to_be_defrauded(tmp_path: Path) -> 
     # known on day 2 + 2 + 1 = 5, so it stays on test day 4 and is dropped on day 5
     assert sorted(train) == ["0", "1"]
     assert sorted(test) == ["4", "6"]
+
+
+def test_any_sequence_file_loads_with_its_own_column_names_and_a_leave_one_out_split(tmp_path: Path) -> None:
+    path = tmp_path / "shop.csv"
+    pd.DataFrame(
+        {
+            "user": ["b", "a", "a", "a", "b", "b"],
+            "item": [1, 2, 3, 4, 5, 6],
+            "timestamp": [30, 20, 10, 40, 10, 20],
+            "title": ["t1", "t2", "t3", "t4", "t5", "t6"],
+        }
+    ).to_csv(path, index=False)
+    log = ds.load("sequences", path)
+    assert [(r["user_id"], r["item_id"], r["ts_ms"]) for r in log.records][:3] == [
+        ("a", "3", 10_000),
+        ("a", "2", 20_000),
+        ("a", "4", 40_000),
+    ]
+    assert [log.split[r["event_id"]] for r in log.records] == ["train", "val", "test"] * 2
+    assert log.has_text and not log.synthetic_time and log.records[0]["title"] == "t3"
+
+
+def test_a_sequence_file_with_positions_and_its_own_split(tmp_path: Path) -> None:
+    path = tmp_path / "seq.parquet"
+    pd.DataFrame(
+        {"user_idx": [0, 0, 0], "pos": [2, 0, 1], "item_idx": [7, 5, 6], "split": ["test", "train", "val"]}
+    ).to_parquet(path)
+    log = ds.load_sequences(path)
+    assert [(r["item_id"], log.split[r["event_id"]]) for r in log.records] == [
+        ("5", "train"),
+        ("6", "val"),
+        ("7", "test"),
+    ]
+    assert log.synthetic_time and not log.has_text
+
+
+def test_a_sequence_file_without_its_columns_says_what_is_missing(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"user": [1], "thing": [2], "timestamp": [3]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"missing \['item_id'\]"):
+        ds.load_sequences(path)
+    pd.DataFrame({"user": [1], "item": [2], "timestamp": [3], "split": ["dev"]}).to_csv(path, index=False)
+    with pytest.raises(ValueError, match="split values"):
+        ds.load_sequences(path)
+
+
+def test_one_data_set_vocabulary_with_the_old_evaluate_names_as_aliases(tmp_path: Path) -> None:
+    assert [ds.dataset_name(n) for n in ("ml1m", "beauty", "fraud", "ml-1m")] == [
+        "ml-1m",
+        "amazon-beauty",
+        "fraud-handbook",
+        "ml-1m",
+    ]
+    with pytest.raises(ValueError, match="known"):
+        ds.dataset_name("imdb")
+    pd.DataFrame(
+        {"user_idx": [0, 0, 0], "pos": [0, 1, 2], "item_idx": [5, 6, 7], "split": ["train", "val", "test"]}
+    ).to_csv(tmp_path / "renamed.csv", index=False)
+    assert len(ds.load("beauty", tmp_path / "renamed.csv").records) == 3  # a file, not only its folder
