@@ -195,6 +195,7 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
         return lambda train_ids, test_ids: checkpoint_fraud_scores(path, log, test_ids, device=args.device)
 
     fold_scores: dict[str, dict[ds.Fold, np.ndarray]] = {}  # model label -> fold -> assessment scores
+    fold_reports: dict[str, dict[ds.Fold, dict[str, float]]] = {}  # model label -> fold -> its figures
 
     def mean_report(
         scorer: FoldScorer, folds: list[ds.Fold], label: str = ""
@@ -202,7 +203,14 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
         scores = [scorer(*splits[f]) for f in folds]
         fold_scores.setdefault(label, {}).update(zip(folds, scores, strict=True))
         reports = [bl.fraud_report(frame.loc[splits[f][1]], s) for f, s in zip(folds, scores, strict=True)]
+        fold_reports.setdefault(label, {}).update(zip(folds, reports, strict=True))
         return pd.DataFrame(reports).mean().to_dict(), np.concatenate(scores)
+
+    def week_rows(label: str, key: str, folds: list[ds.Fold], split: str) -> list[dict[str, object]]:
+        """Each assessment week's figures beside the mean (weeks differ by more than settings do)."""
+        if len(folds) < 2:
+            return []
+        return [result_row(label, f"{split} week {f.test_start}", fold_reports[key][f]) for f in folds]
 
     rows: list[dict[str, object]] = []
     test_scores: dict[str, np.ndarray] = {}
@@ -217,6 +225,7 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
             best = max(search, key=lambda s: s[1]["AP"])[0]
             label, scorer = f"{name} {best} (best validation AP)", lgbm(best, features)
             fold_scores[name] = fold_scores[f"{name} {best}"]
+            fold_reports[name] = fold_reports[f"{name} {best}"]
         elif name == SERVED_TREES:
             label, scorer = f"{name} (bag of {risk_trees.BAGS}, {risk_trees.PARAMS})", served_trees
             rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
@@ -226,16 +235,20 @@ def run_fraud(args: argparse.Namespace, out: Path) -> str:
                 f"{name} (mean of per-fold ranks of {', '.join(members)})",
                 rank_mean([fold_scores[m] for m in members], splits),
             )
-            rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds)[0]))
+            rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
         elif name.startswith("temporal"):
             label, scorer = name, temporal_fold_scorer(name, log, args)
             rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
         else:
             label, scorer = name, checkpoint(name)
             rows.append(result_row(label, "valid (4 folds)", mean_report(scorer, valid_folds, name)[0]))
+        rows += week_rows(label, name, valid_folds, "valid")
         if test_folds:  # --test-folds 0: validation only, for choosing settings
             test, test_scores[name] = mean_report(scorer, test_folds, name)
-            rows.append(result_row(label, f"test ({len(test_folds)} week)", test))
+            rows.append(
+                result_row(label, f"test ({len(test_folds)} week{'s' * (len(test_folds) > 1)})", test)
+            )
+            rows += week_rows(label, name, test_folds, "test")
         print(markdown_table(rows[-1:]), flush=True)
     test_ids = [e for f in test_folds for e in splits[f][1]]
     if test_ids:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,8 @@ from models import baselines as bl  # noqa: E402
 from models import datasets as ds  # noqa: E402
 from models import metrics  # noqa: E402
 from models.eval_report import markdown_table
+from models.eval_time_to_next import loo_tables
 from models.features import Window  # noqa: E402
-
-NEXT_ITEM_LOADERS: dict[str, Callable[[str], ds.EventLog]] = {
-    "ml1m": ds.load_ml1m,
-    "beauty": ds.load_beauty,
-    "movielens-small": ds.load_movielens_small,
-}
-
 
 NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")
 
@@ -81,10 +74,10 @@ class CheckpointItemScores:
 
 def checkpoint_next_item(
     path: str, log: ds.EventLog, data: bl.LooData, n_negatives: int, seed: int, device: str = "auto"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, pd.Series]:
-    """Validation, test and sampled-test ranks of a checkpoint, by the same full ranking as the
-    baselines (its whole catalogue scored, history masked), and its time-to-next prediction (hours)
-    before each user's test event."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, pd.Series]]:
+    """Validation, test and sampled-test ranks of a checkpoint, by the same full ranking as the baselines
+    (its whole catalogue scored, history masked), and its time-to-next predictions (hours, by user) before
+    each user's validation and test events."""
     from models.scorer import Scorer
 
     scorer = Scorer.load(path, device=device)
@@ -113,12 +106,18 @@ def checkpoint_next_item(
         n_negatives,
         seed,
     )
-    hours = [
-        s.time_to_next_s / 3600
-        for start in range(0, len(test_windows), 256)
-        for s in scorer.score([Window(events=w[-200:]) for w in test_windows[start : start + 256]])
-    ]
-    return val, test, sampled, pd.Series(hours, index=data.users)
+    hours = {
+        split: pd.Series(
+            [
+                s.time_to_next_s / 3600
+                for start in range(0, len(windows), 256)
+                for s in scorer.score([Window(events=w[-200:]) for w in windows[start : start + 256]])
+            ],
+            index=data.users,
+        )
+        for split, windows in (("val", val_windows), ("test", test_windows))
+    }
+    return val, test, sampled, hours
 
 
 def history_plot(lengths: np.ndarray, ranks_by_model: dict[str, np.ndarray], path: Path) -> None:
@@ -186,39 +185,13 @@ def checkpoint_curves_plot(folders: dict[str, Path], path: Path) -> bool:
     return True
 
 
-def time_to_next_rows(log: ds.EventLog, predicted: dict[str, pd.Series]) -> list[dict[str, object]]:
-    """MAE / RMSE (hours) of the gap before each user's test event: global and per-user median training
-    gap, and each checkpoint's prediction (hours, indexed by user)."""
-    frame = pd.DataFrame(
-        {"user": [r["user_id"] for r in log.records], "ts": [r["ts_ms"] for r in log.records]}
-    )
-    split = log.require_split()
-    frame["split"] = [split[r["event_id"]] for r in log.records]
-    frame["gap_h"] = frame.groupby("user", sort=False)["ts"].diff() / 3_600_000
-    train_gaps = frame[frame["split"] == "train"].dropna()
-    truth = frame[frame["split"] == "test"].set_index("user")["gap_h"]
-    per_user = train_gaps.groupby("user")["gap_h"].median().reindex(truth.index)
-    global_median = float(train_gaps["gap_h"].median())
-    rows = []
-    for name, pred in (
-        ("global median gap", np.full(len(truth), global_median)),
-        ("user median gap", per_user),
-        *((name, hours.reindex(truth.index)) for name, hours in predicted.items()),
-    ):
-        pred = np.nan_to_num(np.asarray(pred, dtype=float), nan=global_median)
-        rows.append(
-            {"model": name, "MAE (h)": metrics.mae(truth, pred), "RMSE (h)": metrics.rmse(truth, pred)}
-        )
-    return rows
-
-
 def next_item_ranks(
     name: str,
     args: argparse.Namespace,
     log: ds.EventLog,
     data: bl.LooData,
     histories: dict[str, bl.TrainHistory],
-    time_to_next: dict[str, pd.Series],
+    time_to_next: dict[str, dict[str, pd.Series]],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validation, test and sampled-test ranks of one baseline or checkpoint;
     training curves go to `histories`, a checkpoint's time-to-next predictions to `time_to_next`."""
@@ -242,12 +215,12 @@ def next_item_ranks(
 
 
 def run_next_item(args: argparse.Namespace, out: Path) -> str:
-    log = NEXT_ITEM_LOADERS[args.dataset](args.data_dir)
+    log = ds.load(args.dataset, args.data_dir)
     data = bl.loo_data(log)
     rows: list[dict[str, object]] = []
     test_ranks: dict[str, np.ndarray] = {}
     histories: dict[str, bl.TrainHistory] = {}
-    time_to_next: dict[str, pd.Series] = {}
+    time_to_next: dict[str, dict[str, pd.Series]] = {}
     for name in args.model:
         val, test, sampled = next_item_ranks(name, args, log, data, histories, time_to_next)
         test_ranks[name] = test
@@ -272,10 +245,10 @@ def run_next_item(args: argparse.Namespace, out: Path) -> str:
                 for n, h in histories.items()
             )
         )
-    if args.dataset == "movielens-small":
+    if not log.synthetic_time:  # real timestamps: time to next is measurable
         parts.append(
-            "Time to next event (test event of each user):\n\n"
-            + markdown_table(time_to_next_rows(log, time_to_next))
+            "Time to next event (hours; within 1 h / 24 h / 7 days: does the user return by then):\n\n"
+            + loo_tables(log, time_to_next)
         )
     notes = (
         f"{len(data.train)} users, {data.n_items} items. Full ranking over all items with the user's history "

@@ -11,14 +11,40 @@ from pathlib import Path
 
 import torch
 
+from models.datasets import DATASETS, LEAVE_ONE_OUT, dataset_argument
 from models.eval_fraud import run_fraud
-from models.eval_next_item import NEXT_ITEM_BASELINES, NEXT_ITEM_LOADERS, run_next_item
+from models.eval_next_item import NEXT_ITEM_BASELINES, run_next_item
+from models.eval_time_to_next import fraud_time_to_next
+
+FRAUD = "fraud-handbook"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--dataset", required=True, choices=[*NEXT_ITEM_LOADERS, "fraud"])
-    p.add_argument("--data-dir", required=True, help="data folder, or the parquet file for fraud")
+    p.add_argument(
+        "--dataset",
+        required=True,
+        type=dataset_argument,
+        metavar="{" + ",".join(d for d in DATASETS if d in (*LEAVE_ONE_OUT, FRAUD)) + "}",
+        help="as models.train names them (ml1m, beauty and fraud still work); `sequences`: any sequence file",
+    )
+    p.add_argument("--data-dir", required=True, help="data folder or file, as the data set's loader expects")
+    p.add_argument(
+        "--task",
+        choices=["default", "time-to-next"],
+        default="default",
+        help="fraud: time-to-next trains a time-only model and scores each customer's gap to the next "
+        "transaction (a next-item data set reports time to next with its checkpoints anyway)",
+    )
+    p.add_argument("--train-days", type=int, default=28, help="fraud time-to-next: training weeks' days")
+    p.add_argument("--checkpoint-dir", default="checkpoints", help="where models trained here are kept")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="fraud time-to-next: TrainConfig overrides",
+    )
     p.add_argument(
         "--model",
         nargs="+",
@@ -47,8 +73,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="fraud: score this LightGBM setting only instead of searching GBDT_GRID",
     )
     args = p.parse_args(argv)
-    if args.model is None:
-        args.model = ["lightgbm"] if args.dataset == "fraud" else list(NEXT_ITEM_BASELINES)
+    if args.dataset not in (*LEAVE_ONE_OUT, FRAUD):
+        p.error(f"--dataset {args.dataset}: evaluated by neither protocol (leave-one-out or fraud folds)")
+    if args.task == "time-to-next":
+        args.model = ["time head, trained here"]
+    elif args.model is None:
+        args.model = ["lightgbm"] if args.dataset == FRAUD else list(NEXT_ITEM_BASELINES)
     return args
 
 
@@ -56,7 +86,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    body = run_fraud(args, args.out) if args.dataset == "fraud" else run_next_item(args, args.out)
+    if args.task == "time-to-next" and args.dataset != FRAUD:
+        raise SystemExit("--task time-to-next is for --dataset fraud (next-item data sets report it anyway)")
+    if args.task == "time-to-next":
+        body = fraud_time_to_next(args, args.out)
+    elif args.dataset == FRAUD:
+        body = run_fraud(args, args.out)
+    else:
+        body = run_next_item(args, args.out)
     command = "python -m models.evaluate " + shlex.join(sys.argv[1:] if argv is None else argv)
     report = f"# {args.dataset}: {', '.join(args.model)}\n\nCommand: `{command}`\n\n{body}\n"
     args.out.write_text(report)

@@ -41,7 +41,7 @@ def multitask_loss(
     config: TrainConfig,
     negative_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of next-item CE, next-action CE, risk BCE and time MSE over the masked positions.
+    """Weighted sum of next-item CE, next-action CE, risk BCE and the time loss over the masked positions.
 
     With config.item_loss == "sampled", negative_probs (n_items,) is the negative-sampling distribution.
     """
@@ -82,10 +82,15 @@ def multitask_loss(
         "risk": _masked(
             F.binary_cross_entropy_with_logits, out.risk_logit, tgt["risk"], ~tgt["risk"].isnan()
         ),
-        "time": _masked(F.mse_loss, out.log_time_to_next, tgt["time"], ~tgt["time"].isnan()),
+        "time": _masked(
+            TIME_LOSSES[config.time_loss], out.log_time_to_next, tgt["time"], ~tgt["time"].isnan()
+        ),
     }
     total = torch.stack([config.loss_weights[k] * v for k, v in parts.items()]).sum()
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+TIME_LOSSES = {"median": F.l1_loss, "mean": F.mse_loss}  # TrainConfig.time_loss: what the time head predicts
 
 
 def _masked(loss_fn: Any, prediction: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -26,6 +27,8 @@ from models.batching import (
     make_batch,
     negative_sampling_probs,
 )
+from models.datasets import DATASETS, dataset_argument
+from models.datasets import load as load_dataset
 from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.feature_replay import replay_aggregates
@@ -36,12 +39,13 @@ from models.temporal import TemporalConfig, TemporalInput, TemporalModel, Tempor
 from models.text_finetune import TopLayerTuner
 from models.train_config import (
     DATASET_DEFAULTS,
-    DATASET_LOADERS,
     DEFAULT_PRESET,
     PRESETS,
     TrainConfig,
     apply_overrides,
 )
+
+log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
@@ -75,6 +79,7 @@ def evaluate(
     gap = torch.from_numpy(data.next_log_gap[ends])
     keep = ~gap.isnan()
     metrics["time_mse"] = float(F.mse_loss(cat["log_time_to_next"][keep], gap[keep])) if keep.any() else 0.0
+    metrics["time_mae"] = float(F.l1_loss(cat["log_time_to_next"][keep], gap[keep])) if keep.any() else 0.0
     risk = data.risk[ends]
     labelled = ~np.isnan(risk)
     if labelled.any():
@@ -85,7 +90,8 @@ def evaluate(
         if 0 < risk[labelled].sum() < labelled.sum():
             metrics["risk_auc"] = float(roc_auc_score(risk[labelled], logit))
             metrics["risk_ap"] = float(average_precision_score(risk[labelled], logit))
-    weights = {"item_ce": "item", "action_ce": "action", "risk_bce": "risk", "time_mse": "time"}
+    time_metric = "time_mae" if config.time_loss == "median" else "time_mse"  # the loss trained
+    weights = {"item_ce": "item", "action_ce": "action", "risk_bce": "risk", time_metric: "time"}
     metrics["loss"] = sum(config.loss_weights[w] * metrics[m] for m, w in weights.items() if m in metrics)
     return metrics
 
@@ -102,6 +108,17 @@ def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:
         with torch.no_grad():
             output: Any = model.risk_head[-1]  # the risk head's last Linear
             output.bias.fill_(float(np.log(rate / (1 - rate))))
+
+
+def init_time_bias(model: TemporalModel, log_gap: np.ndarray, time_loss: str) -> None:
+    """Start the time head at the training gaps' median (or mean) of log1p seconds (nan: no next event):
+    from zero, Adam's steps of about lr each would spend most of a short budget reaching it."""
+    known = log_gap[~np.isnan(log_gap)]
+    if len(known):
+        start = float(np.median(known) if time_loss == "median" else known.mean())
+        with torch.no_grad():
+            output: Any = model.time_head[-1]
+            output.bias.fill_(start)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:
@@ -156,6 +173,7 @@ def train(
     )
     model = TemporalModel(model_config).to(text_table.device)
     init_risk_bias(model, train_data.risk)
+    init_time_bias(model, train_data.next_log_gap, config.time_loss)
     groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": config.lr}]
     if tuner is not None:
         tuner.train()
@@ -176,7 +194,7 @@ def train(
         )
 
     best: tuple[float, dict[str, Any], dict[str, Any]] = (float("inf"), {}, snapshot())
-    history, bad, t0 = [], 0, time.monotonic()
+    history, bad, t0, stopped_by = [], 0, time.monotonic(), "max_steps"
     bar = tqdm(range(1, config.max_steps + 1), desc="train", mininterval=2.0)
     for step in bar:
         if config.sampling == "user_last":
@@ -195,7 +213,7 @@ def train(
         opt.step()
         sched.step()
         bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()}, refresh=False)
-        out_of_time = time.monotonic() - t0 > config.max_seconds
+        out_of_time = config.max_seconds is not None and time.monotonic() - t0 > config.max_seconds
         if step % config.eval_every == 0 or step == config.max_steps or out_of_time:
             table = tuner.embed_all() if tuner is not None else text_table
             metrics = {"step": step, "train_loss": loss.item()} | evaluate(
@@ -209,12 +227,22 @@ def train(
             else:
                 bad += 1
             if bad >= config.patience or out_of_time:
+                stopped_by = "max_seconds" if out_of_time else "patience"
                 break
     model.load_state_dict(best[2]["model"])
     if tuner is not None:
         tuner.top.load_state_dict(best[2]["tuner"])
         tuner.eval()
-    return model.eval().cpu(), {"best": best[1], "history": history, "seconds": time.monotonic() - t0}
+    if stopped_by == "max_seconds":
+        log.warning(
+            "training stopped by its safety net, max_seconds=%s, after %d of %d steps: the result depends "
+            "on this machine's speed and load",
+            config.max_seconds,
+            step,
+            config.max_steps,
+        )
+    report = {"best": best[1], "history": history, "seconds": time.monotonic() - t0}
+    return model.eval().cpu(), report | {"stopped_by": stopped_by, "steps": step}
 
 
 def fit(
@@ -291,7 +319,12 @@ def fit(
         "events": len(records),
         "seconds": time.monotonic() - t0,
     }
-    summary |= {"best": report["best"], "train_seconds": report["seconds"]}
+    summary |= {
+        "best": report["best"],
+        "train_seconds": report["seconds"],
+        "steps": report["steps"],
+        "stopped_by": report["stopped_by"],
+    }
     (Path(out) / "metrics.json").write_text(json.dumps(summary | {"history": report["history"]}, indent=1))
     return summary
 
@@ -347,8 +380,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="auto (default: cuda when available, else cpu), cpu or cuda[:N]")
     parser.add_argument(
         "--dataset",
-        choices=sorted(DATASET_LOADERS),
-        help="train on a data set, not synthetic (with its DATASET_DEFAULTS setting, about 15 minutes)",
+        type=dataset_argument,
+        metavar="{" + ",".join(DATASETS) + "}",
+        help="train on a data set, not synthetic (with its DATASET_DEFAULTS setting, about 15 minutes); "
+        "`sequences` reads any sequence file (models.datasets.load_sequences)",
     )
     parser.add_argument("--data", help="path of the data set (file or folder, as its loader expects)")
     parser.add_argument(
@@ -386,9 +421,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     config = config_for(args)
     if args.dataset:
-        from models import datasets
-
-        log = getattr(datasets, DATASET_LOADERS[args.dataset])(args.data)
+        log = load_dataset(args.dataset, args.data)
         summary = fit_event_log(log, config, args.out)
     else:
         records, labels = synthetic_records(PRESETS[args.preset or DEFAULT_PRESET][0])

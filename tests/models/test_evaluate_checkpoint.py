@@ -61,9 +61,9 @@ def test_full_ranking_matches_the_scorers_top_items(tiny_checkpoint: Path, tiny_
     # a target it never recommends scores -inf: ranked after every column (pessimistic ties)
     assert (val[~compared] == data.n_items + 1).all()
 
-    assert len(test) == len(sampled) == len(hours) == len(data.users)
+    assert len(test) == len(sampled) == len(hours["test"]) == len(hours["val"]) == len(data.users)
     assert (sampled >= 1).all() and (sampled <= 6).all() and (sampled <= test).all()
-    assert (hours >= 0).all()
+    assert all((h >= 0).all() for h in hours.values())
 
 
 def test_training_curves_are_drawn_from_the_checkpoint_history(tiny_checkpoint: Path, tmp_path: Path) -> None:

@@ -130,3 +130,18 @@ def test_every_preset_file_and_data_set_default_gives_a_valid_config() -> None:
         assert settings, name
         assert config != train_config.TrainConfig(), name
     assert "use_text=false" in train_config.DATASET_DEFAULTS["ml-1m"]  # from [shared] next-item-only
+
+
+def test_the_step_count_ends_training_and_the_clock_is_a_reported_safety_net(
+    tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    records, labels = tiny_records
+    _, config = train_config.PRESETS["tiny"]
+    config = replace(config, use_text=False, max_steps=3, eval_every=100, max_seconds=None)
+    summary = train.fit(records, labels, None, config, tmp_path / "steps")
+    assert (summary["steps"], summary["stopped_by"]) == (3, "max_steps")
+    clocked = train.fit(records, labels, None, replace(config, max_seconds=0.0), tmp_path / "clock")
+    assert (clocked["steps"], clocked["stopped_by"]) == (1, "max_seconds")
+    assert "stopped by its safety net" in caplog.text
+    saved = json.loads((tmp_path / "clock" / "metrics.json").read_text())
+    assert saved["stopped_by"] == "max_seconds"
