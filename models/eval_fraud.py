@@ -9,6 +9,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from models import metrics, risk_trees  # noqa: E402
 from models.eval_next_item import checkpoint_curves_plot
 from models.eval_report import markdown_table, result_row
 from models.features import Window  # noqa: E402
+from models.train_config import FRAUD_TEMPORAL
 
 GBDT_GRID = {"n_estimators": (100, 300), "num_leaves": (15, 63), "learning_rate": (0.05, 0.1)}
 
@@ -111,23 +113,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
     from models import train as tr
 
     assignments = [a for a in spec.partition(":")[2].split(",") if a]
-    base = tr.TrainConfig(
-        d_model=32,
-        n_layers=1,
-        max_len=30,
-        dropout=0.1,
-        batch_size=128,
-        lr=3e-3,
-        max_seconds=90,
-        eval_every=100,
-        patience=4,
-        sampling="labelled",
-        use_text=False,
-        val_windows=20_000,
-        loss_weights={"item": 0.0, "action": 0.0, "risk": 1.0, "time": 0.0},
-        device=args.device,
-    )
-    config = tr.apply_overrides(base, assignments)
+    config = tr.apply_overrides(replace(FRAUD_TEMPORAL, device=args.device), assignments)
     root = temporal_root(spec)
     ts = np.fromiter((r["ts_ms"] for r in log.records), dtype=np.int64, count=len(log.records))
     history_ms = 21 * 86_400_000

@@ -20,7 +20,7 @@ import pandas as pd
 from models import datasets as ds
 from models import metrics
 from models.eval_report import markdown_table
-from models.train_config import TrainConfig, apply_overrides
+from models.train_config import FRAUD_TEMPORAL, apply_overrides
 
 HORIZONS_H = (1, 24, 168)
 DAY_MS = 86_400_000
@@ -172,20 +172,14 @@ def _day_ms(day: dt.date) -> int:
     return int(dt.datetime.combine(day, dt.time(), dt.UTC).timestamp() * 1000)
 
 
-# the time-only model of the fraud evaluation: the served fraud setting's shape (no terminal ids, no text),
-# trained for time to next alone; a step count ends training, not the clock
-FRAUD_TIME_CONFIG = TrainConfig(
-    d_model=32,
-    n_layers=1,
-    max_len=30,
-    dropout=0.1,
-    batch_size=128,
-    lr=3e-3,
+# the time-only model of the fraud evaluation: the fraud folds' shape with no terminal ids, trained for time
+# to next alone on every event; a step count ends training, not the clock
+FRAUD_TIME_CONFIG = replace(
+    FRAUD_TEMPORAL,
     max_steps=1500,
+    max_seconds=None,
     eval_every=150,
-    patience=4,
-    use_text=False,
+    sampling="event",
     use_item_ids=False,
-    val_windows=20_000,
     loss_weights={"item": 0.0, "action": 0.0, "risk": 0.0, "time": 1.0},
 )

@@ -101,13 +101,14 @@ def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:
 
     With rare positives (fraud: ~1 %) a zero start spends the first steps pushing every logit down,
     which on a short budget leaves the ranking at or below chance; starting at the prior does not.
+    Without any labelled event (a recommender's data set) the head is never trained: it starts, and stays,
+    at a risk of 1e-4 rather than at a random ~0.5 that would raise an alert on every other event.
     """
     labelled = risk[~np.isnan(risk)]
-    if len(labelled):
-        rate = float(np.clip(labelled.mean(), 1e-4, 1 - 1e-4))
-        with torch.no_grad():
-            output: Any = model.risk_head[-1]  # the risk head's last Linear
-            output.bias.fill_(float(np.log(rate / (1 - rate))))
+    rate = float(np.clip(labelled.mean(), 1e-4, 1 - 1e-4)) if len(labelled) else 1e-4
+    with torch.no_grad():
+        output: Any = model.risk_head[-1]  # the risk head's last Linear
+        output.bias.fill_(float(np.log(rate / (1 - rate))))
 
 
 def init_time_bias(model: TemporalModel, log_gap: np.ndarray, time_loss: str) -> None:

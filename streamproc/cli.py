@@ -151,6 +151,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workers=args.workers,
         scorers=args.scorers,
         chaos=args.chaos,
+        checkpoint_chosen=args.checkpoint is not None or "STREAMPROC_CHECKPOINT" in os.environ,
     )
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from streamproc.config import Settings
@@ -25,7 +26,7 @@ from streamproc.demo.processes import (
     wait_for_pipeline,
 )
 from streamproc.demo.summary import Summary, output_consumer, output_topics
-from streamproc.feed.replay import read_events, replay, with_id_prefix
+from streamproc.feed.replay import detect_format, read_events, replay, with_id_prefix
 from streamproc.kafka.admin import create_topics, topic_end_offsets, wipe
 from streamproc.kafka.local_kafka import LocalKafka
 from streamproc.kafka.records import position_of, value_of
@@ -35,15 +36,51 @@ SUMMARY_EVERY_S = 2.0
 MIB = 2**20
 
 
-def ensure_checkpoint(path: Path) -> None:
-    """Train the default small checkpoint on the built-in synthetic data if there is none yet."""
+# replay format -> the models.train data set that reads the same file (a checkpoint fit for its events)
+TRAINABLE_DATA_SETS = {
+    "fraud": "fraud-handbook",
+    "movielens": "movielens-small",
+    "yoochoose": "yoochoose",
+    "taobao": "taobao",
+}
+
+
+def checkpoint_for(
+    configured: Path, chosen: bool, data: Path | None, fmt: str
+) -> tuple[Path, list[str], str]:
+    """The checkpoint the demo serves, the models.train arguments that make it when it is absent and a line
+    saying why. The configured one when it was chosen (--checkpoint,
+    STREAMPROC_CHECKPOINT) or the generator feeds the demo (its default checkpoint was trained on that
+    stream); for a data file, one trained on that file (the synthetic checkpoint's item ids mean nothing to
+    another data set's users), kept beside the configured one as `<data set>-<file name>`."""
+    default_train = ["--preset", "demo"]
+    if chosen or data is None or fmt == "generator":
+        return configured, default_train, f"serving {configured}"
+    fmt = detect_format(data) if fmt == "auto" else fmt
+    data_set = TRAINABLE_DATA_SETS.get(fmt)
+    if data_set is None:
+        return (
+            configured,
+            default_train,
+            f"serving {configured} (trained on the synthetic stream: models.train has no data set for "
+            f"--format {fmt}; pass --checkpoint to serve your own)",
+        )
+    path = configured.parent / f"{data_set}-{data.stem}"
+    why = f"serving {path}, trained on {data} (--checkpoint serves another)"
+    return path, ["--dataset", data_set, "--data", str(data)], why
+
+
+def ensure_checkpoint(path: Path, train_args: Sequence[str] = ("--preset", "demo")) -> None:
+    """Train the checkpoint with models.train `train_args` (default: the demo preset on the built-in
+    synthetic data) if there is none yet."""
     if (path / "config.json").exists():
         return
+    command = [sys.executable, "-m", "models.train", *train_args, "--out", str(path)]
     print(
-        f"no checkpoint at {path}: training the default one (python -m models.train --preset demo --out {path})",
+        f"no checkpoint at {path}: training it once (python -m models.train {' '.join(command[3:])})",
         flush=True,
     )
-    subprocess.run([sys.executable, "-m", "models.train", "--preset", "demo", "--out", str(path)], check=True)
+    subprocess.run(command, check=True)
 
 
 def state_dir_for(data_dir: Path, bootstrap_servers: str) -> Path:
@@ -79,13 +116,17 @@ def run_demo(
     workers: int = 1,
     scorers: int = 1,
     chaos: bool = False,
+    checkpoint_chosen: bool = False,
 ) -> int:
-    """Run the pipeline and replay `data` into it, on a local Kafka of `brokers` nodes (fresh each run) or
+    """Run the pipeline and replay `data` into it (scored by `checkpoint_for`'s choice), on a local Kafka of `brokers` nodes (fresh each run) or
     (`external`) on the Kafka at settings.bootstrap_servers, there with its topics, app id and scorer group
     prefixed by `namespace` (none if empty) so that it stays apart from a pipeline the cluster runs; 0 when
     done or stopped by Ctrl-C, 1 on failure."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    ensure_checkpoint(settings.checkpoint)
+    checkpoint, train_args, why = checkpoint_for(settings.checkpoint, checkpoint_chosen, data, fmt)
+    print(why, flush=True)
+    ensure_checkpoint(checkpoint, train_args)
+    settings = settings.with_overrides(checkpoint=checkpoint)
     logs = settings.data_dir / "logs"
     logs.mkdir(exist_ok=True)
     kafka: LocalKafka | None = None

@@ -101,12 +101,36 @@ class Summary:
         if self.alerts:  # why the latest alert was raised
             lines += explanation_lines(self.alerts[-1].get("explanation") or {})
         if self.last_recs:
-            items = ", ".join(i["item_id"] for i in self.last_recs["top_items"][:5])
-            action = max(self.last_recs["next_action"].items(), key=lambda kv: kv[1])[0]
             lines.append(
-                f"  recs for user {self.last_recs['user_id']}: next items {items}; likely next action {action}"
+                f"  user {self.last_recs['user_id']}: " + "; ".join(predictions_shown(self.last_recs))
             )
         return "\n".join(lines)
+
+
+def predictions_shown(next_action: dict[str, Any]) -> list[str]:
+    """What a next-action score says that its model was trained to say: next items only when the model
+    recommends any (one trained on payments alone lists none), the likely next action only when there is a
+    choice of actions, and the time to the next event."""
+    shown = []
+    if next_action.get("top_items"):
+        shown.append("next items " + ", ".join(i["item_id"] for i in next_action["top_items"][:5]))
+    actions = next_action.get("next_action") or {}
+    if len(actions) > 1:
+        shown.append("likely next action " + max(actions.items(), key=lambda kv: kv[1])[0])
+    if "time_to_next_s" in next_action:
+        shown.append("next event in " + duration(float(next_action["time_to_next_s"])) + " (median)")
+    return shown
+
+
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: 45 s, 12 min, 3.5 h, 2.0 days."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86_400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86_400:.1f} days"
 
 
 def output_topics(settings: Settings) -> tuple[str, ...]:

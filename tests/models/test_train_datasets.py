@@ -145,3 +145,17 @@ def test_the_step_count_ends_training_and_the_clock_is_a_reported_safety_net(
     assert "stopped by its safety net" in caplog.text
     saved = json.loads((tmp_path / "clock" / "metrics.json").read_text())
     assert saved["stopped_by"] == "max_seconds"
+
+
+def test_a_model_trained_without_any_fraud_label_raises_no_alerts(
+    tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path
+) -> None:
+    """A recommender's data set has no labels: its never-trained risk head must not score ~0.5 at random."""
+    from models.scorer import Scorer, Window
+
+    records, _ = tiny_records
+    _, config = train_config.PRESETS["tiny"]
+    train.fit(records, None, None, replace(config, use_text=False, max_steps=5), tmp_path / "nolabels")
+    scorer = Scorer.load(tmp_path / "nolabels", device="cpu")
+    windows = [Window(events=records[k : k + 10]) for k in range(0, 200, 10)]
+    assert max(s.risk for s in scorer.score(windows)) < 0.01

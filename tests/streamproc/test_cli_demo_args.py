@@ -11,7 +11,7 @@ from streamproc.config import Settings
 from streamproc.demo import run as demo_run
 from streamproc.demo import summary as demo_summary
 from streamproc.demo.run import state_dir_for
-from streamproc.demo.summary import Summary
+from streamproc.demo.summary import Summary, duration, predictions_shown
 from streamproc.kafka import reachability
 
 
@@ -110,3 +110,35 @@ def test_the_demo_starts_three_brokers_only_locally() -> None:
     with pytest.raises(SystemExit) as refused:  # before any connection to that Kafka is tried
         cli.main(["--bootstrap-servers", "kafka:9092", "demo", "--brokers", "3"])
     assert refused.value.code == 2
+
+
+def test_the_summary_shows_only_what_the_model_was_trained_to_predict() -> None:
+    shop = {
+        "top_items": [{"item_id": f"i{k}", "score": 1.0} for k in range(7)],
+        "next_action": {"view": 0.2, "purchase": 0.7, "transaction": 0.1},
+        "time_to_next_s": 5400.0,
+    }
+    assert predictions_shown(shop) == [
+        "next items i0, i1, i2, i3, i4",
+        "likely next action purchase",
+        "next event in 1.5 h (median)",
+    ]
+    payments = {"top_items": [], "next_action": {"transaction": 1.0}, "time_to_next_s": 200_000.0}
+    assert predictions_shown(payments) == ["next event in 2.3 days (median)"]
+    assert [duration(s) for s in (30, 600, 7200, 86_400 * 3)] == ["30 s", "10 min", "2.0 h", "3.0 days"]
+
+
+def test_the_demo_serves_a_checkpoint_trained_on_the_data_it_replays(tmp_path: Path) -> None:
+    from models.datasets import DATASETS
+
+    default = Path("checkpoints/demo")
+    parquet = tmp_path / "transactions_2018.parquet"
+    assert demo_run.checkpoint_for(default, False, None, "auto")[:2] == (default, ["--preset", "demo"])
+    path, train_args, why = demo_run.checkpoint_for(default, False, parquet, "auto")
+    assert path == Path("checkpoints/fraud-handbook-transactions_2018")
+    assert train_args == ["--dataset", "fraud-handbook", "--data", str(parquet)]
+    assert str(path) in why and "--checkpoint" in why
+    assert demo_run.checkpoint_for(Path("mine"), True, parquet, "auto")[0] == Path("mine")  # chosen: served
+    path, _, why = demo_run.checkpoint_for(default, False, tmp_path / "events.jsonl", "auto")
+    assert path == default and "no data set" in why
+    assert set(demo_run.TRAINABLE_DATA_SETS.values()) <= set(DATASETS)
