@@ -42,15 +42,9 @@ def time_to_next_rows(truth_h: np.ndarray, predictions: Mapping[str, np.ndarray]
             within = (truth_h <= horizon).astype(np.int64)
             both = 0 < within.sum() < len(within)
             row[f"AUC {horizon} h"] = metrics.roc_auc(within, -pred) if both else float("nan")
-            row[f"F1 {horizon} h"] = f1(within, pred <= horizon)
+            row[f"F1 {horizon} h"] = metrics.f1(within, pred <= horizon)
         rows.append(row)
     return rows
-
-
-def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    true_positive = float(np.sum(predicted & (labels == 1)))
-    denominator = float(np.sum(predicted) + np.sum(labels == 1))
-    return 2 * true_positive / denominator if denominator else 0.0
 
 
 def baselines(

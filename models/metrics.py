@@ -182,3 +182,10 @@ def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Root mean squared error."""
     return float(np.sqrt(np.mean((np.asarray(y_true, dtype=float) - np.asarray(y_pred, dtype=float)) ** 2)))
+
+
+def f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 of boolean predictions against 0/1 labels (0 when neither has a positive)."""
+    true_positive = float(np.sum(predicted & (labels == 1)))
+    denominator = float(np.sum(predicted) + np.sum(labels == 1))
+    return 2 * true_positive / denominator if denominator else 0.0
