@@ -193,10 +193,11 @@ def load_sequences(path: str | Path) -> EventLog:
 
 
 def load_movielens_small(data_dir: str | Path) -> EventLog:
-    """MovieLens latest-small ratings with real timestamps; per-user chronological leave-one-out."""
-    data_dir = Path(data_dir)
-    ratings = pd.read_csv(data_dir / "ratings.csv")
-    movies = pd.read_csv(data_dir / "movies.csv")
+    """MovieLens latest-small ratings with real timestamps; per-user chronological leave-one-out: the folder
+    or its ratings.csv (movies.csv beside it), as the replay takes either."""
+    ratings_file = _file_in(data_dir, "ratings.csv")
+    ratings = pd.read_csv(ratings_file)
+    movies = pd.read_csv(ratings_file.parent / "movies.csv")
     df = ratings.merge(movies, on="movieId", how="left").rename(
         columns={"userId": "user_id", "movieId": "item_id", "rating": "value", "genres": "category"}
     )
