@@ -18,11 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from models import baselines as bl  # noqa: E402
 from models import datasets as ds  # noqa: E402
 from models import metrics  # noqa: E402
+from models.cold_start import GenrePopularity, cold_warm_rows, hold_out, protocol  # noqa: E402
 from models.eval_report import markdown_table
 from models.eval_time_to_next import loo_tables
-from models.features import Window  # noqa: E402
+from models.features import Window, catalogue_texts  # noqa: E402
 
-NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")
+NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")  # the default --model list
+BASELINES = (*NEXT_ITEM_BASELINES, "genre_pop")  # genre_pop: popularity within the user's genres
 
 
 KS = (5, 10, 20)
@@ -73,14 +75,32 @@ class CheckpointItemScores:
 
 
 def checkpoint_next_item(
-    path: str, log: ds.EventLog, data: bl.LooData, n_negatives: int, seed: int, device: str = "auto"
+    path: str,
+    log: ds.EventLog,
+    data: bl.LooData,
+    n_negatives: int,
+    seed: int,
+    device: str = "auto",
+    held_out: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, pd.Series]]:
     """Validation, test and sampled-test ranks of a checkpoint, by the same full ranking as the baselines
     (its whole catalogue scored, history masked), and its time-to-next predictions (hours, by user) before
-    each user's validation and test events."""
+    each user's validation and test events.
+
+    A checkpoint with text item vectors ranks the items it never trained on from their text (the log's
+    catalogue is added to its Scorer, as the stream would add them); one with id vectors alone cannot
+    (they score -inf). `held_out` is the cold-start protocol evaluated (None: none); the checkpoint must
+    have been trained under the same one."""
     from models.scorer import Scorer
 
     scorer = Scorer.load(path, device=device)
+    trained_without = scorer.ckpt.extra.get("held_out_items")
+    if (trained_without or None) != (held_out or None):
+        raise ValueError(
+            f"{path} was trained with held-out items {trained_without}, evaluated with {held_out}: "
+            "train and evaluate with the same --cold-items and --cold-seed"
+        )
+    scorer.add_items(catalogue_texts(log.records))
     train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
     val_recs: dict[str, dict] = {}
     split_of = log.require_split()
@@ -192,18 +212,23 @@ def next_item_ranks(
     data: bl.LooData,
     histories: dict[str, bl.TrainHistory],
     time_to_next: dict[str, dict[str, pd.Series]],
+    held_out: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validation, test and sampled-test ranks of one baseline or checkpoint;
-    training curves go to `histories`, a checkpoint's time-to-next predictions to `time_to_next`."""
+    training curves go to `histories`, a checkpoint's time-to-next predictions to `time_to_next`.
+    `held_out`: the cold-start protocol the log was held out by (None: none)."""
     if name in ("pop", "markov"):
         score_fn: bl.ScoreFn = (bl.MostPopular() if name == "pop" else bl.Markov()).fit(data)
+    elif name == "genre_pop":
+        categories = {str(r["item_id"]): r["category"] or "" for r in log.records}
+        score_fn = GenrePopularity().fit(data, categories)
     elif name in ("sasrec", "gru"):
         config = seqrec_config(args, name, data.n_items)
         model, histories[name] = bl.train_seqrec(data, config, log=lambda m: print(m, flush=True))
         score_fn = bl.seqrec_scorer(model)
     else:
         val, test, sampled, time_to_next[name] = checkpoint_next_item(
-            name, log, data, args.negatives, args.seed, args.device
+            name, log, data, args.negatives, args.seed, args.device, held_out
         )
         return val, test, sampled
     val = bl.next_item_ranks(score_fn, data.val_input, data.val_target, data.n_items)
@@ -216,14 +241,22 @@ def next_item_ranks(
 
 def run_next_item(args: argparse.Namespace, out: Path) -> str:
     log = ds.load(args.dataset, args.data_dir)
+    cold: set[str] | None = None
+    held_out = None
+    if args.cold_items is not None:
+        log, cold = hold_out(log, args.cold_items, args.cold_seed)
+        held_out = protocol(args.cold_items, args.cold_seed, cold)
     data = bl.loo_data(log)
+    cold_rows: list[dict[str, object]] = []
     rows: list[dict[str, object]] = []
     test_ranks: dict[str, np.ndarray] = {}
     histories: dict[str, bl.TrainHistory] = {}
     time_to_next: dict[str, dict[str, pd.Series]] = {}
     for name in args.model:
-        val, test, sampled = next_item_ranks(name, args, log, data, histories, time_to_next)
+        val, test, sampled = next_item_ranks(name, args, log, data, histories, time_to_next, held_out)
         test_ranks[name] = test
+        if cold is not None:
+            cold_rows += cold_warm_rows(name, val, test, data, cold)
         for split, ranks in (("val", val), ("test", test)):
             row: dict[str, object] = {"model": name, "split": split} | metrics.ranking_report(ranks, KS)
             use_sampled = split == "test"
@@ -233,9 +266,15 @@ def run_next_item(args: argparse.Namespace, out: Path) -> str:
     history_plot(
         np.array([len(s) for s in data.test_input]), test_ranks, out.with_name(out.stem + "_by_history.png")
     )
-    checkpoints = {name: Path(name) for name in args.model if name not in NEXT_ITEM_BASELINES}
+    checkpoints = {name: Path(name) for name in args.model if name not in BASELINES}
     checkpoint_curves_plot(checkpoints, out.with_name(out.stem + "_checkpoint_training.png"))
     parts = [markdown_table(rows)]
+    if cold is not None:
+        parts.append(
+            f"Cold start: {len(cold)} of {data.n_items} items held out of training (never a target, never an "
+            "input), kept in the catalogue; NDCG@10 / HR@10 (full ranking, as above) on the users whose "
+            "target is one of them (cold) and on the others (warm):\n\n" + markdown_table(cold_rows)
+        )
     if histories:
         curves_plot(histories, out.with_name(out.stem + "_training.png"))
         parts.append(

@@ -48,11 +48,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model",
         nargs="+",
-        help="baseline names (pop markov sasrec gru | lightgbm lightgbm_ratios lightgbm_history risk_trees) or checkpoint paths",
+        help="baseline names (pop markov sasrec gru genre_pop | lightgbm lightgbm_ratios lightgbm_history risk_trees) or checkpoint paths",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="markdown report path; plots are written next to it"
     )
+    p.add_argument(
+        "--cold-items",
+        type=float,
+        metavar="FRACTION",
+        help="next item: the cold-start protocol (models.cold_start), the checkpoints trained with the same "
+        "models.train --cold-items; adds NDCG@10 / HR@10 on cold and warm targets",
+    )
+    p.add_argument("--cold-seed", type=int, default=0, help="which items --cold-items holds out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negatives", type=int, default=100, help="sampled negatives for the sampled metrics")
     p.add_argument("--max-len", type=int, default=50)
@@ -75,6 +83,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.dataset not in (*LEAVE_ONE_OUT, FRAUD):
         p.error(f"--dataset {args.dataset}: evaluated by neither protocol (leave-one-out or fraud folds)")
+    if args.cold_items is not None and args.dataset not in LEAVE_ONE_OUT:
+        p.error("--cold-items: the cold-start protocol is for leave-one-out data sets")
     if args.task == "time-to-next":
         args.model = ["time head, trained here"]
     elif args.model is None:

@@ -152,6 +152,29 @@ def event_text(record: dict[str, Any]) -> str | None:
     return f"{record.get('action')} | {title or category}"
 
 
+def item_text(record: dict[str, Any]) -> str | None:
+    """Short stable text of the item a click is about (title and category, no action); None for a payment
+    terminal or an item without text: what text item vectors (models.cold_start) are made of."""
+    if record.get("kind") == "transaction":
+        return None
+    title, category = record.get("title"), record.get("category")
+    if title and category:
+        return f"{title} | {category}"
+    return title or category or None
+
+
+def catalogue_texts(records: Iterable[dict[str, Any]]) -> dict[str, str]:
+    """item id -> item_text of the first record of each item that has one."""
+    texts: dict[str, str] = {}
+    for record in records:
+        item = str(record["item_id"])
+        if item not in texts:
+            text = item_text(record)
+            if text is not None:
+                texts[item] = text
+    return texts
+
+
 def event_columns(records: Sequence[dict[str, Any]], vocab: Vocab) -> EventColumns:
     """Extract the per-event columns of records (one pass per field)."""
     n = len(records)

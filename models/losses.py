@@ -68,7 +68,7 @@ def multitask_loss(
         negatives = torch.multinomial(negative_probs, config.sampled_negatives, replacement=True)
         log_expected = torch.log(negative_probs * config.sampled_negatives).clamp_min(-1e4)
         item_part = (
-            sampled_item_loss(query[keep], model.item_emb.weight, item_target[keep], negatives, log_expected)
+            sampled_item_loss(query[keep], model.item_matrix(), item_target[keep], negatives, log_expected)
             if keep.any()
             else h.sum() * 0.0
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from models import checkpoint, explain, risk_trees
 from models.aggregates import AGGREGATE_FEATURES
 from models.device import resolve_device
 from models.encoder import TextEncoder
-from models.features import Window, featurize
+from models.features import Window, catalogue_texts, featurize
 from models.temporal import TemporalInput, TemporalOutput
 
 __all__ = ["Scorer", "Scores", "Window"]
@@ -44,10 +44,10 @@ class Scorer:
     ) -> None:
         self.ckpt = ckpt
         self.device = device
-        self.top_k = min(top_k, ckpt.vocab.n_items - 2)
         self.model_version = ckpt.model_version
         self.encoder: TextEncoder | None = None
-        if ckpt.config.use_text:
+        self._text_items = "text" in ckpt.config.item_vectors
+        if ckpt.config.use_text or self._text_items:
             self.encoder = TextEncoder(
                 ckpt.encoder, device=device, cache_size=max(cache_size, len(ckpt.texts) + 10_000)
             )
@@ -55,7 +55,11 @@ class Scorer:
         self._actions = list(ckpt.vocab.actions)
         self._items = np.array(ckpt.vocab.items, dtype=object)
         self._item_bias = self._recommendable_bias(ckpt).to(device)  # (n_items,) 0 or -inf
-        self.top_k = min(self.top_k, int(torch.isfinite(self._item_bias).sum()))
+        # items the checkpoint never trained on, appended from their text (text item vectors only)
+        self._catalogue_index = set(ckpt.vocab.items)
+        self._new_item_vectors = torch.zeros((0, ckpt.config.d_model), device=device)
+        self._top_k_asked = top_k
+        self.top_k = min(top_k, int(torch.isfinite(self._item_bias).sum()))
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None, top_k: int = 10) -> Scorer:
@@ -86,7 +90,7 @@ class Scorer:
 
     def _text_table(self, texts: list[str]) -> torch.Tensor:
         """(U, text_dim) embeddings of the batch's distinct texts, from the cache when seen before."""
-        if self.encoder is None or not texts:
+        if self.encoder is None or not self.ckpt.config.use_text or not texts:
             return torch.zeros((0, self.ckpt.config.text_dim))
         return torch.from_numpy(self.encoder.encode(texts))
 
@@ -101,10 +105,52 @@ class Scorer:
         """The catalogue in the column order of `item_scores`."""
         return self._items.tolist()
 
+    @property
+    def new_items(self) -> int:
+        """How many catalogue items were added from their text since the checkpoint was loaded."""
+        return len(self._new_item_vectors)
+
+    @torch.inference_mode()
+    def add_items(self, texts: Mapping[str, str]) -> int:
+        """Append items the checkpoint never trained on (item id -> features.item_text) to the catalogue,
+        ranked from their text's embedding; returns how many were new. A model whose item vectors are
+        ids only cannot rank an unseen item: nothing is added (0)."""
+        if not self._text_items or self.encoder is None:
+            return 0
+        new = [(item, text) for item, text in texts.items() if item not in self._catalogue_index and text]
+        if not new:
+            return 0
+        embeddings = torch.from_numpy(self.encoder.encode([text for _, text in new])).to(self.device)
+        vectors = self.ckpt.model.text_item_vectors(embeddings)
+        self._new_item_vectors = torch.cat([self._new_item_vectors, vectors.to(self._new_item_vectors.dtype)])
+        self._items = np.concatenate([self._items, np.array([item for item, _ in new], dtype=object)])
+        self._item_bias = torch.cat([self._item_bias, torch.zeros(len(new), device=self.device)])
+        self._catalogue_index.update(item for item, _ in new)
+        self.top_k = min(self._top_k_asked, int(torch.isfinite(self._item_bias).sum()))
+        return len(new)
+
+    def _add_items_first_seen(self, windows: Sequence[Window]) -> None:
+        """An item a window's latest click is about, unknown so far and with text, joins the catalogue."""
+        if not self._text_items:
+            return
+        latest = [w.events[-1] for w in windows if w.events]
+        unseen = [e for e in latest if str(e["item_id"]) not in self._catalogue_index]
+        if unseen:
+            self.add_items(catalogue_texts(unseen))
+
     def _forward(self, windows: Sequence[Window]) -> TemporalOutput:
+        self._add_items_first_seen(windows)
         batch = featurize(windows, self.ckpt.vocab, self.ckpt.config.max_len)
         inp = TemporalInput.from_features(batch, self._text_table(batch.texts), self.device)
         return self.ckpt.model(inp, torch.from_numpy(batch.aggregates).to(self.device))
+
+    def _item_logits(self, out: TemporalOutput) -> torch.Tensor:
+        """(B, n_items + new items) next-item logits, the recommendable filter applied."""
+        logits = out.item_logits
+        if len(self._new_item_vectors):
+            assert out.item_query is not None  # heads always return it
+            logits = torch.cat([logits, out.item_query @ self._new_item_vectors.T.to(logits.dtype)], dim=-1)
+        return logits + self._item_bias
 
     @torch.inference_mode()
     def item_scores(self, windows: Sequence[Window]) -> np.ndarray:
@@ -113,7 +159,7 @@ class Scorer:
         if not windows:
             return np.zeros((0, len(self._items)), dtype=np.float32)
         out = self._forward(windows)
-        return (out.item_logits + self._item_bias)[:, 2:].float().cpu().numpy()
+        return self._item_logits(out)[:, 2:].float().cpu().numpy()
 
     @torch.inference_mode()
     def head_log_odds(self, windows: Sequence[Window]) -> np.ndarray:
@@ -154,7 +200,7 @@ class Scorer:
             chosen = sorted((b for b, r in enumerate(risk) if r >= explain_at), key=lambda b: -risk[b])
             chosen = sorted(chosen[:explain_max] if explain_max is not None else chosen)
             explained = dict(zip(chosen, self.explain([windows[b] for b in chosen]), strict=True))
-        top = torch.softmax(out.item_logits + self._item_bias, dim=-1).topk(self.top_k, dim=-1)
+        top = torch.softmax(self._item_logits(out), dim=-1).topk(self.top_k, dim=-1)
         top_ids = self._items[(top.indices - 2).cpu().numpy()]  # (B, k) item ids
         top_p = top.values.cpu().tolist()
         actions = torch.softmax(out.action_logits[:, 2:], dim=-1).cpu().tolist()

@@ -35,6 +35,10 @@ class TemporalConfig:
     # default of checkpoints saved before they existed) lets constant inputs drown the item signal
     item_input_scale: float = 1.0
     text_input_scale: float = 1.0
+    # what an item is to the next-item head: its learnt id embedding ("ids", checkpoints before 2026-12-06),
+    # the projection of its text's embedding ("text": an item never trained on is ranked from its text
+    # alone, models.cold_start), or their sum ("ids+text")
+    item_vectors: Literal["ids", "text", "ids+text"] = "ids"
     # [mean, std] per numeric feature / aggregate, fitted on the training events; None: used as featurized
     numeric_scale: list[list[float]] | None = None
     aggregate_scale: list[list[float]] | None = None
@@ -125,6 +129,7 @@ class TemporalModel(nn.Module):
     numeric_std: torch.Tensor
     aggregate_mean: torch.Tensor
     aggregate_std: torch.Tensor
+    item_text: torch.Tensor
 
     def __init__(self, config: TemporalConfig) -> None:
         super().__init__()
@@ -158,6 +163,10 @@ class TemporalModel(nn.Module):
         self.out_norm = nn.LayerNorm(d)
         self.agg_proj = nn.Sequential(nn.Linear(config.n_aggregates, d), nn.GELU(), nn.Linear(d, d))
         self.item_out = nn.Linear(d, d)
+        # text item vectors: each catalogue item's text embedding (zeros without text), saved with the weights
+        self.item_text_proj = nn.Linear(config.text_dim, d) if "text" in config.item_vectors else None
+        if self.item_text_proj is not None:
+            self.register_buffer("item_text", torch.zeros(config.n_items, config.text_dim))
         self.action_head = nn.Linear(d, config.n_actions)
         self.risk_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.time_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
@@ -175,6 +184,24 @@ class TemporalModel(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
             if module.padding_idx is not None:
                 module.weight.data[module.padding_idx].zero_()
+
+    def item_matrix(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(C, d) the vectors next-item logits are dot products with: of items `ids` (C,), else of all."""
+        vectors = None
+        if "ids" in self.config.item_vectors:
+            vectors = self.item_emb.weight if ids is None else self.item_emb(ids)
+        if self.item_text_proj is not None:
+            text = self.item_text_proj(self.item_text if ids is None else self.item_text[ids])
+            vectors = text if vectors is None else vectors + text
+        assert vectors is not None  # item_vectors names ids, text or both
+        return vectors
+
+    def text_item_vectors(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, d) item vectors of items the model never trained on, from their text embeddings (N, text_dim):
+        what the Scorer appends to its catalogue for an item first seen in the stream."""
+        if self.item_text_proj is None:
+            raise ValueError("this model's item vectors are ids only: it cannot rank an item from its text")
+        return self.item_text_proj(embeddings.to(self.item_text.dtype))
 
     def embed(self, inp: TemporalInput) -> torch.Tensor:
         """(B, T, d) per-event input representations."""
@@ -215,9 +242,9 @@ class TemporalModel(nn.Module):
         action_logits = self.action_head(z)  # (..., n_actions)
         blocked = torch.full_like(action_logits[..., :2], float("-inf"))
         if item_candidates is None:
-            item_logits = torch.cat([blocked, query @ self.item_emb.weight[2:].T], dim=-1)  # (..., n_items)
+            item_logits = torch.cat([blocked, query @ self.item_matrix()[2:].T], dim=-1)  # (..., n_items)
         else:
-            item_logits = query @ self.item_emb(item_candidates).T  # (..., C)
+            item_logits = query @ self.item_matrix(item_candidates).T  # (..., C)
         return TemporalOutput(
             item_logits=item_logits,
             action_logits=torch.cat([blocked, action_logits[..., 2:]], dim=-1),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
-from models import checkpoint, risk_trees, synthetic
+from models import checkpoint, cold_start, risk_trees, synthetic
 from models.batching import (
     IGNORE,
     SequenceData,
@@ -32,7 +32,7 @@ from models.datasets import load as load_dataset
 from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.feature_replay import replay_aggregates
-from models.features import Vocab, event_columns
+from models.features import Vocab, catalogue_texts, event_columns
 from models.losses import multitask_loss
 from models.metrics import hit_rate, ndcg, ranks_from_scores
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel, TemporalOutput
@@ -148,10 +148,12 @@ def train(
     vocab: Vocab,
     text_table: torch.Tensor,
     tuner: TopLayerTuner | None = None,
+    item_text: torch.Tensor | None = None,
 ) -> tuple[TemporalModel, dict[str, Any]]:
     """Data-set agnostic training loop with early stopping on the validation loss; returns the best model.
 
-    With a tuner the encoder's top layers train too (their best weights are kept with the model's)."""
+    With a tuner the encoder's top layers train too (their best weights are kept with the model's).
+    item_text (n_items, text_dim): the vocabulary's item text embeddings, for text item vectors."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model_config = TemporalConfig(
@@ -170,9 +172,14 @@ def train(
         item_init_std=config.item_init_std,
         item_input_scale=config.item_input_scale or config.d_model**0.5,
         text_input_scale=config.text_input_scale,
+        item_vectors=config.item_vectors,
         **input_scale(train_data),
     )
     model = TemporalModel(model_config).to(text_table.device)
+    if model.item_text_proj is not None:
+        if item_text is None:
+            raise ValueError(f"item_vectors={config.item_vectors!r} needs the items' text embeddings")
+        model.item_text.copy_(item_text)
     init_risk_bias(model, train_data.risk)
     init_time_bias(model, train_data.next_log_gap, config.time_loss)
     groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": config.lr}]
@@ -254,6 +261,7 @@ def fit(
     out: str | Path,
     train_ids: set[str] | None = None,
     val_ids: set[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on contract event records (any data set), save a checkpoint to out, return a summary.
 
@@ -273,8 +281,16 @@ def fit(
     vocab = Vocab.build(train_records)
 
     device = resolve_device(config.device)
-    encoder = TextEncoder(config.encoder, device=device) if config.use_text else None
-    texts = sorted({t for t in event_columns(records, vocab).texts if t is not None}) if encoder else []
+    text_items = "text" in config.item_vectors
+    if text_items and config.finetune_layers > 0:
+        raise ValueError("text item vectors are embedded by the frozen encoder: set finetune_layers=0")
+    encoder = TextEncoder(config.encoder, device=device) if config.use_text or text_items else None
+    item_text = vocab_item_text(train_records, vocab, encoder) if text_items and encoder else None
+    texts = (
+        sorted({t for t in event_columns(records, vocab).texts if t is not None})
+        if encoder and config.use_text
+        else []
+    )
     tuner = None
     if encoder is not None and config.finetune_layers > 0:
         tuner = TopLayerTuner(encoder.path, texts, config.finetune_layers, device, encoder.max_tokens)
@@ -292,7 +308,7 @@ def fit(
     rng = np.random.default_rng(config.seed)
     val_ends = np.sort(rng.choice(candidates, min(config.val_windows, len(candidates)), replace=False))
 
-    model, report = train(config, train_data, val_data, val_ends, vocab, text_table, tuner)
+    model, report = train(config, train_data, val_data, val_ends, vocab, text_table, tuner, item_text)
     trees = fit_risk_trees(train_records, labels, aggregates, config) if config.risk_trees else None
     encoder_name = encoder.name_or_path if encoder else None
     if tuner is not None:  # the scorer loads the tuned encoder; the catalogue is re-embedded by it
@@ -311,6 +327,7 @@ def fit(
             **({"tuned_from": encoder.name_or_path} if tuner is not None and encoder is not None else {}),
             # next-item recommendations list shop items only, never a payment terminal
             "recommendable_items": sorted({str(r["item_id"]) for r in train_records if r["kind"] == "click"}),
+            **(extra or {}),
         },
         risk_trees=trees,
     )
@@ -330,6 +347,18 @@ def fit(
     return summary
 
 
+def vocab_item_text(records: Sequence[dict[str, Any]], vocab: Vocab, encoder: TextEncoder) -> torch.Tensor:
+    """(n_items, text_dim) text embedding of each vocabulary item (features.item_text of its first record;
+    zeros for padding, unknown and items without text)."""
+    by_item = catalogue_texts(records)
+    names = [vocab.item_name(i) for i in range(2, vocab.n_items)]
+    known = [(i + 2, by_item[name]) for i, name in enumerate(names) if name in by_item]
+    table = np.zeros((vocab.n_items, encoder.dim), np.float32)
+    if known:
+        table[[i for i, _ in known]] = encoder.encode([text for _, text in known])
+    return torch.from_numpy(table).to(encoder.device)
+
+
 def fit_risk_trees(
     records: Sequence[dict[str, Any]],
     labels: dict[str, int],
@@ -346,14 +375,18 @@ def fit_risk_trees(
     return risk_trees.RiskTrees(bag, config.risk_head_weight)
 
 
-def fit_event_log(log: Any, config: TrainConfig, out: str | Path) -> dict[str, Any]:
-    """Train on a models.datasets.EventLog: its published split when it has one, else a time split."""
+def fit_event_log(
+    log: Any, config: TrainConfig, out: str | Path, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train on a models.datasets.EventLog: its published split when it has one, else a time split.
+    Events of the cold-start protocol's HELD_OUT split are neither trained on nor replayed."""
     config = replace(config, use_text=config.use_text and bool(log.has_text))
     if log.split is None:
-        return fit(log.records, log.labels, log.aggregates, config, out)
+        return fit(log.records, log.labels, log.aggregates, config, out, extra=extra)
+    records = [r for r in log.records if log.split[r["event_id"]] != cold_start.HELD_OUT]
     train_ids = {event_id for event_id, part in log.split.items() if part == "train"}
     val_ids = {event_id for event_id, part in log.split.items() if part == "val"}
-    return fit(log.records, log.labels, log.aggregates, config, out, train_ids, val_ids)
+    return fit(records, log.labels, log.aggregates, config, out, train_ids, val_ids, extra)
 
 
 def synthetic_records(spec: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -394,7 +427,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FIELD=VALUE",
         help="TrainConfig overrides, e.g. --set max_len=50 lr=3e-3 sampling=user_last loss_weights.time=0",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--cold-items",
+        type=float,
+        metavar="FRACTION",
+        help="cold-start protocol (leave-one-out data sets): hold this share of the catalogue out of "
+        "training entirely (models.cold_start); models.evaluate --cold-items holds out the same items",
+    )
+    parser.add_argument("--cold-seed", type=int, default=0, help="which items --cold-items holds out")
+    args = parser.parse_args(argv)
+    if args.cold_items is not None and args.dataset is None:
+        parser.error("--cold-items needs a leave-one-out --dataset")
+    return args
 
 
 def config_for(args: argparse.Namespace) -> TrainConfig:
@@ -423,7 +467,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = config_for(args)
     if args.dataset:
         log = load_dataset(args.dataset, args.data)
-        summary = fit_event_log(log, config, args.out)
+        extra = None
+        if args.cold_items is not None:
+            log, cold = cold_start.hold_out(log, args.cold_items, args.cold_seed)
+            extra = {"held_out_items": cold_start.protocol(args.cold_items, args.cold_seed, cold)}
+        summary = fit_event_log(log, config, args.out, extra)
     else:
         records, labels = synthetic_records(PRESETS[args.preset or DEFAULT_PRESET][0])
         summary = fit(records, labels, None, config, args.out)

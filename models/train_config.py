@@ -62,6 +62,8 @@ class TrainConfig:
     item_init_std: float | None = None  # std of the item-embedding init (None: 0.02); d_model**-0.5: norm ~1
     item_input_scale: float | None = None  # None: d_model**0.5, as SASRec scales its item embeddings
     text_input_scale: float = 1.0
+    # what an item is to the next-item head (TemporalConfig.item_vectors): "ids", "text" or "ids+text"
+    item_vectors: Literal["ids", "text", "ids+text"] = "ids"
     # early stopping and the kept model: the validation loss (lower is better) or item_ndcg10 (higher):
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
     select_on: Literal["loss", "item_ndcg10"] = "loss"

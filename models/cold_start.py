@@ -1,0 +1,101 @@
+"""Cold-start protocol: a seeded share of the catalogue is held out of training entirely (never a target,
+never an input), kept in the catalogue at test time; next-item ranks are then reported apart for test
+targets that are cold (held out) and warm. Also the popularity-within-genre baseline it is compared with.
+
+`models.train --cold-items F` and `models.evaluate --cold-items F` hold out the same items (same seed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from models import metrics
+from models.baselines import LooData
+from models.datasets import EventLog
+
+HELD_OUT = "held_out"  # the split of a held-out item's training events: neither trained on nor replayed
+
+
+def held_out_items(log: EventLog, fraction: float, seed: int = 0) -> set[str]:
+    """A uniform draw of round(fraction * catalogue) item ids (the catalogue: every item of the log)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"cold-start fraction must be in (0, 1), got {fraction}")
+    catalogue = sorted({str(r["item_id"]) for r in log.records})
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(catalogue, round(fraction * len(catalogue)), replace=False).tolist())
+
+
+def hold_out(log: EventLog, fraction: float, seed: int = 0) -> tuple[EventLog, set[str]]:
+    """The log with the training events of held-out items moved to the HELD_OUT split, and those items.
+
+    Validation and test events keep their split: a user's target may be a cold item (and the test input,
+    the training sequence plus the validation event, may end with one, as a live stream would)."""
+    cold = held_out_items(log, fraction, seed)
+    split = log.require_split()
+    moved = {
+        r["event_id"]: HELD_OUT
+        for r in log.records
+        if str(r["item_id"]) in cold and split[r["event_id"]] == "train"
+    }
+    notes = f"{log.notes}; cold start: {len(cold)} items ({fraction:.0%}, seed {seed}) held out of training"
+    return replace(log, split={**split, **moved}, notes=notes), cold
+
+
+def protocol(fraction: float, seed: int, cold: set[str]) -> dict[str, Any]:
+    """What a checkpoint records about the items it was not trained on (models.evaluate checks it)."""
+    return {"fraction": fraction, "seed": seed, "items": len(cold)}
+
+
+def cold_targets(data: LooData, cold: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) bool masks of the users whose target item is cold."""
+    is_cold = np.array([False] + [item in cold for item in data.items])  # by item index, 0 = padding
+    return is_cold[data.val_target], is_cold[data.test_target]
+
+
+def cold_warm_rows(
+    name: str, val: np.ndarray, test: np.ndarray, data: LooData, cold: set[str]
+) -> list[dict[str, object]]:
+    """Rows of NDCG@10 / HR@10 on cold and warm targets, validation and test, of one model's ranks."""
+    rows: list[dict[str, object]] = []
+    for split, ranks, is_cold in zip(("val", "test"), (val, test), cold_targets(data, cold), strict=True):
+        for subset, keep in (("cold", is_cold), ("warm", ~is_cold)):
+            rows.append(
+                {
+                    "model": name,
+                    "split": split,
+                    "targets": subset,
+                    "n": int(keep.sum()),
+                    "NDCG@10": metrics.ndcg(ranks[keep], 10) if keep.any() else float("nan"),
+                    "HR@10": metrics.hit_rate(ranks[keep], 10) if keep.any() else float("nan"),
+                }
+            )
+    return rows
+
+
+class GenrePopularity:
+    """Popularity within the user's genres: an item scores the mean, over its genres, of the share of the
+    user's training history in that genre; its training popularity (scaled below the smallest share step)
+    breaks ties. A cold item has no popularity, so it is ranked by its genres alone."""
+
+    def fit(self, data: LooData, categories: dict[str, str]) -> GenrePopularity:
+        genres = sorted({g for c in categories.values() for g in c.split("|") if g})
+        column = {g: j for j, g in enumerate(genres)}
+        self.item_genres = np.zeros((data.n_items + 1, len(genres)))  # (items + padding, genres)
+        for index, item in enumerate(data.items, start=1):
+            for g in categories.get(item, "").split("|"):
+                if g:
+                    self.item_genres[index, column[g]] = 1.0
+        per_item = self.item_genres.sum(1, keepdims=True)
+        self.item_share = np.divide(
+            self.item_genres, per_item, out=np.zeros_like(self.item_genres), where=per_item > 0
+        )
+        counts = np.bincount(np.concatenate(data.train).astype(np.int64), minlength=data.n_items + 1)
+        self.tie_break = counts / (counts.max() + 1.0) * 1e-6
+        return self
+
+    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
+        profile = np.stack([self.item_genres[h.astype(np.int64)].sum(0) for h in histories])  # (B, G)
+        profile /= np.maximum(profile.sum(1, keepdims=True), 1.0)
+        return profile @ self.item_share.T + self.tie_break  # (B, items + 1)
