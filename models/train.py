@@ -14,13 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, roc_auc_score
 from tqdm import tqdm
 
 from models import checkpoint, cold_start, risk_trees, synthetic
 from models.batching import (
-    IGNORE,
     SequenceData,
     build_sequences,
     input_scale,
@@ -33,9 +30,9 @@ from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.feature_replay import replay_aggregates
 from models.features import Vocab, catalogue_texts, event_columns
+from models.head_init import init_risk_bias, init_time_bias
 from models.losses import multitask_loss
-from models.metrics import hit_rate, ndcg, ranks_from_scores
-from models.temporal import TemporalConfig, TemporalInput, TemporalModel, TemporalOutput
+from models.temporal import TemporalConfig, TemporalInput, TemporalModel
 from models.text_finetune import TopLayerTuner
 from models.train_config import (
     DATASET_DEFAULTS,
@@ -44,82 +41,9 @@ from models.train_config import (
     TrainConfig,
     apply_overrides,
 )
+from models.validation import evaluate
 
 log = logging.getLogger(__name__)
-
-
-@torch.inference_mode()
-def evaluate(
-    model: TemporalModel, data: SequenceData, ends: np.ndarray, config: TrainConfig, text_table: torch.Tensor
-) -> dict[str, float]:
-    """Serving-style metrics at the last event of windows ending at ends."""
-    model.eval()
-    outs: list[TemporalOutput] = []
-    for chunk in np.array_split(ends, max(1, len(ends) // 512)):
-        batch = make_batch(data, chunk, config.max_len, text_table, text_table.device)
-        rows = torch.arange(len(chunk), device=batch.aggregates.device)
-        outs.append(model(batch.inp, batch.aggregates[rows, batch.inp.lengths - 1]))
-    model.train()
-    cat = {
-        f: torch.cat([getattr(o, f) for o in outs]).float().cpu()
-        for f in ("item_logits", "action_logits", "risk_logit", "log_time_to_next")
-    }
-    metrics: dict[str, float] = {}
-    item, action = torch.from_numpy(data.next_item[ends]), torch.from_numpy(data.next_action[ends])
-    keep = item != IGNORE
-    if keep.any():
-        metrics["item_ce"] = float(F.cross_entropy(cat["item_logits"][keep], item[keep]))
-        ranks = ranks_from_scores(cat["item_logits"][keep].numpy(), item[keep].numpy())  # history not masked
-        metrics["item_hr10"] = hit_rate(ranks, 10)
-        metrics["item_ndcg10"] = ndcg(ranks, 10)
-    keep = action != IGNORE
-    if keep.any():
-        metrics["action_ce"] = float(F.cross_entropy(cat["action_logits"][keep], action[keep]))
-        metrics["action_acc"] = float((cat["action_logits"][keep].argmax(-1) == action[keep]).float().mean())
-    gap = torch.from_numpy(data.next_log_gap[ends])
-    keep = ~gap.isnan()
-    metrics["time_mse"] = float(F.mse_loss(cat["log_time_to_next"][keep], gap[keep])) if keep.any() else 0.0
-    metrics["time_mae"] = float(F.l1_loss(cat["log_time_to_next"][keep], gap[keep])) if keep.any() else 0.0
-    risk = data.risk[ends]
-    labelled = ~np.isnan(risk)
-    if labelled.any():
-        logit = cat["risk_logit"].numpy()[labelled]
-        metrics["risk_bce"] = float(
-            F.binary_cross_entropy_with_logits(torch.from_numpy(logit), torch.from_numpy(risk[labelled]))
-        )
-        if 0 < risk[labelled].sum() < labelled.sum():
-            metrics["risk_auc"] = float(roc_auc_score(risk[labelled], logit))
-            metrics["risk_ap"] = float(average_precision_score(risk[labelled], logit))
-    time_metric = "time_mae" if config.time_loss == "median" else "time_mse"  # the loss trained
-    weights = {"item_ce": "item", "action_ce": "action", "risk_bce": "risk", time_metric: "time"}
-    metrics["loss"] = sum(config.loss_weights[w] * metrics[m] for m, w in weights.items() if m in metrics)
-    return metrics
-
-
-def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:
-    """Start the risk logit at the log-odds of the training labels' base rate (nan: unlabelled).
-
-    With rare positives (fraud: ~1 %) a zero start spends the first steps pushing every logit down,
-    which on a short budget leaves the ranking at or below chance; starting at the prior does not.
-    Without any labelled event (a recommender's data set) the head is never trained: it starts, and stays,
-    at a risk of 1e-4 rather than at a random ~0.5 that would raise an alert on every other event.
-    """
-    labelled = risk[~np.isnan(risk)]
-    rate = float(np.clip(labelled.mean(), 1e-4, 1 - 1e-4)) if len(labelled) else 1e-4
-    with torch.no_grad():
-        output: Any = model.risk_head[-1]  # the risk head's last Linear
-        output.bias.fill_(float(np.log(rate / (1 - rate))))
-
-
-def init_time_bias(model: TemporalModel, log_gap: np.ndarray, time_loss: str) -> None:
-    """Start the time head at the training gaps' median (or mean) of log1p seconds (nan: no next event):
-    from zero, Adam's steps of about lr each would spend most of a short budget reaching it."""
-    known = log_gap[~np.isnan(log_gap)]
-    if len(known):
-        start = float(np.median(known) if time_loss == "median" else known.mean())
-        with torch.no_grad():
-            output: Any = model.time_head[-1]
-            output.bias.fill_(start)
 
 
 def lr_factor(step: int, config: TrainConfig) -> float:

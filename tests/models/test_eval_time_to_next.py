@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from models import eval_time_to_next as ttn
-from models import losses, train, train_config
+from models import head_init, losses, train, train_config
 from models.temporal import TemporalConfig, TemporalModel
 
 
@@ -57,7 +57,7 @@ def test_the_time_head_starts_at_the_training_gaps_median_or_mean(
         TemporalConfig(n_items=3, n_actions=2, d_model=8, n_heads=2, n_layers=1, use_text=False)
     )
     gaps = np.array([1.0, 2.0, np.nan, 9.0], dtype=np.float32)
-    train.init_time_bias(model, gaps, config.time_loss)
+    head_init.init_time_bias(model, gaps, config.time_loss)
     bias = float(model.time_head[-1].bias.detach())  # type: ignore[union-attr]
     assert bias == pytest.approx(2.0 if time_loss == "median" else 4.0)
     summary = train.fit(records, labels, None, config, tmp_path / time_loss)
