@@ -145,3 +145,16 @@ def input_scale(data: SequenceData) -> dict[str, Any]:
         "numeric_scale": _mean_std(numeric),
         "aggregate_scale": _mean_std(data.aggregates.astype(np.float64)),
     }
+
+
+def transition_counts(
+    item: np.ndarray, next_item: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How often each known item followed each known item in training (item (N,) and next_item (N,) of
+    SequenceData), as CSR by the first: indptr (n_items + 1,), items (K,), log1p(count) (K,) float32."""
+    keep = (item >= 2) & (next_item >= 2)
+    pairs, counts = np.unique(item[keep] * n_items + next_item[keep], return_counts=True)  # sorted by first
+    first, second = pairs // n_items, pairs % n_items
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.add.at(indptr, first + 1, 1)
+    return np.cumsum(indptr), second.astype(np.int64), np.log1p(counts).astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +40,11 @@ class TemporalConfig:
     # the projection of its text's embedding ("text": an item never trained on is ranked from its text
     # alone, models.cold_start), or their sum ("ids+text")
     item_vectors: Literal["ids", "text", "ids+text"] = "ids"
+    # first-order transition prior (FPMC-like): next-item logits + transition_weight * log1p(the training
+    # count of last item -> item); n_transitions sizes its stored counts (0: none); the weight is chosen on
+    # validation after training (models.train), the head trained without it
+    n_transitions: int = 0
+    transition_weight: float = 0.0
     # [mean, std] per numeric feature / aggregate, fitted on the training events; None: used as featurized
     numeric_scale: list[list[float]] | None = None
     aggregate_scale: list[list[float]] | None = None
@@ -130,6 +136,9 @@ class TemporalModel(nn.Module):
     aggregate_mean: torch.Tensor
     aggregate_std: torch.Tensor
     item_text: torch.Tensor
+    transition_indptr: torch.Tensor
+    transition_items: torch.Tensor
+    transition_log_count: torch.Tensor
 
     def __init__(self, config: TemporalConfig) -> None:
         super().__init__()
@@ -167,6 +176,10 @@ class TemporalModel(nn.Module):
         self.item_text_proj = nn.Linear(config.text_dim, d) if "text" in config.item_vectors else None
         if self.item_text_proj is not None:
             self.register_buffer("item_text", torch.zeros(config.n_items, config.text_dim))
+        if config.n_transitions:  # CSR by last item: the items that followed it in training, log1p(count)
+            self.register_buffer("transition_indptr", torch.zeros(config.n_items + 1, dtype=torch.int64))
+            self.register_buffer("transition_items", torch.zeros(config.n_transitions, dtype=torch.int64))
+            self.register_buffer("transition_log_count", torch.zeros(config.n_transitions))
         self.action_head = nn.Linear(d, config.n_actions)
         self.risk_head = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Linear(d, 1))
         self.time_head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
@@ -202,6 +215,26 @@ class TemporalModel(nn.Module):
         if self.item_text_proj is None:
             raise ValueError("this model's item vectors are ids only: it cannot rank an item from its text")
         return self.item_text_proj(embeddings.to(self.item_text.dtype))
+
+    def set_transitions(self, indptr: np.ndarray, items: np.ndarray, log_count: np.ndarray) -> None:
+        """Store the transition counts (models.batching.transition_counts) the prior reads."""
+        with torch.no_grad():
+            self.transition_indptr.copy_(torch.from_numpy(indptr))
+            self.transition_items.copy_(torch.from_numpy(items))
+            self.transition_log_count.copy_(torch.from_numpy(log_count))
+
+    def transition_prior(self, last_item: torch.Tensor) -> torch.Tensor:
+        """(B, n_items) log1p of the training counts of each item following last_item (B,)."""
+        start, end = self.transition_indptr[last_item], self.transition_indptr[last_item + 1]
+        counts = end - start  # (B,)
+        rows = torch.repeat_interleave(torch.arange(len(last_item), device=last_item.device), counts)
+        offsets = torch.arange(int(counts.sum()), device=last_item.device) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        flat = torch.repeat_interleave(start, counts) + offsets
+        prior = torch.zeros(len(last_item), self.config.n_items, device=last_item.device)
+        prior[rows, self.transition_items[flat]] = self.transition_log_count[flat]
+        return prior
 
     def embed(self, inp: TemporalInput) -> torch.Tensor:
         """(B, T, d) per-event input representations."""
@@ -265,4 +298,10 @@ class TemporalModel(nn.Module):
 
     def forward(self, inp: TemporalInput, aggregates: torch.Tensor) -> TemporalOutput:
         """Outputs at each window's last real event; aggregates (B, A) belong to that event."""
-        return self.heads(self.encode_last(inp), aggregates)
+        out = self.heads(self.encode_last(inp), aggregates)
+        if self.config.n_transitions and self.config.transition_weight:
+            rows = torch.arange(len(inp.lengths), device=inp.item.device)
+            last_item = inp.item[rows, (inp.lengths - 1).clamp_min(0)]  # (B,)
+            prior = self.transition_prior(last_item).to(out.item_logits.dtype)
+            out.item_logits = out.item_logits + self.config.transition_weight * prior
+        return out

@@ -23,6 +23,7 @@ from models.batching import (
     input_scale,
     make_batch,
     negative_sampling_probs,
+    transition_counts,
 )
 from models.datasets import DATASETS, dataset_argument
 from models.datasets import load as load_dataset
@@ -41,7 +42,7 @@ from models.train_config import (
     TrainConfig,
     apply_overrides,
 )
-from models.validation import evaluate
+from models.validation import choose_transition_weight, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,13 @@ def train(
     text_table: torch.Tensor,
     tuner: TopLayerTuner | None = None,
     item_text: torch.Tensor | None = None,
+    transitions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[TemporalModel, dict[str, Any]]:
     """Data-set agnostic training loop with early stopping on the validation loss; returns the best model.
 
     With a tuner the encoder's top layers train too (their best weights are kept with the model's).
-    item_text (n_items, text_dim): the vocabulary's item text embeddings, for text item vectors."""
+    item_text (n_items, text_dim): the vocabulary's item text embeddings, for text item vectors;
+    transitions: batching.transition_counts of the training data, for the transition prior."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model_config = TemporalConfig(
@@ -97,6 +100,7 @@ def train(
         item_input_scale=config.item_input_scale or config.d_model**0.5,
         text_input_scale=config.text_input_scale,
         item_vectors=config.item_vectors,
+        n_transitions=len(transitions[1]) if transitions is not None else 0,
         **input_scale(train_data),
     )
     model = TemporalModel(model_config).to(text_table.device)
@@ -104,6 +108,8 @@ def train(
         if item_text is None:
             raise ValueError(f"item_vectors={config.item_vectors!r} needs the items' text embeddings")
         model.item_text.copy_(item_text)
+    if transitions is not None:
+        model.set_transitions(*transitions)
     init_risk_bias(model, train_data.risk)
     init_time_bias(model, train_data.next_log_gap, config.time_loss)
     groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "lr": config.lr}]
@@ -232,7 +238,17 @@ def fit(
     rng = np.random.default_rng(config.seed)
     val_ends = np.sort(rng.choice(candidates, min(config.val_windows, len(candidates)), replace=False))
 
-    model, report = train(config, train_data, val_data, val_ends, vocab, text_table, tuner, item_text)
+    transitions = (
+        transition_counts(train_data.item, train_data.next_item, vocab.n_items)
+        if config.transition_prior
+        else None
+    )
+    model, report = train(
+        config, train_data, val_data, val_ends, vocab, text_table, tuner, item_text, transitions
+    )
+    if transitions is not None:
+        table = tuner.embed_all().cpu() if tuner is not None else text_table.cpu()
+        report["transition_prior"] = choose_transition_weight(model, val_data, val_ends, config, table)
     trees = fit_risk_trees(train_records, labels, aggregates, config) if config.risk_trees else None
     encoder_name = encoder.name_or_path if encoder else None
     if tuner is not None:  # the scorer loads the tuned encoder; the catalogue is re-embedded by it
@@ -267,6 +283,8 @@ def fit(
         "steps": report["steps"],
         "stopped_by": report["stopped_by"],
     }
+    if "transition_prior" in report:
+        summary["transition_prior"] = report["transition_prior"]
     (Path(out) / "metrics.json").write_text(json.dumps(summary | {"history": report["history"]}, indent=1))
     return summary
 

@@ -64,6 +64,9 @@ class TrainConfig:
     text_input_scale: float = 1.0
     # what an item is to the next-item head (TemporalConfig.item_vectors): "ids", "text" or "ids+text"
     item_vectors: Literal["ids", "text", "ids+text"] = "ids"
+    # a first-order transition prior added to the next-item logits, its weight chosen on validation after
+    # training (TemporalConfig.transition_weight; models.validation.TRANSITION_WEIGHTS)
+    transition_prior: bool = False
     # early stopping and the kept model: the validation loss (lower is better) or item_ndcg10 (higher):
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
     select_on: Literal["loss", "item_ndcg10"] = "loss"

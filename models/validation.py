@@ -59,3 +59,21 @@ def evaluate(
     weights = {"item_ce": "item", "action_ce": "action", "risk_bce": "risk", time_metric: "time"}
     metrics["loss"] = sum(config.loss_weights[w] * metrics[m] for m, w in weights.items() if m in metrics)
     return metrics
+
+
+TRANSITION_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the transition prior's weights tried on validation
+
+
+def choose_transition_weight(
+    model: TemporalModel, data: SequenceData, ends: np.ndarray, config: TrainConfig, text_table: torch.Tensor
+) -> dict[str, object]:
+    """Set the model's transition prior weight to the one of TRANSITION_WEIGHTS with the best validation
+    NDCG@10 (ties: the smaller); returns it with every weight's figure."""
+    scores = {}
+    for weight in TRANSITION_WEIGHTS:
+        model.config.transition_weight = weight
+        scores[weight] = evaluate(model, data, ends, config, text_table).get("item_ndcg10", 0.0)
+    best = max(TRANSITION_WEIGHTS, key=lambda w: (scores[w], -w))
+    model.config.transition_weight = best
+    model.eval()
+    return {"weight": best, "val_item_ndcg10": {str(w): round(v, 4) for w, v in scores.items()}}
