@@ -40,6 +40,10 @@ class TemporalConfig:
     # the projection of its text's embedding ("text": an item never trained on is ranked from its text
     # alone, models.cold_start), or their sum ("ids+text")
     item_vectors: Literal["ids", "text", "ids+text"] = "ids"
+    # training only, with ids+text: the share of items whose id part is dropped from their vector at each
+    # step (DropoutNet, Volkovs et al. 2017), so that the text part alone ranks well: what an item never
+    # trained on has
+    item_id_dropout: float = 0.0
     # first-order transition prior (FPMC-like): next-item logits + transition_weight * log1p(the training
     # count of last item -> item); n_transitions sizes its stored counts (0: none); the weight is chosen on
     # validation after training (models.train), the head trained without it
@@ -203,6 +207,10 @@ class TemporalModel(nn.Module):
         vectors = None
         if "ids" in self.config.item_vectors:
             vectors = self.item_emb.weight if ids is None else self.item_emb(ids)
+            drop = self.config.item_id_dropout
+            if self.training and drop > 0 and self.item_text_proj is not None:
+                keep = torch.rand(len(vectors), 1, device=vectors.device) >= drop  # (C, 1)
+                vectors = vectors * keep.to(vectors.dtype) / (1.0 - drop)
         if self.item_text_proj is not None:
             text = self.item_text_proj(self.item_text if ids is None else self.item_text[ids])
             vectors = text if vectors is None else vectors + text

@@ -100,6 +100,7 @@ def train(
         item_input_scale=config.item_input_scale or config.d_model**0.5,
         text_input_scale=config.text_input_scale,
         item_vectors=config.item_vectors,
+        item_id_dropout=config.item_id_dropout,
         n_transitions=len(transitions[1]) if transitions is not None else 0,
         **input_scale(train_data),
     )

@@ -64,6 +64,7 @@ class TrainConfig:
     text_input_scale: float = 1.0
     # what an item is to the next-item head (TemporalConfig.item_vectors): "ids", "text" or "ids+text"
     item_vectors: Literal["ids", "text", "ids+text"] = "ids"
+    item_id_dropout: float = 0.0  # with ids+text: TemporalConfig.item_id_dropout
     # a first-order transition prior added to the next-item logits, its weight chosen on validation after
     # training (TemporalConfig.transition_weight; models.validation.TRANSITION_WEIGHTS)
     transition_prior: bool = False

@@ -61,7 +61,16 @@ def evaluate(
     return metrics
 
 
-TRANSITION_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the transition prior's weights tried on validation
+TRANSITION_WEIGHTS = (
+    0.0,
+    0.5,
+    1.0,
+    2.0,
+    4.0,
+    8.0,
+    16.0,
+    32.0,
+)  # the transition prior's weights tried on validation
 
 
 def choose_transition_weight(

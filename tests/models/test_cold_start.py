@@ -164,3 +164,21 @@ def test_cold_start_from_the_command_line(tmp_path: Path) -> None:
             assert f"| {model} | {split} | cold |" in report and f"| {model} | {split} | warm |" in report
     with pytest.raises(ValueError, match="same --cold-items"):  # trained holding items out, evaluated without
         evaluate.main([*argv, "--model", str(ckpt)])
+
+
+def test_item_id_dropout_leaves_some_items_their_text_alone_in_training_only() -> None:
+    from models.temporal import TemporalConfig, TemporalModel
+
+    config = TemporalConfig(n_items=400, n_actions=3, d_model=8, use_text=False, text_dim=6)
+    model = TemporalModel(replace(config, item_vectors="ids+text", item_id_dropout=0.5))
+    torch.manual_seed(0)
+    model.item_text.copy_(torch.randn(400, 6))
+    ids_part = model.item_emb.weight.detach()
+    text_part = model.item_text_proj(model.item_text).detach()
+    model.train()
+    trained = model.item_matrix().detach()
+    dropped = torch.isclose(trained, text_part, atol=1e-6).all(1)
+    kept = torch.isclose(trained, 2.0 * ids_part + text_part, atol=1e-6).all(1)
+    assert bool((dropped | kept)[2:].all()) and 120 < int(dropped.sum()) < 280  # about half of 400
+    model.eval()
+    torch.testing.assert_close(model.item_matrix().detach(), ids_part + text_part)
