@@ -145,6 +145,24 @@ def fit(
     ]
 
 
+def fit_records(
+    records: Sequence[dict[str, Any]],
+    labels: dict[str, int],
+    aggregates: dict[str, dict[str, float]],
+    params: dict[str, float | int],
+    seed: int,
+    bags: int,
+    head_weight: float,
+) -> RiskTrees | None:
+    """A bag of trees on the labelled records' tree features; None without both classes among them."""
+    labelled = [r for r in records if r["event_id"] in labels]
+    y = np.array([labels[r["event_id"]] for r in labelled], dtype=np.int64)
+    if len(np.unique(y)) < 2:
+        return None
+    x = event_features(labelled, [aggregates.get(r["event_id"], {}) for r in labelled])
+    return RiskTrees(fit(x, y, params, seed, bags), head_weight)
+
+
 def save(trees: RiskTrees, folder: str | Path) -> None:
     text = json.dumps(
         {"boosters": [b.model_to_string() for b in trees.boosters], "head_weight": trees.head_weight}

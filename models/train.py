@@ -30,7 +30,7 @@ from models.datasets import load as load_dataset
 from models.device import resolve_device
 from models.encoder import TextEncoder
 from models.feature_replay import replay_aggregates
-from models.features import Vocab, catalogue_texts, event_columns
+from models.features import Vocab, event_columns
 from models.head_init import init_risk_bias, init_time_bias
 from models.losses import multitask_loss
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel
@@ -216,7 +216,7 @@ def fit(
     if text_items and config.finetune_layers > 0:
         raise ValueError("text item vectors are embedded by the frozen encoder: set finetune_layers=0")
     encoder = TextEncoder(config.encoder, device=device) if config.use_text or text_items else None
-    item_text = vocab_item_text(train_records, vocab, encoder) if text_items and encoder else None
+    item_text = cold_start.vocab_item_text(train_records, vocab, encoder) if text_items and encoder else None
     texts = (
         sorted({t for t in event_columns(records, vocab).texts if t is not None})
         if encoder and config.use_text
@@ -250,7 +250,19 @@ def fit(
     if transitions is not None:
         table = tuner.embed_all().cpu() if tuner is not None else text_table.cpu()
         report["transition_prior"] = choose_transition_weight(model, val_data, val_ends, config, table)
-    trees = fit_risk_trees(train_records, labels, aggregates, config) if config.risk_trees else None
+    trees = (
+        risk_trees.fit_records(
+            train_records,
+            labels,
+            aggregates,
+            config.risk_trees_params,
+            config.seed,
+            config.risk_trees_bags,
+            config.risk_head_weight,
+        )
+        if config.risk_trees
+        else None
+    )
     encoder_name = encoder.name_or_path if encoder else None
     if tuner is not None:  # the scorer loads the tuned encoder; the catalogue is re-embedded by it
         tuner.save(checkpoint.tuned_encoder_folder(out))
@@ -288,34 +300,6 @@ def fit(
         summary["transition_prior"] = report["transition_prior"]
     (Path(out) / "metrics.json").write_text(json.dumps(summary | {"history": report["history"]}, indent=1))
     return summary
-
-
-def vocab_item_text(records: Sequence[dict[str, Any]], vocab: Vocab, encoder: TextEncoder) -> torch.Tensor:
-    """(n_items, text_dim) text embedding of each vocabulary item (features.item_text of its first record;
-    zeros for padding, unknown and items without text)."""
-    by_item = catalogue_texts(records)
-    names = [vocab.item_name(i) for i in range(2, vocab.n_items)]
-    known = [(i + 2, by_item[name]) for i, name in enumerate(names) if name in by_item]
-    table = np.zeros((vocab.n_items, encoder.dim), np.float32)
-    if known:
-        table[[i for i, _ in known]] = encoder.encode([text for _, text in known])
-    return torch.from_numpy(table).to(encoder.device)
-
-
-def fit_risk_trees(
-    records: Sequence[dict[str, Any]],
-    labels: dict[str, int],
-    aggregates: dict[str, dict[str, float]],
-    config: TrainConfig,
-) -> risk_trees.RiskTrees | None:
-    """A bag of trees on the labelled records' tree features; None without both classes among them."""
-    labelled = [r for r in records if r["event_id"] in labels]
-    y = np.array([labels[r["event_id"]] for r in labelled], dtype=np.int64)
-    if len(np.unique(y)) < 2:
-        return None
-    x = risk_trees.event_features(labelled, [aggregates.get(r["event_id"], {}) for r in labelled])
-    bag = risk_trees.fit(x, y, config.risk_trees_params, config.seed, config.risk_trees_bags)
-    return risk_trees.RiskTrees(bag, config.risk_head_weight)
 
 
 def fit_event_log(
