@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Iterable, Mapping
@@ -10,6 +11,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+log = logging.getLogger(__name__)
 
 
 class BrokerError(RuntimeError):
@@ -30,25 +33,45 @@ def create_topics(
     config: Mapping[str, str] | None = None,
 ) -> None:
     """Create the topics that do not exist yet (with topic `config`, if any); an existing topic is left as it
-    is. `kafka`: bootstrap servers, or client options with the connection's security (Settings.kafka_common)."""
+    is. `kafka`: bootstrap servers, or client options with the connection's security (Settings.kafka_common).
+
+    A creation that fails on the way (`transient_create_error`: librdkafka dropping a bootstrap connection
+    for the broker it names, met on a fresh three-node cluster) is tried again until `timeout_s`."""
     admin = AdminClient(client_config(kafka))
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    new = [
-        NewTopic(
-            t, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {})
-        )
-        for t in dict.fromkeys(topics)
-        if t not in existing
-    ]
-    if not new:
-        return
-    for topic, future in admin.create_topics(new, operation_timeout=timeout_s).items():
-        try:
-            future.result(timeout=timeout_s)
-        except Exception as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise BrokerError(f"could not create topic {topic}: {exc}") from exc
-    wait_for_leaders(admin, [t.topic for t in new], timeout_s)
+    deadline = time.monotonic() + timeout_s
+    pending, created = list(dict.fromkeys(topics)), []
+    while pending:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        new = [
+            NewTopic(
+                t, num_partitions=partitions, replication_factor=replication_factor, config=dict(config or {})
+            )
+            for t in pending
+            if t not in existing
+        ]
+        created += [t.topic for t in new]
+        pending = []
+        for topic, future in admin.create_topics(new, operation_timeout=timeout_s).items() if new else ():
+            try:
+                future.result(timeout=timeout_s)
+            except Exception as exc:
+                if "TOPIC_ALREADY_EXISTS" in str(exc):
+                    continue
+                if not transient_create_error(exc) or time.monotonic() > deadline:
+                    raise BrokerError(f"could not create topic {topic}: {exc}") from exc
+                log.warning("creating topic %s failed on the way (%s); trying again", topic, exc)
+                pending.append(topic)
+    if created:
+        wait_for_leaders(admin, list(dict.fromkeys(created)), timeout_s)
+
+
+def transient_create_error(exc: BaseException) -> bool:
+    """A failure the request may not have reached the controller through: retriable, or a connection that
+    librdkafka closed under it (_DESTROY_BROKER, _TRANSPORT)."""
+    if not isinstance(exc, KafkaException) or not isinstance(exc.args[0], KafkaError):
+        return False
+    error: KafkaError = exc.args[0]
+    return error.retriable() or error.code() in (KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT)
 
 
 def wait_for_leaders(admin: AdminClient, topics: list[str], timeout_s: float) -> None:
