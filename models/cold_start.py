@@ -7,6 +7,7 @@ and the vocabulary's item text embeddings that text item vectors are trained fro
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,6 +22,19 @@ from models.encoder import TextEncoder
 from models.features import Vocab, catalogue_texts
 
 HELD_OUT = "held_out"  # the split of a held-out item's training events: neither trained on nor replayed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cold-items and --cold-seed, the same for models.train and models.evaluate."""
+    parser.add_argument(
+        "--cold-items",
+        type=float,
+        metavar="FRACTION",
+        help="cold-start protocol (leave-one-out data sets): hold this share of the catalogue out of training "
+        "entirely; models.train and models.evaluate given the same value hold out the same items, and the "
+        "evaluation adds NDCG@10 / HR@10 on cold and warm targets",
+    )
+    parser.add_argument("--cold-seed", type=int, default=0, help="which items --cold-items holds out")
 
 
 def held_out_items(log: EventLog, fraction: float, seed: int = 0) -> set[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from models import cold_start
 from models.datasets import DATASETS, LEAVE_ONE_OUT, dataset_argument
 from models.eval_fraud import run_fraud
 from models.eval_next_item import NEXT_ITEM_BASELINES, run_next_item
@@ -53,14 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", required=True, type=Path, help="markdown report path; plots are written next to it"
     )
-    p.add_argument(
-        "--cold-items",
-        type=float,
-        metavar="FRACTION",
-        help="next item: the cold-start protocol (models.cold_start), the checkpoints trained with the same "
-        "models.train --cold-items; adds NDCG@10 / HR@10 on cold and warm targets",
-    )
-    p.add_argument("--cold-seed", type=int, default=0, help="which items --cold-items holds out")
+    cold_start.add_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--negatives", type=int, default=100, help="sampled negatives for the sampled metrics")
     p.add_argument("--max-len", type=int, default=50)

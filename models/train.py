@@ -354,14 +354,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FIELD=VALUE",
         help="TrainConfig overrides, e.g. --set max_len=50 lr=3e-3 sampling=user_last loss_weights.time=0",
     )
-    parser.add_argument(
-        "--cold-items",
-        type=float,
-        metavar="FRACTION",
-        help="cold-start protocol (leave-one-out data sets): hold this share of the catalogue out of "
-        "training entirely (models.cold_start); models.evaluate --cold-items holds out the same items",
-    )
-    parser.add_argument("--cold-seed", type=int, default=0, help="which items --cold-items holds out")
+    cold_start.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.cold_items is not None and args.dataset is None:
         parser.error("--cold-items needs a leave-one-out --dataset")
