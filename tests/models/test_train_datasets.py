@@ -110,6 +110,9 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
     )
     fraud = train.config_for(train.parse_args(["--dataset", "fraud-handbook", "--out", "x"]))
     assert (fraud.use_item_ids, fraud.risk_trees) == (False, True)
+    # the fraud evaluation's shape, and only the losses the demo serves: no next-terminal softmax
+    assert (fraud.d_model, fraud.n_layers, fraud.max_len, fraud.sampling) == (32, 1, 30, "labelled")
+    assert fraud.loss_weights == {"item": 0.0, "action": 0.0, "risk": 1.0, "time": 0.2}
     # the synthetic stream keeps the demo preset; an explicit preset is the base of a data set's setting
     assert train.config_for(train.parse_args(["--out", "x"])) == train_config.PRESETS["demo"][1]
     tiny_taobao = train.config_for(
