@@ -217,7 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="1000,2000,3000,5000", help="events/s per step, increasing")
     parser.add_argument("--duration-s", type=float, default=30.0, help="seconds per rate step (default 30)")
     parser.add_argument("--warmup-s", type=float, default=5.0, help="dropped at the start of each step")
-    parser.add_argument("--warmup-events", type=int, default=300, help="events scored before the first step")
+    parser.add_argument(
+        "--warm-s",
+        type=float,
+        default=30.0,
+        help="before the first step, this long at the first rate, not measured (a fresh broker's JIT takes "
+        "about that long to settle, using up to a core meanwhile: docs/benchmarks.md)",
+    )
     parser.add_argument("--drain-s", type=float, default=30.0, help="max wait for the backlog after a step")
     parser.add_argument("--p99-max-ms", type=float, default=2000.0, help="p99 bound for 'sustainable'")
     parser.add_argument(
@@ -260,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     source = event_source(args.users, args.days, args.seed)
     reader: ScoreReader | None = None
 
-    def start_pipeline() -> tuple[Settings, ScoreReader]:
-        """Fresh topics, groups and state; worker + scorer started and warmed up."""
+    def start_pipeline(rate: float) -> tuple[Settings, ScoreReader]:
+        """Fresh topics, groups and state; worker + scorer started and warmed up at `rate`."""
         for c in reversed(children):
             c.stop()
         children.clear()
@@ -278,10 +284,11 @@ def main(argv: list[str] | None = None) -> int:
         children.append(streamproc_child("score", settings, work / f"score-{len(steps)}.log"))
         reader = ScoreReader(settings)
         reader.start()
-        # Warm-up: a few events, then wait for their scores (group joins, RocksDB open, model load).
+        # Warm-up (group joins, RocksDB open, model load, the broker's JIT): --warm-s at `rate`, then wait
+        # for every score.
         t0 = time.monotonic()
-        warm = list(islice(source, args.warmup_events))
-        replay(settings, iter(warm), rate=200, progress=False)
+        warm = list(islice(source, max(100, int(rate * args.warm_s))))
+        replay(settings, iter(warm), rate=rate, progress=False)
         if wait_scored(reader, {m["event_id"] for _, m in warm}, 240, children) is None:
             raise RuntimeError(
                 "warm-up events not scored within 240 s:\n" + "\n".join(c.log_tail() for c in children)
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return settings, reader
 
     try:
-        settings, reader = start_pipeline()
+        settings, reader = start_pipeline(rates[0])
         queue = list(rates)
         probes = 0
         while queue:
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             queue = [max(1.0, round(rate / 2))]
             reader.stopping.set()
             reader.join(5)
-            settings, reader = start_pipeline()
+            settings, reader = start_pipeline(queue[0])
         reader.stopping.set()
         reader.join(5)
     finally:
