@@ -267,6 +267,19 @@ def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     )
 
 
+def worker_runs(guarantees: list[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, guarantee) in run order: the given order, then reversed, alternately."""
+    return [(r, g) for r in range(rounds) for g in (guarantees if r % 2 == 0 else guarantees[::-1])]
+
+
+def guarantee_means(worker_rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Mean events/s of row (c) per guarantee (its label after the row's name), in first-seen order."""
+    rates: dict[str, list[float]] = {}
+    for r in worker_rows:
+        rates.setdefault(r["name"].split("), ", 1)[-1], []).append(r["rate"] or 0.0)
+    return {k: (sum(v) / len(v) if all(v) else None) for k, v in rates.items()}
+
+
 def run_streamproc_worker(
     settings: Settings, n: int, work: Path, timeout_s: float, py_spy_out: Path | None = None
 ) -> tuple[dict[str, Any], Child | None]:
@@ -422,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         help="row (c) once per processing guarantee, in this order (default exactly_once,at_least_once)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="row (c) runs the guarantees this many times, the order reversed every other round (A B, B A, ...): "
+        "a run finds the broker warmer than the run before it, which would favour whichever came second",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -436,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "--py-spy",
         type=Path,
         metavar="OUT",
-        help="profile (c) with py-spy (raw collapsed stacks to OUT; see bench/profile_top.py)",
+        help="profile (c) with py-spy (raw collapsed stacks to OUT-<guarantee>-<round>.txt; see bench/profile_top.py)",
     )
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -464,16 +484,19 @@ def main(argv: list[str] | None = None) -> int:
             for mode in ("take", "take-uvloop", "iter", "layout"):
                 rows.append(run_faust_count(settings, args.events, mode, work, args.stage_timeout_s))
                 print(rows[-1], file=sys.stderr, flush=True)
-        for guarantee in args.guarantees.split(",") if "c" in only else []:
+        for round_no, guarantee in (
+            worker_runs(args.guarantees.split(","), args.rounds) if "c" in only else []
+        ):
             # its own app id, internal and output topics (the clicks are shared): a run reads nothing of another
-            run = settings.namespaced(guarantee[:3]).with_overrides(
+            run = settings.namespaced(f"{guarantee[:3]}{round_no}").with_overrides(
                 clicks_topic=settings.clicks_topic,
                 processing_guarantee=guarantee,
-                data_dir=settings.data_dir / guarantee,
+                data_dir=settings.data_dir / f"{guarantee}-{round_no}",
                 **dict(item.split("=", 1) for item in args.set),
             )
             create_topics(run.bootstrap_servers, run.all_topics(), run.partitions)
-            res, _child = run_streamproc_worker(run, args.events, work, args.stage_timeout_s, args.py_spy)
+            spy_out = args.py_spy and args.py_spy.with_name(f"{args.py_spy.stem}-{guarantee}-{round_no}.txt")
+            res, _child = run_streamproc_worker(run, args.events, work, args.stage_timeout_s, spy_out)
             rows.append(res)
             print(rows[-1], file=sys.stderr, flush=True)
         if "d" in only:
@@ -524,9 +547,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"- (c) streamproc worker, {which} = {fmt(100 * c['rate'] / by['(a)']['rate'], 1)}% "
                 "of (a) raw confluent-kafka"
             )
-    if len(worker_rows) == 2 and worker_rows[0]["rate"] and worker_rows[1]["rate"]:
-        first, second = (r["name"].split("), ", 1)[-1] for r in worker_rows)
-        print(f"- (c) {first} / {second}: {worker_rows[0]['rate'] / worker_rows[1]['rate']:.3f}")
+    means = guarantee_means(worker_rows)
+    if len(means) == 2 and all(means.values()):
+        (first, first_rate), (second, second_rate) = means.items()
+        assert first_rate is not None and second_rate is not None
+        print(
+            f"- (c) {first} / {second}, means of {args.rounds} run(s) each: "
+            f"{first_rate:,.0f} / {second_rate:,.0f} = {first_rate / second_rate:.3f}"
+        )
     if args.keep or args.work_dir:
         print(f"\nlogs and state kept in {work}")
     return 0
