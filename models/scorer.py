@@ -69,11 +69,15 @@ class Scorer:
 
     @staticmethod
     def _recommendable_bias(ckpt: checkpoint.Checkpoint) -> torch.Tensor:
-        """-inf for padding, unknown and (when the checkpoint lists them) items that are not shop items."""
+        """-inf for padding, unknown and (when the checkpoint lists them) items that are not shop items; -inf for
+        all when the checkpoint lists none (trained on payments alone) or did not train its next-item head."""
         bias = torch.zeros(ckpt.vocab.n_items)
         bias[:2] = float("-inf")
-        listed = ckpt.extra.get("recommendable_items")
-        if listed:
+        listed = ckpt.extra.get("recommendable_items")  # absent from checkpoints older than the list
+        trained_with = ckpt.extra.get("train_config") or {}
+        if (trained_with.get("loss_weights") or {}).get("item", 1.0) == 0:
+            bias[2:] = float("-inf")
+        elif listed is not None:
             allowed = set(listed)
             bias[2:] = torch.tensor([0.0 if item in allowed else float("-inf") for item in ckpt.vocab.items])
         return bias

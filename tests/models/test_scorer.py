@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from models import checkpoint
 from models.features import Window, event_text
 from models.scorer import Scorer, Scores
 
@@ -67,3 +69,25 @@ def test_item_scores_order_the_catalogue_as_the_top_items(scorer: Scorer, tiny_w
         best = [ids[j] for j in np.argsort(-row, kind="stable")[: len(scores.top_items)]]
         assert best == [item for item, _ in scores.top_items]
     assert scorer.item_scores([]).shape == (0, len(ids))
+
+
+def test_a_checkpoint_whose_item_head_was_not_trained_recommends_nothing(
+    tiny_checkpoint: Path, tiny_windows: list[Window]
+) -> None:
+    """The fraud data's default trains risk and time to next only: its next-item head (over payment
+    terminals) is untrained and must not be served as recommendations; the other heads still score."""
+    ckpt = checkpoint.load(tiny_checkpoint, torch.device("cpu"))
+    ckpt.extra["train_config"]["loss_weights"]["item"] = 0.0
+    untrained = Scorer(ckpt, torch.device("cpu"), top_k=5)
+    scores = untrained.score(tiny_windows[:8])
+    assert untrained.top_k == 0 and all(s.top_items == [] for s in scores)
+    assert all(
+        0.0 <= s.risk <= 1.0 and math.isclose(sum(s.next_action.values()), 1.0, rel_tol=1e-5) for s in scores
+    )
+    # a checkpoint trained on payments alone lists no shop item: none is recommended either
+    ckpt.extra["train_config"]["loss_weights"]["item"] = 1.0
+    ckpt.extra["recommendable_items"] = []
+    assert Scorer(ckpt, torch.device("cpu"), top_k=5).score(tiny_windows[:2])[0].top_items == []
+    # and the tiny checkpoint itself, item head trained, recommends as before
+    del ckpt.extra["recommendable_items"]
+    assert len(Scorer(ckpt, torch.device("cpu"), top_k=5).score(tiny_windows[:2])[0].top_items) == 5
