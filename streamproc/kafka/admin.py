@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 log = logging.getLogger(__name__)
+RETRY_PAUSE_S = 0.2  # between tries of a topic creation that failed on the way
 
 
 class BrokerError(RuntimeError):
@@ -61,6 +62,8 @@ def create_topics(
                     raise BrokerError(f"could not create topic {topic}: {exc}") from exc
                 log.warning("creating topic %s failed on the way (%s); trying again", topic, exc)
                 pending.append(topic)
+        if pending:
+            time.sleep(RETRY_PAUSE_S)
     if created:
         wait_for_leaders(admin, list(dict.fromkeys(created)), timeout_s)
 
