@@ -42,6 +42,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--set",
         nargs="*",
+        action="extend",  # --set A B and --set A --set B alike (with the default, the last --set alone counted)
         default=[],
         metavar="FIELD=VALUE",
         help="fraud time-to-next: TrainConfig overrides",

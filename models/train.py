@@ -350,6 +350,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--set",
         nargs="*",
+        action="extend",  # --set A B and --set A --set B alike (with the default, the last --set alone counted)
         default=[],
         metavar="FIELD=VALUE",
         help="TrainConfig overrides, e.g. --set max_len=50 lr=3e-3 sampling=user_last loss_weights.time=0",

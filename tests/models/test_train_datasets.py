@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models import checkpoint, train, train_config
+from models import checkpoint, evaluate, train, train_config
 
 
 def test_apply_overrides_casts_to_field_types() -> None:
@@ -97,6 +97,24 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
         )
     )
     assert (config.max_seconds, config.max_len, config.use_text) == (60, 20, True)
+    # --set repeated counts every time (the last one alone did, and a run silently trained without text)
+    repeated = [
+        "--dataset",
+        "ml-1m",
+        "--out",
+        "x",
+        "--set",
+        "max_len=20",
+        "--set",
+        "use_text=true",
+        "lr=1e-3",
+    ]
+    config = train.config_for(train.parse_args(repeated))
+    assert (config.max_len, config.use_text, config.lr) == (20, True, 1e-3)
+    evaluated = evaluate.parse_args(
+        ["--dataset", "fraud", "--data-dir", "d", "--out", "r.md", "--set", "a=1", "--set", "b=2", "c=3"]
+    )
+    assert evaluated.set == ["a=1", "b=2", "c=3"]
     beauty = train.config_for(train.parse_args(["--dataset", "amazon-beauty", "--out", "x"]))
     assert (beauty.sampling, beauty.dropout) == ("user_last", 0.5)
     # the served checkpoint sees no item or terminal ids (chosen on the fraud validation folds; with them
