@@ -122,6 +122,11 @@ class LocalKafka:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self, timeout_s: float = 120.0) -> LocalKafka:
+        """Start every node; on failure (a node exits, or not ready in `timeout_s`) stop those that run."""
+        if any(node.alive() for node in self.members):
+            raise KafkaError(
+                f"Kafka in {self.folder} is already started (use `with LocalKafka(...)` or start())"
+            )
         started = time.monotonic()
         java = find_java()
         lib = ensure_kafka_jars()
@@ -141,9 +146,13 @@ class LocalKafka:
                 raise KafkaError(
                     f"formatting node {node.node_id}'s storage failed: {out.decode(errors='replace')[-2000:]}"
                 )
-        for node in self.members:
-            self._launch(java, lib, node)
-        self.wait_ready(timeout_s - (time.monotonic() - started))
+        try:
+            for node in self.members:
+                self._launch(java, lib, node)
+            self.wait_ready(timeout_s - (time.monotonic() - started))
+        except BaseException:
+            self.stop()  # a node that did start must not outlive the failed start (nothing else would stop it)
+            raise
         self.started_in_s = time.monotonic() - started
         return self
 
