@@ -95,6 +95,17 @@ def save(
     return model_version(folder)
 
 
+def set_new_item_bonus(folder: str | Path, bonus: float, report: dict[str, Any]) -> str:
+    """Record in a saved checkpoint the new-item bonus chosen after training (TemporalConfig.new_item_bonus)
+    and how it was chosen (extra["new_item_bonus"]); returns the new model_version."""
+    path = Path(folder) / CONFIG
+    raw = json.loads(path.read_text())
+    raw["temporal"]["new_item_bonus"] = float(bonus)
+    raw["extra"]["new_item_bonus"] = report
+    path.write_text(json.dumps(raw, indent=1, sort_keys=True))
+    return model_version(folder)
+
+
 def load(folder: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model (eval mode, on device) and its vocabularies from a checkpoint folder."""
     folder = Path(folder)

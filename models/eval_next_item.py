@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from models import baselines as bl  # noqa: E402
 from models import datasets as ds  # noqa: E402
 from models import metrics  # noqa: E402
+from models.checkpoint_ranking import MAX_WINDOW, CheckpointItemScores, loo_windows  # noqa: E402
 from models.cold_start import GenrePopularity, cold_warm_rows, hold_out, protocol  # noqa: E402
 from models.eval_report import markdown_table
 from models.eval_time_to_next import loo_tables
@@ -43,35 +44,6 @@ def seqrec_config(args: argparse.Namespace, arch: str, n_items: int) -> bl.SeqRe
         seed=args.seed,
         device=args.device,
     )
-
-
-class CheckpointItemScores:
-    """A baselines.ScoreFn over a checkpoint: LooData histories in, (B, n_items + 1) scores out.
-
-    The checkpoint scores event records (times, actions, text), not item indices, so it is given each
-    user's records in the order next_item_ranks passes the histories, and checks that each history
-    ends with its window's last item. Catalogue items the checkpoint does not know score -inf.
-    """
-
-    def __init__(self, scorer: Any, windows: list[list[dict]], data: bl.LooData) -> None:
-        self.scorer, self.windows, self.data = scorer, windows, data
-        self.position = 0
-        index = {item: i + 1 for i, item in enumerate(data.items)}
-        pairs = [(j, index[item]) for j, item in enumerate(scorer.item_ids) if item in index]
-        self.source = np.array([j for j, _ in pairs], dtype=np.int64)
-        self.target = np.array([i for _, i in pairs], dtype=np.int64)
-        self.index = index
-
-    def __call__(self, histories: list[np.ndarray]) -> np.ndarray:
-        windows = self.windows[self.position : self.position + len(histories)]
-        self.position += len(histories)
-        for history, window in zip(histories, windows, strict=True):
-            if len(history) and self.index[window[-1]["item_id"]] != history[-1]:
-                raise ValueError("checkpoint windows out of step with the histories")
-        logits = self.scorer.item_scores([Window(events=w[-200:]) for w in windows])
-        scores = np.full((len(histories), self.data.n_items + 1), -np.inf)
-        scores[:, self.target] = logits[:, self.source]
-        return scores
 
 
 def checkpoint_next_item(
@@ -101,17 +73,7 @@ def checkpoint_next_item(
             "train and evaluate with the same --cold-items and --cold-seed"
         )
     scorer.add_items(catalogue_texts(log.records))
-    train_recs: dict[str, list[dict]] = {u: [] for u in data.users}
-    val_recs: dict[str, dict] = {}
-    split_of = log.require_split()
-    for r in log.records:
-        split = split_of[r["event_id"]]
-        if split == "train" and r["user_id"] in train_recs:
-            train_recs[r["user_id"]].append(r)
-        elif split == "val":
-            val_recs[r["user_id"]] = r
-    val_windows = [train_recs[u] for u in data.users]
-    test_windows = [train_recs[u] + [val_recs[u]] for u in data.users]
+    val_windows, test_windows = loo_windows(log, data)
     val = bl.next_item_ranks(
         CheckpointItemScores(scorer, val_windows, data), data.val_input, data.val_target, data.n_items
     )
@@ -131,7 +93,7 @@ def checkpoint_next_item(
             [
                 s.time_to_next_s / 3600
                 for start in range(0, len(windows), 256)
-                for s in scorer.score([Window(events=w[-200:]) for w in windows[start : start + 256]])
+                for s in scorer.score([Window(events=w[-MAX_WINDOW:]) for w in windows[start : start + 256]])
             ],
             index=data.users,
         )

@@ -114,6 +114,20 @@ class Scorer:
         """How many catalogue items were added from their text since the checkpoint was loaded."""
         return len(self._new_item_vectors)
 
+    @property
+    def new_item_bonus(self) -> float:
+        """What the logits of the items added from their text get on top (the checkpoint's, chosen on
+        validation: TemporalConfig.new_item_bonus)."""
+        return self.ckpt.config.new_item_bonus
+
+    @new_item_bonus.setter
+    @torch.inference_mode()
+    def new_item_bonus(self, bonus: float) -> None:
+        self.ckpt.config.new_item_bonus = float(bonus)
+        trained = self.ckpt.vocab.n_items
+        added = torch.full((len(self._item_bias) - trained,), float(bonus), device=self.device)
+        self._item_bias = torch.cat([self._item_bias[:trained], added])
+
     @torch.inference_mode()
     def add_items(self, texts: Mapping[str, str]) -> int:
         """Append items the checkpoint never trained on (item id -> features.item_text) to the catalogue,
@@ -128,7 +142,8 @@ class Scorer:
         vectors = self.ckpt.model.text_item_vectors(embeddings)
         self._new_item_vectors = torch.cat([self._new_item_vectors, vectors.to(self._new_item_vectors.dtype)])
         self._items = np.concatenate([self._items, np.array([item for item, _ in new], dtype=object)])
-        self._item_bias = torch.cat([self._item_bias, torch.zeros(len(new), device=self.device)])
+        bonus = torch.full((len(new),), self.new_item_bonus, device=self.device)
+        self._item_bias = torch.cat([self._item_bias, bonus])
         self._catalogue_index.update(item for item, _ in new)
         self.top_k = min(self._top_k_asked, int(torch.isfinite(self._item_bias).sum()))
         return len(new)

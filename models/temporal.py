@@ -49,6 +49,10 @@ class TemporalConfig:
     # validation after training (models.train), the head trained without it
     n_transitions: int = 0
     transition_weight: float = 0.0
+    # added by the Scorer to the next-item logits of the items it ranks from their text alone (never trained
+    # on: held out, or first seen in the stream), which otherwise lose to trained items' id-and-text vectors;
+    # chosen on validation after training under the cold-start protocol (models.cold_start)
+    new_item_bonus: float = 0.0
     # [mean, std] per numeric feature / aggregate, fitted on the training events; None: used as featurized
     numeric_scale: list[list[float]] | None = None
     aggregate_scale: list[list[float]] | None = None

@@ -393,6 +393,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             log, cold = cold_start.hold_out(log, args.cold_items, args.cold_seed)
             extra = {"held_out_items": cold_start.protocol(args.cold_items, args.cold_seed, cold)}
         summary = fit_event_log(log, config, args.out, extra)
+        if args.cold_items is not None:  # the held-out items stand for the items the stream will bring
+            bonus = cold_start.choose_new_item_bonus(args.out, log, device=str(resolve_device(config.device)))
+            if bonus is not None:
+                summary["new_item_bonus"] = bonus
     else:
         records, labels = synthetic_records(PRESETS[args.preset or DEFAULT_PRESET][0])
         summary = fit(records, labels, None, config, args.out)

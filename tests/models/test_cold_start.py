@@ -3,6 +3,7 @@ and the cold/warm report from the command line."""
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -122,6 +123,28 @@ def test_an_unseen_item_is_ranked_from_its_text_as_a_known_item_of_the_same_text
     np.testing.assert_allclose(scores[:, -1], scores[:, columns.index(known)], rtol=1e-5, atol=1e-5)
 
 
+def test_items_ranked_from_text_get_the_checkpoints_new_item_bonus(
+    text_item_checkpoint: Path,
+    tiny_records: tuple[list[dict], dict[str, int]],
+    tiny_windows: list[Window],
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ckpt"
+    shutil.copytree(text_item_checkpoint, folder)
+    before = checkpoint.model_version(folder)
+    after = checkpoint.set_new_item_bonus(folder, 1.5, {"bonus": 1.5})
+    assert after != before  # the bonus is part of what the model serves
+    scorer = Scorer.load(folder, device="cpu", top_k=5)
+    assert scorer.new_item_bonus == 1.5 and scorer.model_version == after
+    known = scorer.item_ids[3]
+    scorer.add_items({"brand-new": catalogue_texts(tiny_records[0])[known]})
+    scores = scorer.item_scores(tiny_windows[:8])
+    new, old = scores[:, -1], scores[:, scorer.item_ids.index(known)]
+    np.testing.assert_allclose(new, old + 1.5, rtol=1e-5, atol=1e-5)  # the same text, and the bonus
+    scorer.new_item_bonus = -2.0  # items already added take a new bonus too
+    np.testing.assert_allclose(scorer.item_scores(tiny_windows[:8])[:, -1], old - 2.0, rtol=1e-5, atol=1e-5)
+
+
 def test_an_item_first_seen_in_the_stream_joins_the_catalogue(
     text_item_checkpoint: Path, tiny_windows: list[Window]
 ) -> None:
@@ -153,7 +176,14 @@ def test_cold_start_from_the_command_line(tmp_path: Path) -> None:
         ["--dataset", "sequences", "--data", str(data), "--out", str(ckpt), "--cold-items", "0.2"]
         + ["--set", "item_vectors=text", "use_item_ids=false", "max_steps=4", "eval_every=2", "d_model=16"]
     )
-    assert checkpoint.load(ckpt).extra["held_out_items"] == {"fraction": 0.2, "seed": 0, "items": 6}
+    loaded = checkpoint.load(ckpt)
+    assert loaded.extra["held_out_items"] == {"fraction": 0.2, "seed": 0, "items": 6}
+    # the new-item bonus, chosen on the validation targets (some of them held-out items), is recorded
+    chosen = loaded.extra["new_item_bonus"]
+    assert chosen["val_cold_targets"] > 0 and loaded.config.new_item_bonus == chosen["bonus"]
+    figures = chosen["val_ndcg10"]
+    assert set(figures) == {str(b) for b in cold_start.NEW_ITEM_BONUSES}
+    assert figures[str(chosen["bonus"])]["all"] == max(f["all"] for f in figures.values())
     out = tmp_path / "report.md"
     argv = ["--dataset", "sequences", "--data-dir", str(data), "--negatives", "5", "--out", str(out)]
     evaluate.main([*argv, "--cold-items", "0.2", "--model", "genre_pop", str(ckpt)])
