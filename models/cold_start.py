@@ -183,16 +183,14 @@ def choose_new_item_bonus(folder: str | Path, log: EventLog, device: str = "cpu"
     scorer.new_item_bonus = 0.0
     scorer.add_items(catalogue_texts(log.records))
     data = loo_data(log)
-    index = {item: i + 1 for i, item in enumerate(data.items)}
-    new_items = scorer.item_ids[scorer.ckpt.vocab.n_items - 2 :]  # item_ids leaves out padding and unknown
-    columns = np.array([index[item] for item in new_items if item in index], dtype=np.int64)
-    is_new = np.zeros(data.n_items + 1, dtype=bool)
-    is_new[columns] = True
-    cold = is_new[data.val_target]
+    new_items = set(scorer.item_ids[scorer.ckpt.vocab.n_items - 2 :])  # item_ids leaves out padding, unknown
+    cold, _ = cold_targets(data, new_items)
     if not cold.any():
         return None
     val_windows, _ = loo_windows(log, data)
-    recorded = RecordedScores(CheckpointItemScores(scorer, val_windows, data))
+    score_fn = CheckpointItemScores(scorer, val_windows, data)
+    columns = np.array(sorted(score_fn.index[item] for item in new_items if item in score_fn.index))
+    recorded = RecordedScores(score_fn)
     next_item_ranks(recorded, data.val_input, data.val_target, data.n_items)
     figures = {}
     for bonus in NEW_ITEM_BONUSES:

@@ -107,7 +107,7 @@ def load_shared_settings(path: Path = PRESETS_DIR / "datasets.toml") -> dict[str
 def load_dataset_defaults(path: Path = PRESETS_DIR / "datasets.toml") -> dict[str, list[str]]:
     """Each data set's default --set assignments: its `extends` lists from [shared] first, then its own."""
     spec = tomllib.loads(path.read_text())
-    shared = load_shared_settings(path)
+    shared = spec.get("shared", {})
     return {
         name: [item for base in entry.get("extends", []) for item in shared[base]] + list(entry["settings"])
         for name, entry in spec["datasets"].items()

@@ -125,7 +125,7 @@ class LocalKafka:
         """Start every node; on failure (a node exits, or not ready in `timeout_s`) stop those that run."""
         if any(node.alive() for node in self.members):
             raise KafkaError(
-                f"Kafka in {self.folder} is already started (use `with LocalKafka(...)` or start())"
+                f"Kafka in {self.folder} is already started (use `with LocalKafka(...)` or start(), not both)"
             )
         started = time.monotonic()
         java = find_java()
