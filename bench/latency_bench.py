@@ -46,7 +46,7 @@ from _common import (
 from confluent_kafka import Consumer
 
 from models import synthetic
-from models.aggregates import DAY_MS
+from models.features.aggregates import DAY_MS
 from streamproc.config import Settings
 from streamproc.feed.replay import replay
 from streamproc.kafka.admin import create_topics

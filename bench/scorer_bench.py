@@ -24,7 +24,7 @@ from _common import add_checkpoint_argument, fmt, header, percentile, require_ch
 
 from models import risk_trees, synthetic
 from models.encoder import TextCache, TextEncoder
-from models.features import event_text
+from models.features.featurize import event_text
 from models.scorer import Scorer, Window
 from streamproc.core.events import MIN_TS_MS, InvalidEvent, validate
 from streamproc.core.processing import (

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.features import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
+from models.features.featurize import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
 from models.temporal import TemporalInput
 
 IGNORE = -100
@@ -80,7 +80,7 @@ def build_sequences(
 def make_batch(
     data: SequenceData, ends: np.ndarray, max_len: int, text_table: torch.Tensor, device: torch.device
 ) -> Batch:
-    """Windows of up to max_len events ending at ends (B,), featurized exactly as models.features does."""
+    """Windows of up to max_len events ending at ends (B,), featurized exactly as models.features.featurize does."""
     starts = np.maximum(ends - max_len + 1, data.user_start[ends])
     lengths = ends - starts + 1
     cols = np.arange(max_len)

@@ -17,7 +17,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
 from models import risk_trees as trees
-from models.features import FEATURIZATION_VERSION, Vocab
+from models.features.featurize import FEATURIZATION_VERSION, Vocab
 from models.temporal import TemporalConfig, TemporalModel
 
 WEIGHTS, CONFIG, TEXTS = "model.safetensors", "config.json", "texts.safetensors"

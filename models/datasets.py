@@ -12,8 +12,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from models import aggregates as agg
-from models.feature_replay import replay_aggregates
+from models.features import aggregates as agg
+from models.features.replay import replay_aggregates
 
 SYNTHETIC_STEP_MS = 60_000
 RECORD_KEYS = (
@@ -243,7 +243,7 @@ def load_fraud_handbook(
         kept = {r["event_id"] for r in records}
         labels = {e: y for e, y in labels.items() if e in kept}
         aggregates = None if aggregates is None else {e: a for e, a in aggregates.items() if e in kept}
-    notes = "TX_DATETIME read as UTC; aggregates replayed with models.aggregates (7-day label delay)"
+    notes = "TX_DATETIME read as UTC; aggregates replayed with models.features.aggregates (7-day label delay)"
     return EventLog("fraud-handbook", records, labels, aggregates, False, None, notes=notes)
 
 

@@ -22,7 +22,7 @@ from models.checkpoint_ranking import MAX_WINDOW, CheckpointItemScores, loo_wind
 from models.cold_start import GenrePopularity, cold_warm_rows, hold_out, protocol  # noqa: E402
 from models.eval_report import markdown_table
 from models.eval_time_to_next import loo_tables
-from models.features import Window, catalogue_texts  # noqa: E402
+from models.features.featurize import Window, catalogue_texts  # noqa: E402
 
 NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")  # the default --model list
 BASELINES = (*NEXT_ITEM_BASELINES, "genre_pop")  # genre_pop: popularity within the user's genres

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from models.features import Window
+from models.features.featurize import Window
 from models.risk_trees import TREE_FEATURES, RiskTrees, window_features
 
 TOP_FEATURES = 5

@@ -3,9 +3,9 @@
 One feature function for every path: the LightGBM baseline (`baselines.fraud_frame`), the trees a
 checkpoint carries (fitted by `models.train` when `risk_trees` is set) and `Scorer.score`, which
 blends the trees' log-odds with the temporal head's. Features: the handbook's (amount, weekend,
-night, the 12 aggregates), the derived ratios of `models.features`, the terminal's known fraud
-history (`models.aggregates.TERMINAL_HISTORY_FEATURES`) and the customer's and the terminal's recent
-velocity (`models.aggregates.RECENT_FEATURES`: the last hour, and the terminal's last 1 and 7 days).
+night, the 12 aggregates), the derived ratios of `models.features.featurize`, the terminal's known fraud
+history (`models.features.aggregates.TERMINAL_HISTORY_FEATURES`) and the customer's and the terminal's recent
+velocity (`models.features.aggregates.RECENT_FEATURES`: the last hour, and the terminal's last 1 and 7 days).
 The trees are a bag: several boosters on row and column subsamples with different seeds, whose
 log-odds are averaged; the served risk is a weighted mean of the head's and the bag's log-odds.
 """
@@ -21,14 +21,14 @@ from typing import Any
 import lightgbm
 import numpy as np
 
-from models.aggregates import (
+from models.features.aggregates import (
     AGGREGATE_FEATURES,
     DAY_MS,
     RECENT_FEATURES,
     TERMINAL_HISTORY_FEATURES,
     served_names,
 )
-from models.features import (
+from models.features.featurize import (
     DERIVED_FEATURES,
     EPOCH_WEEKDAY,
     HOUR_MS,

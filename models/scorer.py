@@ -12,10 +12,10 @@ import torch
 from scipy.special import expit
 
 from models import checkpoint, explain, risk_trees
-from models.aggregates import AGGREGATE_FEATURES
 from models.device import resolve_device
 from models.encoder import TextEncoder
-from models.features import Window, catalogue_texts, featurize
+from models.features.aggregates import AGGREGATE_FEATURES
+from models.features.featurize import Window, catalogue_texts, featurize
 from models.temporal import TemporalInput, TemporalOutput
 
 __all__ = ["Scorer", "Scores", "Window"]

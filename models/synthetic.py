@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models.aggregates import DAY_MS
+from models.features.aggregates import DAY_MS
 
 START_MS = 1_735_689_600_000  # 2025-01-01T00:00:00Z
 CATEGORY_NOUNS = {

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.features import MODEL_AGGREGATES, NUMERIC_FEATURES, PAD, FeatureBatch
+from models.features.featurize import MODEL_AGGREGATES, NUMERIC_FEATURES, PAD, FeatureBatch
 
 
 @dataclass

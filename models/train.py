@@ -29,8 +29,8 @@ from models.datasets import DATASETS, dataset_argument
 from models.datasets import load as load_dataset
 from models.device import resolve_device
 from models.encoder import TextEncoder
-from models.feature_replay import replay_aggregates
-from models.features import Vocab, event_columns
+from models.features.featurize import Vocab, event_columns
+from models.features.replay import replay_aggregates
 from models.head_init import init_risk_bias, init_time_bias
 from models.losses import multitask_loss
 from models.temporal import TemporalConfig, TemporalInput, TemporalModel

@@ -4,7 +4,7 @@ Usage: PYTHONPATH=. python scripts/demo_holdout_check.py [--checkpoint checkpoin
 
 The demo replays `streamproc.feed.replay.read_generator()` (seed 7, 500 users, 30 days); the demo
 checkpoint trains on the preset's stream (seed 0, 300 users, 60 days). This replays the demo stream
-offline as the pipeline would (the user's last 50 events, `models.feature_replay.replay_aggregates`, which
+offline as the pipeline would (the user's last 50 events, `models.features.replay.replay_aggregates`, which
 the pipeline's tables compute alike) and prints, for every transaction, fraud AP, ROC-AUC and the
 alerts at the threshold; for every click with a later click of the same user, whether that next
 click is in the top 10 (HR@10; every 5th click, to keep it short).
@@ -19,8 +19,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models import synthetic
-from models.feature_replay import replay_aggregates
-from models.features import Window
+from models.features.featurize import Window
+from models.features.replay import replay_aggregates
 from models.scorer import Scorer
 from streamproc.feed.replay import read_generator
 

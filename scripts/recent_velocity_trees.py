@@ -3,7 +3,7 @@
 Usage: PYTHONPATH=. python scripts/recent_velocity_trees.py --data PATH/transactions.parquet
        [--valid-start 2018-06-20] [--seeds 0 1 2]
 
-The Fraud Handbook's transactions replayed through `models.aggregates` as the pipeline does
+The Fraud Handbook's transactions replayed through `models.features.aggregates` as the pipeline does
 (`datasets.load_fraud_handbook`); prints the four validation folds' mean ROC-AUC, AP and card
 precision@100 of LightGBM (`risk_trees.PARAMS`, one booster per seed) on the trees' features before
 the recent velocity (`risk_trees.HISTORY_FEATURES`, the v6 trees) and with it (`TREE_FEATURES`).
@@ -19,11 +19,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from models import aggregates as agg
 from models import baselines as bl
 from models import datasets as ds
 from models import risk_trees
 from models.eval_report import markdown_table
+from models.features import aggregates as agg
 
 
 def main() -> None:

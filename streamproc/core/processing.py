@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from models import aggregates
+from models.features import aggregates
 from streamproc.core.events import FraudLabel
 from streamproc.core.windowing import insert_event, window_for_event
 

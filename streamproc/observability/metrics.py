@@ -27,7 +27,7 @@ LATENCY_BUCKETS_S = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # fine near 0 (most events) and near 1 (alerts), so that a shift in either tail shows
 RISK_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
-# around the 7 days the terminal risk features assume (models.aggregates.LABEL_DELAY_DAYS)
+# around the 7 days the terminal risk features assume (models.features.aggregates.LABEL_DELAY_DAYS)
 LABEL_DELAY_BUCKETS_DAYS = (0.25, 0.5, 1, 2, 3, 5, 7, 10, 14, 21, 30, 38)
 MODEL_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

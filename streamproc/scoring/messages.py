@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from models import aggregates
+from models.features import aggregates
 from models.scorer import Scores, Window
 from streamproc.core.events import InvalidEvent, decode
 

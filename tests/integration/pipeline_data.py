@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from models import aggregates, synthetic
+from models import synthetic
+from models.features import aggregates
 from streamproc.config import Settings
 from streamproc.core.events import validate
 from streamproc.core.windowing import insert_event, window_for_event

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from models import aggregates
+from models.features import aggregates
 from streamproc.core.events import FraudLabel, validate_fraud_label
 from streamproc.demo.processes import settings_env
 from streamproc.feed.fraud_labels import label_message

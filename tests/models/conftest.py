@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from models import train
-from models.feature_replay import replay_aggregates
-from models.features import Window
+from models.features.featurize import Window
+from models.features.replay import replay_aggregates
 
 TINY_SPEC = {"n_users": 12, "n_items": 40, "n_terminals": 12, "days": 12, "seed": 3}
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from models import train_config
-from models.aggregates import AGGREGATE_FEATURES
-from models.features import NUMERIC_FEATURES
+from models.features.aggregates import AGGREGATE_FEATURES
+from models.features.featurize import NUMERIC_FEATURES
 from models.temporal import TemporalInput
 
 HOUR_MS = 3_600_000

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.aggregates import (
+from models.features.aggregates import (
     DAY_MS,
     LABEL_DELAY_DAYS,
     MINUTE_MS,
@@ -20,7 +20,7 @@ from models.aggregates import (
     terminal_recent_features,
     update,
 )
-from models.feature_replay import replay_aggregates
+from models.features.replay import replay_aggregates
 
 T0 = 1_735_689_600_000
 

@@ -7,8 +7,8 @@ import torch
 
 from models import baselines as bl
 from models import metrics
-from models.aggregates import AGGREGATE_FEATURES
 from models.datasets import EventLog
+from models.features.aggregates import AGGREGATE_FEATURES
 
 
 def _log(sequences: dict[str, list[str]]) -> EventLog:

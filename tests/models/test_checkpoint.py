@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from models import checkpoint
-from models.features import Vocab, Window
+from models.features.featurize import Vocab, Window
 from models.scorer import Scorer
 from models.temporal import TemporalConfig, TemporalModel
 

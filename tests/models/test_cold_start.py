@@ -15,7 +15,7 @@ import torch
 from models import baselines, checkpoint, cold_start, evaluate, train, train_config
 from models.datasets import load_sequences
 from models.encoder import TextEncoder
-from models.features import Window, catalogue_texts, item_text
+from models.features.featurize import Window, catalogue_texts, item_text
 from models.scorer import Scorer
 
 GENRES = ("Comedy", "Drama", "Horror")

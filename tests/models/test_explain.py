@@ -12,7 +12,7 @@ from scipy.special import logit
 
 from models import risk_trees
 from models.explain import head_explanations, tree_explanations, without_each_past_event
-from models.features import Window
+from models.features.featurize import Window
 from models.scorer import Scorer
 from streamproc.kafka.consumers import explanation_lines
 

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models import batching
-from models.aggregates import AGGREGATE_FEATURES
-from models.feature_replay import replay_aggregates
-from models.features import (
+from models.features.aggregates import AGGREGATE_FEATURES
+from models.features.featurize import (
     DERIVED_FEATURES,
     MODEL_AGGREGATES,
     OOV,
@@ -26,6 +25,7 @@ from models.features import (
     featurize,
     raw_aggregates,
 )
+from models.features.replay import replay_aggregates
 
 VOCAB = Vocab(items=["a", "b", "c", "t1"], actions=["click", "transaction", "view"])
 MAX_LEN = 8

@@ -11,9 +11,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from models import baselines, checkpoint, risk_trees, train
-from models.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.datasets import EventLog
-from models.features import Window
+from models.features.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
+from models.features.featurize import Window
 from models.scorer import Scorer
 from tests.models.helpers import RISK_CONFIG, rare_risk_log, user_ids
 

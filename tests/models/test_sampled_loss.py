@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from models import batching, losses, train_config
-from models.features import MODEL_AGGREGATES
+from models.features.featurize import MODEL_AGGREGATES
 from models.temporal import TemporalConfig, TemporalModel
 from tests.models.helpers import K, T, toy_batch
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import checkpoint
-from models.features import Window, event_text
+from models.features.featurize import Window, event_text
 from models.scorer import Scorer, Scores
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.features import DERIVED_FEATURES, MODEL_AGGREGATES, NUMERIC_FEATURES
+from models.features.featurize import DERIVED_FEATURES, MODEL_AGGREGATES, NUMERIC_FEATURES
 from models.temporal import TemporalConfig, TemporalModel
 from tests.models.helpers import K, T, toy_batch
 

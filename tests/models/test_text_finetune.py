@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from models import checkpoint, train, train_config
 from models.encoder import TextEncoder, resolve_model_path
-from models.features import Window
+from models.features.featurize import Window
 from models.scorer import Scorer
 from models.text_finetune import TopLayerTuner
 

@@ -12,7 +12,7 @@ import torch
 
 from models import checkpoint, train, train_config
 from models.batching import IGNORE, transition_counts
-from models.features import Window
+from models.features.featurize import Window
 from models.scorer import Scorer
 from models.temporal import TemporalConfig, TemporalModel
 from models.validation import TRANSITION_WEIGHTS

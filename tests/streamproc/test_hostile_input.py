@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.features import Vocab, Window, featurize
+from models.features.featurize import Vocab, Window, featurize
 from streamproc.core.event_time import EventTimeClocks
 from streamproc.core.events import InvalidEvent, check_size, validate
 from streamproc.core.processing import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from models.aggregates import AGGREGATE_FEATURES, DAY_MS
+from models.features.aggregates import AGGREGATE_FEATURES, DAY_MS
 
 FEATURIZATION_VERSION = 1
 PAD, OOV = 0, 1
