@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 from _common import add_checkpoint_argument, fmt, header, percentile, require_checkpoint, table
 
-from models import risk_trees, synthetic
-from models.encoder import TextCache, TextEncoder
+from models import synthetic
 from models.features.featurize import event_text
+from models.model import risk_trees
+from models.model.encoder import TextCache, TextEncoder
 from models.scorer import Scorer, Window
 from streamproc.core.events import MIN_TS_MS, InvalidEvent, validate
 from streamproc.core.processing import (
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(["step", "batch size", "repeats", "mean ms per batch"], tree_rows))
         print()
     if enc:
-        print("## Text encoder (MiniLM, models.encoder.TextEncoder), unique texts, cold cache\n")
+        print("## Text encoder (MiniLM, models.model.encoder.TextEncoder), unique texts, cold cache\n")
         print(
             table(
                 ["model", "batch", "unique texts", "seconds", "texts (events)/s"],

@@ -17,8 +17,8 @@ from torch import nn
 
 from models import metrics
 from models.datasets import EventLog
-from models.device import resolve_device
-from models.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, event_features
+from models.model.device import resolve_device
+from models.model.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, event_features
 
 # a scorer maps a batch of histories (item indices, oldest first) to scores over 0..n_items (0 = padding)
 ScoreFn = Callable[[list[np.ndarray]], np.ndarray]
@@ -303,7 +303,7 @@ FRAUD_FEATURES = HANDBOOK_FEATURES  # amount, weekend, night and the 12 aggregat
 
 
 def fraud_frame(log: EventLog) -> pd.DataFrame:
-    """Tree features per transaction (`models.risk_trees`, the served path), indexed by event_id,
+    """Tree features per transaction (`models.model.risk_trees`, the served path), indexed by event_id,
     with label, customer and UTC day."""
     if log.labels is None or log.aggregates is None:
         raise ValueError(f"{log.name} needs labels and aggregates")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from models.features.featurize import PAD, Vocab, aggregate_matrix, event_columns, numeric_features
-from models.temporal import TemporalInput
+from models.model.temporal import TemporalInput
 
 IGNORE = -100
 

@@ -16,13 +16,13 @@ from safetensors.numpy import load_file as load_numpy
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import load_file, save_file
 
-from models import risk_trees as trees
 from models.features.featurize import FEATURIZATION_VERSION, Vocab
-from models.temporal import TemporalConfig, TemporalModel
+from models.model import risk_trees as trees
+from models.model.temporal import TemporalConfig, TemporalModel
 
 WEIGHTS, CONFIG, TEXTS = "model.safetensors", "config.json", "texts.safetensors"
 FORMAT = 1
-# config.json's "encoder" when training tuned the encoder (models.text_finetune): a Hugging Face model
+# config.json's "encoder" when training tuned the encoder (models.model.text_finetune): a Hugging Face model
 # folder inside the checkpoint, part of model_version
 TUNED_ENCODER = "<checkpoint>/encoder"
 

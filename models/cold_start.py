@@ -22,8 +22,8 @@ from models import checkpoint, metrics
 from models.baselines import LooData, loo_data, next_item_ranks
 from models.checkpoint_ranking import CheckpointItemScores, loo_windows
 from models.datasets import EventLog
-from models.encoder import TextEncoder
 from models.features.featurize import Vocab, catalogue_texts
+from models.model.encoder import TextEncoder
 
 HELD_OUT = "held_out"  # the split of a held-out item's training events: neither trained on nor replayed
 

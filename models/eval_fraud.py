@@ -22,10 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from models import baselines as bl  # noqa: E402
 from models import datasets as ds  # noqa: E402
-from models import metrics, risk_trees  # noqa: E402
+from models import metrics  # noqa: E402
 from models.eval_next_item import checkpoint_curves_plot
 from models.eval_report import markdown_table, result_row
 from models.features.featurize import Window  # noqa: E402
+from models.model import risk_trees  # noqa: E402
 from models.train_config import FRAUD_TEMPORAL
 
 GBDT_GRID = {"n_estimators": (100, 300), "num_leaves": (15, 63), "learning_rate": (0.05, 0.1)}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from models.features.featurize import Window
-from models.risk_trees import TREE_FEATURES, RiskTrees, window_features
+from models.model.risk_trees import TREE_FEATURES, RiskTrees, window_features
 
 TOP_FEATURES = 5
 TOP_EVENTS = 3

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.temporal import TemporalModel
+from models.model.temporal import TemporalModel
 
 
 def init_risk_bias(model: TemporalModel, risk: np.ndarray) -> None:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from models.batching import IGNORE, Batch
-from models.temporal import TemporalModel
+from models.model.temporal import TemporalModel
 from models.train_config import TrainConfig
 
 

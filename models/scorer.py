@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from models import checkpoint, explain, risk_trees
-from models.device import resolve_device
-from models.encoder import TextEncoder
+from models import checkpoint, explain
 from models.features.aggregates import AGGREGATE_FEATURES
 from models.features.featurize import Window, catalogue_texts, featurize
-from models.temporal import TemporalInput, TemporalOutput
+from models.model import risk_trees
+from models.model.device import resolve_device
+from models.model.encoder import TextEncoder
+from models.model.temporal import TemporalInput, TemporalOutput
 
 __all__ = ["Scorer", "Scores", "Window"]
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import checkpoint, cold_start, risk_trees, synthetic
+from models import checkpoint, cold_start, synthetic
 from models.batching import (
     SequenceData,
     build_sequences,
@@ -27,14 +27,15 @@ from models.batching import (
 )
 from models.datasets import DATASETS, dataset_argument
 from models.datasets import load as load_dataset
-from models.device import resolve_device
-from models.encoder import TextEncoder
 from models.features.featurize import Vocab, event_columns
 from models.features.replay import replay_aggregates
 from models.head_init import init_risk_bias, init_time_bias
 from models.losses import multitask_loss
-from models.temporal import TemporalConfig, TemporalInput, TemporalModel
-from models.text_finetune import TopLayerTuner
+from models.model import risk_trees
+from models.model.device import resolve_device
+from models.model.encoder import TextEncoder
+from models.model.temporal import TemporalConfig, TemporalInput, TemporalModel
+from models.model.text_finetune import TopLayerTuner
 from models.train_config import (
     DATASET_DEFAULTS,
     DEFAULT_PRESET,

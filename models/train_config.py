@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from models.risk_trees import BAGS as RISK_TREES_BAGS
-from models.risk_trees import HEAD_WEIGHT as RISK_HEAD_WEIGHT
-from models.risk_trees import PARAMS as RISK_TREES_PARAMS
+from models.model.risk_trees import BAGS as RISK_TREES_BAGS
+from models.model.risk_trees import HEAD_WEIGHT as RISK_HEAD_WEIGHT
+from models.model.risk_trees import PARAMS as RISK_TREES_PARAMS
 
 
 @dataclass
@@ -71,13 +71,13 @@ class TrainConfig:
     # early stopping and the kept model: the validation loss (lower is better) or item_ndcg10 (higher):
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
     select_on: Literal["loss", "item_ndcg10"] = "loss"
-    # risk: also fit gradient-boosted trees (models.risk_trees) on the labelled training events; the
+    # risk: also fit gradient-boosted trees (models.model.risk_trees) on the labelled training events; the
     # checkpoint carries them and the Scorer blends their log-odds with the head's (head weight below)
     risk_trees: bool = False
     risk_trees_params: dict[str, float | int] = field(default_factory=lambda: dict(RISK_TREES_PARAMS))
     risk_trees_bags: int = RISK_TREES_BAGS
     risk_head_weight: float = RISK_HEAD_WEIGHT
-    # text encoder: 0 keeps it frozen; N trains its top N layers with the head (models.text_finetune) at
+    # text encoder: 0 keeps it frozen; N trains its top N layers with the head (models.model.text_finetune) at
     # encoder_lr, and the checkpoint then carries the tuned encoder for the scorer
     finetune_layers: int = 0
     encoder_lr: float = 5e-5

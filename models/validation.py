@@ -9,7 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from models.batching import IGNORE, SequenceData, make_batch
 from models.metrics import hit_rate, ndcg, ranks_from_scores
-from models.temporal import TemporalModel, TemporalOutput
+from models.model.temporal import TemporalModel, TemporalOutput
 from models.train_config import TrainConfig
 
 

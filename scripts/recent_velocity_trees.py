@@ -21,9 +21,9 @@ import pandas as pd
 
 from models import baselines as bl
 from models import datasets as ds
-from models import risk_trees
 from models.eval_report import markdown_table
 from models.features import aggregates as agg
+from models.model import risk_trees
 
 
 def main() -> None:

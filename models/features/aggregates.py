@@ -10,7 +10,7 @@ being defrauded for weeks, a terminal with one stray fraud does not.
 Recent velocity, up to the event and needing no labels: count and amount over the last hour
 (minute buckets, sliding) for customers and terminals, and over the last 1 and 7 days (today
 included) for terminals. The sequence updates carry it for the consumers of the scores, and the risk
-trees read it (models.risk_trees); the temporal head does not (features.MODEL_AGGREGATES).
+trees read it (models.model.risk_trees); the temporal head does not (features.MODEL_AGGREGATES).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ TERMINAL_RECENT_FEATURES = tuple(
     f"terminal_recent_{name}_{w}" for w in ("1h", "1d", "7d") for name in ("nb_tx", "amount")
 )
 RECENT_FEATURES = CUSTOMER_RECENT_FEATURES + TERMINAL_RECENT_FEATURES  # read by the risk trees, not the head
-# read by the risk trees only (models.risk_trees), so the head's inputs stay the 12 above
+# read by the risk trees only (models.model.risk_trees), so the head's inputs stay the 12 above
 TERMINAL_HISTORY_FEATURES = (
     "terminal_first_fraud_age_days",  # 0: no known fraud in the kept days
     "terminal_last_fraud_age_days",  # 0: no known fraud in the kept days

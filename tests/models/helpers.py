@@ -8,7 +8,7 @@ import torch
 from models import train_config
 from models.features.aggregates import AGGREGATE_FEATURES
 from models.features.featurize import NUMERIC_FEATURES
-from models.temporal import TemporalInput
+from models.model.temporal import TemporalInput
 
 HOUR_MS = 3_600_000
 RISK_CONFIG = train_config.TrainConfig(

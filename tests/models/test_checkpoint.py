@@ -9,8 +9,8 @@ import torch
 
 from models import checkpoint
 from models.features.featurize import Vocab, Window
+from models.model.temporal import TemporalConfig, TemporalModel
 from models.scorer import Scorer
-from models.temporal import TemporalConfig, TemporalModel
 
 
 def test_round_trip_gives_identical_scores(

@@ -14,8 +14,8 @@ import torch
 
 from models import baselines, checkpoint, cold_start, evaluate, train, train_config
 from models.datasets import load_sequences
-from models.encoder import TextEncoder
 from models.features.featurize import Window, catalogue_texts, item_text
+from models.model.encoder import TextEncoder
 from models.scorer import Scorer
 
 GENRES = ("Comedy", "Drama", "Horror")
@@ -197,7 +197,7 @@ def test_cold_start_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_item_id_dropout_leaves_some_items_their_text_alone_in_training_only() -> None:
-    from models.temporal import TemporalConfig, TemporalModel
+    from models.model.temporal import TemporalConfig, TemporalModel
 
     config = TemporalConfig(n_items=400, n_actions=3, d_model=8, use_text=False, text_dim=6)
     model = TemporalModel(replace(config, item_vectors="ids+text", item_id_dropout=0.5))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models import train, train_config
-from models.device import resolve_device
+from models.model.device import resolve_device
 from models.scorer import Scorer
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.encoder import TextCache, TextEncoder, default_model_path
+from models.model.encoder import TextCache, TextEncoder, default_model_path
 
 
 def test_default_model_loads_offline_and_embeds() -> None:

@@ -13,7 +13,7 @@ import torch
 
 from models import eval_time_to_next as ttn
 from models import head_init, losses, train, train_config
-from models.temporal import TemporalConfig, TemporalModel
+from models.model.temporal import TemporalConfig, TemporalModel
 
 
 def test_rows_give_the_errors_and_the_return_within_horizons() -> None:

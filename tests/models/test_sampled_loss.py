@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from models import batching, losses, train_config
 from models.features.featurize import MODEL_AGGREGATES
-from models.temporal import TemporalConfig, TemporalModel
+from models.model.temporal import TemporalConfig, TemporalModel
 from tests.models.helpers import K, T, toy_batch
 
 

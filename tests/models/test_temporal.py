@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models.features.featurize import DERIVED_FEATURES, MODEL_AGGREGATES, NUMERIC_FEATURES
-from models.temporal import TemporalConfig, TemporalModel
+from models.model.temporal import TemporalConfig, TemporalModel
 from tests.models.helpers import K, T, toy_batch
 
 

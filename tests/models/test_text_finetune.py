@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from models import checkpoint, train, train_config
-from models.encoder import TextEncoder, resolve_model_path
 from models.features.featurize import Window
+from models.model.encoder import TextEncoder, resolve_model_path
+from models.model.text_finetune import TopLayerTuner
 from models.scorer import Scorer
-from models.text_finetune import TopLayerTuner
 
 TEXTS = [
     "rate | Toy Story (1995) | Animation, Children's, Comedy",

@@ -13,8 +13,8 @@ import torch
 from models import checkpoint, train, train_config
 from models.batching import IGNORE, transition_counts
 from models.features.featurize import Window
+from models.model.temporal import TemporalConfig, TemporalModel
 from models.scorer import Scorer
-from models.temporal import TemporalConfig, TemporalModel
 from models.validation import TRANSITION_WEIGHTS
 
 

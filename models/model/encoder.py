@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.device import resolve_device
+from models.model.device import resolve_device
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 

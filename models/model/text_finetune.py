@@ -2,7 +2,7 @@
 
 The frozen lower layers run once per distinct text (their output is kept); each training step runs
 only the trained top layers, over the distinct texts of its batch, then pools them exactly as
-models.encoder.TextEncoder does (attention-masked mean, L2 norm). The tuned encoder is saved as a
+models.model.encoder.TextEncoder does (attention-masked mean, L2 norm). The tuned encoder is saved as a
 complete Hugging Face model folder inside the checkpoint, so the scorer encodes new texts with the
 same weights through the same TextEncoder code as a frozen model.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.encoder import load_model, mean_pool
+from models.model.encoder import load_model, mean_pool
 
 
 class TopLayerTuner(nn.Module):

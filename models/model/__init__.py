@@ -1,0 +1,1 @@
+"""What learns: the temporal network and its heads, the text encoder and its tuning, the risk trees."""
