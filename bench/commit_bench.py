@@ -36,7 +36,7 @@ from _common import (
 )
 from confluent_kafka import Consumer
 
-from models import synthetic
+from models.data import synthetic
 from streamproc.config import Settings
 from streamproc.core.events import encode, validate
 from streamproc.kafka.admin import create_topics

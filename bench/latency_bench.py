@@ -1,6 +1,6 @@
 """Produce-to-score latency of the full pipeline (Faust worker + scoring worker on CPU) at paced rates.
 
-Synthetic events (models.synthetic, clicks and transactions) are replayed with
+Synthetic events (models.data.synthetic, clicks and transactions) are replayed with
 streamproc.feed.replay.replay(..., rate=R) into a local Apache Kafka; a test consumer reads risk-scores.
   end-to-end   = arrival of the score at the test consumer - lineage.ingest_ts_ms
                  (the input message's broker timestamp, carried through by the pipeline)
@@ -45,7 +45,7 @@ from _common import (
 )
 from confluent_kafka import Consumer
 
-from models import synthetic
+from models.data import synthetic
 from models.features.aggregates import DAY_MS
 from streamproc.config import Settings
 from streamproc.feed.replay import replay
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"batch_max_wait_ms {settings.batch_max_wait_ms}, Faust fetch wait "
                 f"{settings.faust_fetch_wait_ms} ms, scorer fetch wait {settings.scorer_fetch_wait_ms} ms, "
                 f"producer linger {settings.producer_linger_ms} ms, state_flush {settings.state_flush}",
-                "workload": f"models.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
+                "workload": f"models.data.synthetic events (clicks + transactions), {args.users} users x {args.days} days per "
                 f"chunk, paced by streamproc.feed.replay.replay(rate=R); {args.duration_s:.0f} s per rate, "
                 f"first {args.warmup_s:.0f} s dropped",
             },

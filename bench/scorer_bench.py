@@ -1,7 +1,7 @@
 """Scorer windows/s and per-batch latency by batch size, MiniLM encoder events/s, and the encoder
 cache hit rate over a real data set (MovieLens small).
 
-Windows are built the way the Faust worker builds them: synthetic events (models.synthetic) are
+Windows are built the way the Faust worker builds them: synthetic events (models.data.synthetic) are
 validated (streamproc.core.events.validate) and applied in event-time order with
 streamproc.core.processing.apply_user_event / apply_terminal_event; only full windows (--window events)
 are kept. Every text of those windows is in the encoder cache before timing (warm-up pass), so the
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from _common import add_checkpoint_argument, fmt, header, percentile, require_checkpoint, table
 
-from models import synthetic
+from models.data import synthetic
 from models.features.featurize import event_text
 from models.model import risk_trees
 from models.model.encoder import TextCache, TextEncoder

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "pipeline": f"streamproc worker + streamproc score (CPU, checkpoint {args.checkpoint}), {args.partitions} "
                 f"partitions, Kafka retention {kafka.retention.bytes_per_partition // MIB} MiB per partition",
-                "workload": f"models.synthetic clicks and transactions, {args.users:,} users x {args.days} days per chunk",
+                "workload": f"models.data.synthetic clicks and transactions, {args.users:,} users x {args.days} days per chunk",
             },
         )
     )

@@ -16,7 +16,7 @@ from scipy import sparse
 from torch import nn
 
 from models import metrics
-from models.datasets import EventLog
+from models.data.datasets import EventLog
 from models.model.device import resolve_device
 from models.model.risk_trees import HANDBOOK_FEATURES, TREE_FEATURES, event_features
 

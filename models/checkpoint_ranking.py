@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from models import baselines as bl
-from models.datasets import EventLog
+from models.data.datasets import EventLog
 from models.features.featurize import Window
 
 MAX_WINDOW = 200  # the events of a user's window the Scorer is given (its checkpoint keeps max_len of them)

@@ -21,7 +21,7 @@ import torch
 from models import checkpoint, metrics
 from models.baselines import LooData, loo_data, next_item_ranks
 from models.checkpoint_ranking import CheckpointItemScores, loo_windows
-from models.datasets import EventLog
+from models.data.datasets import EventLog
 from models.features.featurize import Vocab, catalogue_texts
 from models.model.encoder import TextEncoder
 

@@ -21,8 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from models import baselines as bl  # noqa: E402
-from models import datasets as ds  # noqa: E402
 from models import metrics  # noqa: E402
+from models.data import datasets as ds  # noqa: E402
 from models.eval_next_item import checkpoint_curves_plot
 from models.eval_report import markdown_table, result_row
 from models.features.featurize import Window  # noqa: E402

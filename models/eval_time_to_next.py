@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models import datasets as ds
 from models import metrics
+from models.data import datasets as ds
 from models.eval_report import markdown_table
 from models.train_config import FRAUD_TEMPORAL, apply_overrides
 

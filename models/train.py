@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import checkpoint, cold_start, synthetic
+from models import checkpoint, cold_start
 from models.batching import (
     SequenceData,
     build_sequences,
@@ -25,8 +25,9 @@ from models.batching import (
     negative_sampling_probs,
     transition_counts,
 )
-from models.datasets import DATASETS, dataset_argument
-from models.datasets import load as load_dataset
+from models.data import synthetic
+from models.data.datasets import DATASETS, dataset_argument
+from models.data.datasets import load as load_dataset
 from models.features.featurize import Vocab, event_columns
 from models.features.replay import replay_aggregates
 from models.head_init import init_risk_bias, init_time_bias
@@ -306,7 +307,7 @@ def fit(
 def fit_event_log(
     log: Any, config: TrainConfig, out: str | Path, extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Train on a models.datasets.EventLog: its published split when it has one, else a time split.
+    """Train on a models.data.datasets.EventLog: its published split when it has one, else a time split.
     Events of the cold-start protocol's HELD_OUT split are neither trained on nor replayed."""
     config = replace(config, use_text=config.use_text and bool(log.has_text))
     if log.split is None:
@@ -345,7 +346,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=dataset_argument,
         metavar="{" + ",".join(DATASETS) + "}",
         help="train on a data set, not synthetic (with its DATASET_DEFAULTS setting, about 15 minutes); "
-        "`sequences` reads any sequence file (models.datasets.load_sequences)",
+        "`sequences` reads any sequence file (models.data.datasets.load_sequences)",
     )
     parser.add_argument("--data", help="path of the data set (file or folder, as its loader expects)")
     parser.add_argument(

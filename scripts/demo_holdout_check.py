@@ -18,7 +18,7 @@ from collections import defaultdict
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from models import synthetic
+from models.data import synthetic
 from models.features.featurize import Window
 from models.features.replay import replay_aggregates
 from models.scorer import Scorer

@@ -21,7 +21,7 @@ import torch
 
 from models import baselines as bl
 from models import checkpoint
-from models import datasets as ds
+from models.data import datasets as ds
 from models.eval_fraud import customer_windows, scorer_risks
 from models.eval_report import markdown_table
 from models.model import risk_trees

@@ -162,7 +162,7 @@ def read_generator(
     generator's usual start (2025-01-01 less about ten years), so that it stays behind the wall clock,
     which the pipeline's event-time guard bounds (at 1,000 events/s: about 2 minutes of replay per
     chunk, so it reaches the wall clock after about 5 hours)."""
-    from models import synthetic
+    from models.data import synthetic
 
     if not endless:
         yield from synthetic.generate(n_users=n_users, days=days, seed=seed)

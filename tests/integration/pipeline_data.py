@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from models import synthetic
+from models.data import synthetic
 from models.features import aggregates
 from streamproc.config import Settings
 from streamproc.core.events import validate

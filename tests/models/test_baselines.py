@@ -7,7 +7,7 @@ import torch
 
 from models import baselines as bl
 from models import metrics
-from models.datasets import EventLog
+from models.data.datasets import EventLog
 from models.features.aggregates import AGGREGATE_FEATURES
 
 

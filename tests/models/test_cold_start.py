@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models import baselines, checkpoint, cold_start, evaluate, train, train_config
-from models.datasets import load_sequences
+from models.data.datasets import load_sequences
 from models.features.featurize import Window, catalogue_texts, item_text
 from models.model.encoder import TextEncoder
 from models.scorer import Scorer

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import datasets as ds
+from models.data import datasets as ds
 
 DAY_S = 86_400
 T0 = pd.Timestamp("2018-04-01")

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from models import baselines as bl
-from models import datasets as ds
 from models import eval_next_item
+from models.data import datasets as ds
 from models.scorer import Scorer, Window
 
 

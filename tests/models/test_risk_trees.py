@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from models import baselines, checkpoint, train
-from models.datasets import EventLog
+from models.data.datasets import EventLog
 from models.features.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.features.featurize import Window
 from models.model import risk_trees

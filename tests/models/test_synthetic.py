@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models import synthetic
+from models.data import synthetic
 
 SPEC = {"n_users": 20, "n_items": 50, "n_terminals": 20, "days": 30, "seed": 0}
 

@@ -129,7 +129,7 @@ def test_the_summary_shows_only_what_the_model_was_trained_to_predict() -> None:
 
 
 def test_the_demo_serves_a_checkpoint_trained_on_the_data_it_replays(tmp_path: Path) -> None:
-    from models.datasets import DATASETS
+    from models.data.datasets import DATASETS
 
     default = Path("checkpoints/demo")
     parquet = tmp_path / "transactions_2018.parquet"
