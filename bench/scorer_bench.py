@@ -26,7 +26,7 @@ from models.data import synthetic
 from models.features.featurize import event_text
 from models.model import risk_trees
 from models.model.encoder import TextCache, TextEncoder
-from models.scorer import Scorer, Window
+from models.serving.scorer import Scorer, Window
 from streamproc.core.events import MIN_TS_MS, InvalidEvent, validate
 from streamproc.core.processing import (
     apply_terminal_event,

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import checkpoint, metrics
+from models import metrics
 from models.baselines import LooData, loo_data, next_item_ranks
 from models.checkpoint_ranking import CheckpointItemScores, loo_windows
 from models.data.datasets import EventLog
 from models.features.featurize import Vocab, catalogue_texts
 from models.model.encoder import TextEncoder
+from models.serving import checkpoint
 
 HELD_OUT = "held_out"  # the split of a held-out item's training events: neither trained on nor replayed
 
@@ -175,7 +176,7 @@ def choose_new_item_bonus(folder: str | Path, log: EventLog, device: str = "cpu"
     NEW_ITEM_BONUSES is scored by the validation NDCG@10 over all targets, cold and warm (ties: the one
     nearest 0). None, and the checkpoint unchanged, when its item vectors have no text part or no validation
     target is an item it never trained on."""
-    from models.scorer import Scorer
+    from models.serving.scorer import Scorer
 
     scorer = Scorer.load(folder, device=device)
     if "text" not in scorer.ckpt.config.item_vectors:

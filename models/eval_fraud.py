@@ -53,13 +53,13 @@ def checkpoint_fraud_scores(
     path: str, log: ds.EventLog, ids: Sequence[str], window: int = 50, device: str = "auto"
 ) -> np.ndarray:
     """Risk of each transaction from a checkpoint: the customer's last `window` events and its aggregates."""
-    from models.scorer import Scorer
+    from models.serving.scorer import Scorer
 
     return scorer_risks(Scorer.load(path, device=device), customer_windows(log, ids, window))
 
 
 def scorer_risks(scorer: Any, windows: Sequence[Window], batch: int = 512) -> np.ndarray:
-    """(N,) risk of each window from a models.scorer.Scorer, in batches."""
+    """(N,) risk of each window from a models.serving.scorer.Scorer, in batches."""
     return np.array(
         [s.risk for k in range(0, len(windows), batch) for s in scorer.score(windows[k : k + batch])]
     )

@@ -63,7 +63,7 @@ def checkpoint_next_item(
     catalogue is added to its Scorer, as the stream would add them); one with id vectors alone cannot
     (they score -inf). `held_out` is the cold-start protocol evaluated (None: none); the checkpoint must
     have been trained under the same one."""
-    from models.scorer import Scorer
+    from models.serving.scorer import Scorer
 
     scorer = Scorer.load(path, device=device)
     trained_without = scorer.ckpt.extra.get("held_out_items")

@@ -104,7 +104,7 @@ def fraud_time_to_next(args: argparse.Namespace, out: Path) -> str:
     the week (those of the weeks in between too, as the model's windows see them)."""
     from models import train as tr
     from models.eval_fraud import customer_windows
-    from models.scorer import Scorer
+    from models.serving.scorer import Scorer
 
     since = args.valid_start - dt.timedelta(days=args.train_days)
     log = ds.load_fraud_handbook(args.data_dir, since=since)

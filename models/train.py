@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import checkpoint, cold_start
+from models import cold_start
 from models.batching import (
     SequenceData,
     build_sequences,
@@ -37,6 +37,7 @@ from models.model.device import resolve_device
 from models.model.encoder import TextEncoder
 from models.model.temporal import TemporalConfig, TemporalInput, TemporalModel
 from models.model.text_finetune import TopLayerTuner
+from models.serving import checkpoint
 from models.train_config import (
     DATASET_DEFAULTS,
     DEFAULT_PRESET,

@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from models.data import synthetic
 from models.features.featurize import Window
 from models.features.replay import replay_aggregates
-from models.scorer import Scorer
+from models.serving.scorer import Scorer
 from streamproc.feed.replay import read_generator
 
 WINDOW = 50

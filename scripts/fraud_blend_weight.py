@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from models import baselines as bl
-from models import checkpoint
 from models.data import datasets as ds
 from models.eval_fraud import customer_windows, scorer_risks
 from models.eval_report import markdown_table
 from models.model import risk_trees
-from models.scorer import Scorer
+from models.serving import checkpoint
+from models.serving.scorer import Scorer
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from models.scorer import Scorer
+    from models.serving.scorer import Scorer
     from streamproc.observability.metrics import create_metrics, serve
     from streamproc.scoring.worker import ScoringWorker
 

@@ -39,8 +39,8 @@ def _past_event(event: dict[str, Any]) -> str:
 
 
 def explanation_lines(explanation: dict[str, Any]) -> list[str]:
-    """An alert's explanation (models.explain) as an analyst reads it, one line per half of the score, in
-    log-odds: what each feature added to the trees' score, and the past events that moved the head's most."""
+    """An alert's explanation (models.serving.explain) as an analyst reads it, one line per half of the score,
+    in log-odds: what each feature added to the trees' score, and the past events that moved the head's most."""
     lines = []
     trees = explanation.get("trees")
     if trees:

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from models.features import aggregates
-from models.scorer import Scores, Window
+from models.serving.scorer import Scores, Window
 from streamproc.core.events import InvalidEvent, decode
 
 # what an analyst reads beside an alert: the customer's and the terminal's velocity now, and the terminal's

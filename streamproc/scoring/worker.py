@@ -21,7 +21,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from models.features import aggregates
-from models.scorer import Scorer, Scores, Window
+from models.serving.scorer import Scorer, Scores, Window
 from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, dead_letter, encode
 from streamproc.kafka.clients import new_consumer

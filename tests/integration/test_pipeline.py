@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from scipy.special import logit
 
-from models.scorer import Scorer, Window
+from models.serving.scorer import Scorer, Window
 from streamproc.kafka.consumers import follow_alerts, latest_scores_for, show_recommendations
 from streamproc.observability.readiness import read_metrics
 from streamproc.stages.app import TERMINAL_TABLE, USER_TABLE

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import checkpoint
 from models.features.featurize import Vocab, Window
 from models.model.temporal import TemporalConfig, TemporalModel
-from models.scorer import Scorer
+from models.serving import checkpoint
+from models.serving.scorer import Scorer
 
 
 def test_round_trip_gives_identical_scores(

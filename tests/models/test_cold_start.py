@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models import baselines, checkpoint, cold_start, evaluate, train, train_config
+from models import baselines, cold_start, evaluate, train, train_config
 from models.data.datasets import load_sequences
 from models.features.featurize import Window, catalogue_texts, item_text
 from models.model.encoder import TextEncoder
-from models.scorer import Scorer
+from models.serving import checkpoint
+from models.serving.scorer import Scorer
 
 GENRES = ("Comedy", "Drama", "Horror")
 

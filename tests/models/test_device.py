@@ -10,7 +10,7 @@ import torch
 
 from models import train, train_config
 from models.model.device import resolve_device
-from models.scorer import Scorer
+from models.serving.scorer import Scorer
 
 
 def test_auto_picks_cuda_only_when_torch_sees_it() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from models import baselines as bl
 from models import eval_next_item
 from models.data import datasets as ds
-from models.scorer import Scorer, Window
+from models.serving.scorer import Scorer, Window
 
 
 def leave_one_out_log(records: list[dict]) -> ds.EventLog:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from scipy.special import logit
 
-from models.explain import head_explanations, tree_explanations, without_each_past_event
 from models.features.featurize import Window
 from models.model import risk_trees
-from models.scorer import Scorer
+from models.serving.explain import head_explanations, tree_explanations, without_each_past_event
+from models.serving.scorer import Scorer
 from streamproc.kafka.consumers import explanation_lines
 
 

@@ -10,12 +10,13 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models import baselines, checkpoint, train
+from models import baselines, train
 from models.data.datasets import EventLog
 from models.features.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.features.featurize import Window
 from models.model import risk_trees
-from models.scorer import Scorer
+from models.serving import checkpoint
+from models.serving.scorer import Scorer
 from tests.models.helpers import RISK_CONFIG, rare_risk_log, user_ids
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoint
 from models.features.featurize import Window, event_text
-from models.scorer import Scorer, Scores
+from models.serving import checkpoint
+from models.serving.scorer import Scorer, Scores
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models import checkpoint, train, train_config
+from models import train, train_config
 from models.features.featurize import Window
 from models.model.encoder import TextEncoder, resolve_model_path
 from models.model.text_finetune import TopLayerTuner
-from models.scorer import Scorer
+from models.serving import checkpoint
+from models.serving.scorer import Scorer
 
 TEXTS = [
     "rate | Toy Story (1995) | Animation, Children's, Comedy",

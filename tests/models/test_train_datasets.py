@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models import checkpoint, evaluate, train, train_config
+from models import evaluate, train, train_config
+from models.serving import checkpoint
 
 
 def test_apply_overrides_casts_to_field_types() -> None:
@@ -172,7 +173,7 @@ def test_a_model_trained_without_any_fraud_label_raises_no_alerts(
     tiny_records: tuple[list[dict], dict[str, int]], tmp_path: Path
 ) -> None:
     """A recommender's data set has no labels: its never-trained risk head must not score ~0.5 at random."""
-    from models.scorer import Scorer, Window
+    from models.serving.scorer import Scorer, Window
 
     records, _ = tiny_records
     _, config = train_config.PRESETS["tiny"]

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from models import batching, losses, train
 from models.features.featurize import Vocab, Window
 from models.model.temporal import TemporalConfig, TemporalModel, TemporalOutput
-from models.scorer import Scorer
+from models.serving.scorer import Scorer
 from tests.models.helpers import RISK_CONFIG, rare_risk_log, user_ids
 
 

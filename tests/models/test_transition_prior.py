@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from models import checkpoint, train, train_config
+from models import train, train_config
 from models.batching import IGNORE, transition_counts
 from models.features.featurize import Window
 from models.model.temporal import TemporalConfig, TemporalModel
-from models.scorer import Scorer
+from models.serving import checkpoint
+from models.serving.scorer import Scorer
 from models.validation import TRANSITION_WEIGHTS
 
 

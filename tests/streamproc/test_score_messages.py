@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from models.scorer import Scores
+from models.serving.scorer import Scores
 from streamproc.kafka.consumers import format_alert
 from streamproc.scoring.messages import score_messages
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from models.scorer import Scores
+from models.serving.scorer import Scores
 from streamproc.config import Settings
 from streamproc.observability.metrics import create_metrics
 from streamproc.scoring.messages import Pending

@@ -11,13 +11,13 @@ import numpy as np
 import torch
 from scipy.special import expit
 
-from models import checkpoint, explain
 from models.features.aggregates import AGGREGATE_FEATURES
 from models.features.featurize import Window, catalogue_texts, featurize
 from models.model import risk_trees
 from models.model.device import resolve_device
 from models.model.encoder import TextEncoder
 from models.model.temporal import TemporalInput, TemporalOutput
+from models.serving import checkpoint, explain
 
 __all__ = ["Scorer", "Scores", "Window"]
 
@@ -31,7 +31,7 @@ class Scores:
     next_action: dict[str, float]
     time_to_next_s: float
     model_version: str
-    explanation: dict[str, Any] | None = None  # why the risk is what it is (models.explain), when asked
+    explanation: dict[str, Any] | None = None  # why the risk is what it is (serving.explain), when asked
 
 
 EXPLAIN_CHUNK = 256  # windows per forward pass of an explanation's occlusions
@@ -192,7 +192,7 @@ class Scorer:
 
     def explain(self, windows: Sequence[Window]) -> list[dict[str, Any]]:
         """Why each window's risk is what it is: the blended log-odds, the head's most influential past events
-        and (with trees) the trees' top feature contributions (models.explain)."""
+        and (with trees) the trees' top feature contributions (models.serving.explain)."""
         if not windows:
             return []
         trees = self.ckpt.risk_trees
