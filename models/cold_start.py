@@ -1,7 +1,6 @@
 """Cold-start protocol: a seeded share of the catalogue is held out of training entirely (never a target,
 never an input), kept in the catalogue at test time; next-item ranks are then reported apart for test
-targets that are cold (held out) and warm. Also the popularity-within-genre baseline it is compared with,
-and the vocabulary's item text embeddings that text item vectors are trained from.
+targets that are cold (held out) and warm. Also the popularity-within-genre baseline it is compared with.
 
 `models.train --cold-items F` and `models.evaluate --cold-items F` hold out the same items (same seed). After
 training under the protocol, a model with text item vectors gets its new-item bonus chosen on validation
@@ -10,20 +9,17 @@ training under the protocol, a model with text item vectors gets its new-item bo
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from models import metrics
 from models.baselines import LooData, loo_data, next_item_ranks
 from models.checkpoint_ranking import CheckpointItemScores, loo_windows
 from models.data.datasets import EventLog
-from models.features.featurize import Vocab, catalogue_texts
-from models.model.encoder import TextEncoder
+from models.features.featurize import catalogue_texts
 from models.serving import checkpoint
 
 HELD_OUT = "held_out"  # the split of a held-out item's training events: neither trained on nor replayed
@@ -123,18 +119,6 @@ class GenrePopularity:
         profile = np.stack([self.item_genres[h.astype(np.int64)].sum(0) for h in histories])  # (B, G)
         profile /= np.maximum(profile.sum(1, keepdims=True), 1.0)
         return profile @ self.item_share.T + self.tie_break  # (B, items + 1)
-
-
-def vocab_item_text(records: Sequence[dict[str, Any]], vocab: Vocab, encoder: TextEncoder) -> torch.Tensor:
-    """(n_items, text_dim) text embedding of each vocabulary item (features.item_text of its first record;
-    zeros for padding, unknown and items without text)."""
-    by_item = catalogue_texts(records)
-    names = [vocab.item_name(i) for i in range(2, vocab.n_items)]
-    known = [(i + 2, by_item[name]) for i, name in enumerate(names) if name in by_item]
-    table = np.zeros((vocab.n_items, encoder.dim), np.float32)
-    if known:
-        table[[i for i, _ in known]] = encoder.encode([text for _, text in known])
-    return torch.from_numpy(table).to(encoder.device)
 
 
 # the new-item bonuses tried on validation (logit units; 0: the items ranked from text compete as they are;

@@ -27,7 +27,7 @@ from models.eval_next_item import checkpoint_curves_plot
 from models.eval_report import markdown_table, result_row
 from models.features.featurize import Window  # noqa: E402
 from models.model import risk_trees  # noqa: E402
-from models.train_config import FRAUD_TEMPORAL
+from models.training.train_config import FRAUD_TEMPORAL, apply_overrides
 
 GBDT_GRID = {"n_estimators": (100, 300), "num_leaves": (15, 63), "learning_rate": (0.05, 0.1)}
 
@@ -111,10 +111,10 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
     validation set. Checkpoints go to checkpoints/fraud_<spec hash>/<train_start>.
     """
 
-    from models import train as tr
+    from models.training import loop
 
     assignments = [a for a in spec.partition(":")[2].split(",") if a]
-    config = tr.apply_overrides(replace(FRAUD_TEMPORAL, device=args.device), assignments)
+    config = apply_overrides(replace(FRAUD_TEMPORAL, device=args.device), assignments)
     root = temporal_root(spec)
     ts = np.fromiter((r["ts_ms"] for r in log.records), dtype=np.int64, count=len(log.records))
     history_ms = 21 * 86_400_000
@@ -129,7 +129,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
         val_ids = {e for e in train_ids if ts_of[e] >= last_day}
         fit_ids = {r["event_id"] for r in keep} - val_ids
         out = root / str(dt.datetime.fromtimestamp(first / 1000, dt.UTC).date())
-        summary = tr.fit(keep, labels, log.aggregates, config, out, fit_ids, val_ids)
+        summary = loop.fit(keep, labels, log.aggregates, config, out, fit_ids, val_ids)
         print(json.dumps({"fold": str(out), "best": summary["best"]}), flush=True)
         return checkpoint_fraud_scores(str(out), log, test_ids, device=args.device)
 

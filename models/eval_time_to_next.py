@@ -20,7 +20,7 @@ import pandas as pd
 from models import metrics
 from models.data import datasets as ds
 from models.eval_report import markdown_table
-from models.train_config import FRAUD_TEMPORAL, apply_overrides
+from models.training.train_config import FRAUD_TEMPORAL, apply_overrides
 
 HORIZONS_H = (1, 24, 168)
 DAY_MS = 86_400_000
@@ -102,9 +102,9 @@ def fraud_time_to_next(args: argparse.Namespace, out: Path) -> str:
     on the validation week), then predict each transaction's gap to the customer's next one in the
     validation week and the test week (--test-start); the baselines' medians from every gap that ended before
     the week (those of the weeks in between too, as the model's windows see them)."""
-    from models import train as tr
     from models.eval_fraud import customer_windows
     from models.serving.scorer import Scorer
+    from models.training import loop
 
     since = args.valid_start - dt.timedelta(days=args.train_days)
     log = ds.load_fraud_handbook(args.data_dir, since=since)
@@ -126,7 +126,7 @@ def fraud_time_to_next(args: argparse.Namespace, out: Path) -> str:
     config = replace(apply_overrides(FRAUD_TIME_CONFIG, args.set or []), device=args.device)
     checkpoint = Path(args.checkpoint_dir) / "fraud_time_to_next"
     keep = ts < start_ms["val"] + 7 * DAY_MS
-    summary = tr.fit(
+    summary = loop.fit(
         [r for r, k in zip(records, keep, strict=True) if k],
         {},
         log.aggregates,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models import train, train_config
+from models import train
+from models.training import loop, train_config
 
 
 @pytest.fixture(scope="session")
@@ -17,5 +18,5 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
     spec, config = train_config.PRESETS["tiny"]
     records, labels = train.synthetic_records(spec)
-    train.fit(records, labels, None, replace(config, max_steps=30, eval_every=30), out)
+    loop.fit(records, labels, None, replace(config, max_steps=30, eval_every=30), out)
     return out

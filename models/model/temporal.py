@@ -229,7 +229,7 @@ class TemporalModel(nn.Module):
         return self.item_text_proj(embeddings.to(self.item_text.dtype))
 
     def set_transitions(self, indptr: np.ndarray, items: np.ndarray, log_count: np.ndarray) -> None:
-        """Store the transition counts (models.batching.transition_counts) the prior reads."""
+        """Store the transition counts (models.training.batching.transition_counts) the prior reads."""
         with torch.no_grad():
             self.transition_indptr.copy_(torch.from_numpy(indptr))
             self.transition_items.copy_(torch.from_numpy(items))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models import train_config
 from models.features.aggregates import AGGREGATE_FEATURES
 from models.features.featurize import NUMERIC_FEATURES
 from models.model.temporal import TemporalInput
+from models.training import train_config
 
 HOUR_MS = 3_600_000
 RISK_CONFIG = train_config.TrainConfig(

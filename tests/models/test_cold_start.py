@@ -12,12 +12,13 @@ import pandas as pd
 import pytest
 import torch
 
-from models import baselines, cold_start, evaluate, train, train_config
+from models import baselines, cold_start, evaluate, train
 from models.data.datasets import load_sequences
 from models.features.featurize import Window, catalogue_texts, item_text
 from models.model.encoder import TextEncoder
 from models.serving import checkpoint
 from models.serving.scorer import Scorer
+from models.training import loop, train_config
 
 GENRES = ("Comedy", "Drama", "Horror")
 
@@ -94,7 +95,7 @@ def text_item_checkpoint(
         config, item_vectors="text", use_item_ids=False, max_steps=6, eval_every=3, risk_trees=False
     )  # type: ignore[arg-type]
     out = tmp_path_factory.mktemp("text-items") / "ckpt"
-    train.fit(records, labels, None, config, out)
+    loop.fit(records, labels, None, config, out)
     return out
 
 

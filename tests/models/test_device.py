@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import train, train_config
+from models import train
 from models.model.device import resolve_device
 from models.serving.scorer import Scorer
+from models.training import loop, train_config
 
 
 def test_auto_picks_cuda_only_when_torch_sees_it() -> None:
@@ -35,7 +36,7 @@ def test_the_device_flag_reaches_the_training_config() -> None:
 def test_a_checkpoint_trained_on_the_gpu_scores_alike_on_cpu_and_gpu(tmp_path: Path, tiny_windows) -> None:
     spec, config = train_config.PRESETS["tiny"]
     records, labels = train.synthetic_records(spec)
-    train.fit(
+    loop.fit(
         records, labels, None, replace(config, max_steps=30, eval_every=30, device="cuda"), tmp_path / "gpu"
     )
     on_cpu = Scorer.load(tmp_path / "gpu", device="cpu").score(tiny_windows)

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from models import eval_time_to_next as ttn
-from models import head_init, losses, train, train_config
 from models.model.temporal import TemporalConfig, TemporalModel
+from models.training import head_init, loop, losses, train_config
 
 
 def test_rows_give_the_errors_and_the_return_within_horizons() -> None:
@@ -60,5 +60,5 @@ def test_the_time_head_starts_at_the_training_gaps_median_or_mean(
     head_init.init_time_bias(model, gaps, config.time_loss)
     bias = float(model.time_head[-1].bias.detach())  # type: ignore[union-attr]
     assert bias == pytest.approx(2.0 if time_loss == "median" else 4.0)
-    summary = train.fit(records, labels, None, config, tmp_path / time_loss)
+    summary = loop.fit(records, labels, None, config, tmp_path / time_loss)
     assert "time_mae" in summary["best"] and "time_mse" in summary["best"]

@@ -9,7 +9,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import batching
 from models.features.aggregates import AGGREGATE_FEATURES
 from models.features.featurize import (
     DERIVED_FEATURES,
@@ -26,6 +25,7 @@ from models.features.featurize import (
     raw_aggregates,
 )
 from models.features.replay import replay_aggregates
+from models.training import batching
 
 VOCAB = Vocab(items=["a", "b", "c", "t1"], actions=["click", "transaction", "view"])
 MAX_LEN = 8

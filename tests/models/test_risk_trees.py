@@ -10,13 +10,14 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models import baselines, train
+from models import baselines
 from models.data.datasets import EventLog
 from models.features.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.features.featurize import Window
 from models.model import risk_trees
 from models.serving import checkpoint
 from models.serving.scorer import Scorer
+from models.training import loop
 from tests.models.helpers import RISK_CONFIG, rare_risk_log, user_ids
 
 
@@ -45,7 +46,7 @@ def test_scorer_averages_head_and_tree_log_odds(tmp_path: Path) -> None:
     records, labels, aggregates = rare_risk_log()
     train_ids, val_ids = user_ids(records, range(60)), user_ids(records, range(60, 70))
     config = replace(RISK_CONFIG, max_steps=20, risk_trees=True, risk_trees_params={"n_estimators": 30, "num_leaves": 7, "learning_rate": 0.1})  # fmt: skip
-    train.fit(records, labels, aggregates, config, tmp_path / "both", train_ids, val_ids)
+    loop.fit(records, labels, aggregates, config, tmp_path / "both", train_ids, val_ids)
     loaded = checkpoint.load(tmp_path / "both")
     assert loaded.risk_trees is not None
 

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models import batching, losses, train_config
 from models.features.featurize import MODEL_AGGREGATES
 from models.model.temporal import TemporalConfig, TemporalModel
+from models.training import batching, losses, train_config
 from tests.models.helpers import K, T, toy_batch
 
 

@@ -12,12 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models import train, train_config
+from models import train
 from models.features.featurize import Window
 from models.model.encoder import TextEncoder, resolve_model_path
 from models.model.text_finetune import TopLayerTuner
 from models.serving import checkpoint
 from models.serving.scorer import Scorer
+from models.training import loop, train_config
 
 TEXTS = [
     "rate | Toy Story (1995) | Animation, Children's, Comedy",
@@ -52,7 +53,7 @@ def test_a_tuned_checkpoint_serves_with_its_tuned_encoder(tmp_path: Path, tiny_w
     spec, config = train_config.PRESETS["tiny"]
     records, labels = train.synthetic_records(spec)
     tuned = replace(config, max_steps=20, eval_every=20, finetune_layers=1, encoder_lr=1e-3, device="cpu")
-    train.fit(records, labels, None, tuned, tmp_path / "tuned")
+    loop.fit(records, labels, None, tuned, tmp_path / "tuned")
 
     folder = checkpoint.tuned_encoder_folder(tmp_path / "tuned")
     original = load_file(str(resolve_model_path(None) / "model.safetensors"))

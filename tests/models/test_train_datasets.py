@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models import evaluate, train, train_config
+from models import evaluate, train
 from models.serving import checkpoint
+from models.training import loop, train_config
 
 
 def test_apply_overrides_casts_to_field_types() -> None:
@@ -39,7 +40,7 @@ def test_sampling_modes_train_and_save(
         sampling=sampling,
         item_init_std=0.1,  # type: ignore[arg-type]
     )
-    summary = train.fit(records, labels, None, config, tmp_path / sampling)
+    summary = loop.fit(records, labels, None, config, tmp_path / sampling)
     assert summary["best"]
     loaded = checkpoint.load(tmp_path / sampling)
     assert loaded.config.item_init_std == 0.1
@@ -53,7 +54,7 @@ def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
     config = replace(
         config, use_text=False, max_steps=40, eval_every=5, patience=100, select_on="item_ndcg10"
     )  # type: ignore[arg-type]
-    summary = train.fit(records, labels, None, config, tmp_path / "ndcg")
+    summary = loop.fit(records, labels, None, config, tmp_path / "ndcg")
     history = json.loads((tmp_path / "ndcg" / "metrics.json").read_text())["history"]
     assert all(0.0 <= h["item_ndcg10"] <= h["item_hr10"] <= 1.0 for h in history)
     assert summary["best"]["item_ndcg10"] == max(h["item_ndcg10"] for h in history)
@@ -64,11 +65,11 @@ def test_select_on_ndcg_keeps_the_evaluation_with_the_best_ranking(
 
 def test_linear_decay_reaches_zero_at_max_steps_after_the_warm_up() -> None:
     config = replace(train_config.TrainConfig(), warmup_steps=10, max_steps=100, lr_decay="linear")
-    factors = [train.lr_factor(s, config) for s in range(100)]
+    factors = [loop.lr_factor(s, config) for s in range(100)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(0.91)
     assert all(a > b for a, b in zip(factors[9:], factors[10:], strict=False))
     assert factors[-1] == pytest.approx(0.01)
-    assert train.lr_factor(50, replace(config, lr_decay="none")) == 1.0
+    assert loop.lr_factor(50, replace(config, lr_decay="none")) == 1.0
 
 
 def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_wins() -> None:
@@ -160,9 +161,9 @@ def test_the_step_count_ends_training_and_the_clock_is_a_reported_safety_net(
     records, labels = tiny_records
     _, config = train_config.PRESETS["tiny"]
     config = replace(config, use_text=False, max_steps=3, eval_every=100, max_seconds=None)
-    summary = train.fit(records, labels, None, config, tmp_path / "steps")
+    summary = loop.fit(records, labels, None, config, tmp_path / "steps")
     assert (summary["steps"], summary["stopped_by"]) == (3, "max_steps")
-    clocked = train.fit(records, labels, None, replace(config, max_seconds=0.0), tmp_path / "clock")
+    clocked = loop.fit(records, labels, None, replace(config, max_seconds=0.0), tmp_path / "clock")
     assert (clocked["steps"], clocked["stopped_by"]) == (1, "max_seconds")
     assert "stopped by its safety net" in caplog.text
     saved = json.loads((tmp_path / "clock" / "metrics.json").read_text())
@@ -177,7 +178,7 @@ def test_a_model_trained_without_any_fraud_label_raises_no_alerts(
 
     records, _ = tiny_records
     _, config = train_config.PRESETS["tiny"]
-    train.fit(records, None, None, replace(config, use_text=False, max_steps=5), tmp_path / "nolabels")
+    loop.fit(records, None, None, replace(config, use_text=False, max_steps=5), tmp_path / "nolabels")
     scorer = Scorer.load(tmp_path / "nolabels", device="cpu")
     windows = [Window(events=records[k : k + 10]) for k in range(0, 200, 10)]
     assert max(s.risk for s in scorer.score(windows)) < 0.01

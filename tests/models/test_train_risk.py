@@ -9,10 +9,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models import batching, losses, train
 from models.features.featurize import Vocab, Window
 from models.model.temporal import TemporalConfig, TemporalModel, TemporalOutput
 from models.serving.scorer import Scorer
+from models.training import batching, loop, losses
 from tests.models.helpers import RISK_CONFIG, rare_risk_log, user_ids
 
 
@@ -21,7 +21,7 @@ def test_model_learns_rare_aggregate_risk_and_scorer_serves_it(tmp_path: Path) -
     records, labels, aggregates = rare_risk_log()
     assert 0.01 < np.mean(list(labels.values())) < 0.04
     train_ids, val_ids = user_ids(records, range(60)), user_ids(records, range(60, 70))
-    train.fit(records, labels, aggregates, RISK_CONFIG, tmp_path / "risk", train_ids, val_ids)
+    loop.fit(records, labels, aggregates, RISK_CONFIG, tmp_path / "risk", train_ids, val_ids)
 
     scorer = Scorer.load(tmp_path / "risk", device="cpu")
     held_out = [r for r in records if int(r["user_id"][1:]) >= 70]  # by user, then time

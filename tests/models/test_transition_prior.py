@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from models import train, train_config
-from models.batching import IGNORE, transition_counts
 from models.features.featurize import Window
 from models.model.temporal import TemporalConfig, TemporalModel
 from models.serving import checkpoint
 from models.serving.scorer import Scorer
-from models.validation import TRANSITION_WEIGHTS
+from models.training import loop, train_config
+from models.training.batching import IGNORE, transition_counts
+from models.training.validation import TRANSITION_WEIGHTS
 
 
 def test_transition_counts_are_csr_by_the_first_item() -> None:
@@ -47,7 +47,7 @@ def prior_checkpoint(
         config, transition_prior=True, use_text=False, max_steps=6, eval_every=3, risk_trees=False
     )
     out = tmp_path_factory.mktemp("prior") / "ckpt"
-    return out, train.fit(records, labels, None, config, out)
+    return out, loop.fit(records, labels, None, config, out)
 
 
 def test_training_chooses_the_weight_on_validation_and_the_checkpoint_keeps_it(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import train_config
 from models.features import aggregates
 from models.features.replay import replay_aggregates
+from models.training import train_config
 from streamproc.core.events import FraudLabel
 from streamproc.core.processing import (
     apply_fraud_label,

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models.batching import IGNORE, Batch
 from models.model.temporal import TemporalModel
-from models.train_config import TrainConfig
+from models.training.batching import IGNORE, Batch
+from models.training.train_config import TrainConfig
 
 
 def sampled_item_loss(

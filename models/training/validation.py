@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from models.batching import IGNORE, SequenceData, make_batch
 from models.metrics import hit_rate, ndcg, ranks_from_scores
 from models.model.temporal import TemporalModel, TemporalOutput
-from models.train_config import TrainConfig
+from models.training.batching import IGNORE, SequenceData, make_batch
+from models.training.train_config import TrainConfig
 
 
 @torch.inference_mode()

@@ -1,5 +1,5 @@
 """What a training run is configured with: TrainConfig, the synthetic presets and each data set's default
-settings (chosen on validation; both config files in models/presets/), and --set overrides."""
+settings (chosen on validation; both config files in models/training/presets/), and --set overrides."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ class TrainConfig:
     item_vectors: Literal["ids", "text", "ids+text"] = "ids"
     item_id_dropout: float = 0.0  # with ids+text: TemporalConfig.item_id_dropout
     # a first-order transition prior added to the next-item logits, its weight chosen on validation after
-    # training (TemporalConfig.transition_weight; models.validation.TRANSITION_WEIGHTS)
+    # training (TemporalConfig.transition_weight; models.training.validation.TRANSITION_WEIGHTS)
     transition_prior: bool = False
     # early stopping and the kept model: the validation loss (lower is better) or item_ndcg10 (higher):
     # on sparse catalogues the item cross-entropy turns up (over-confidence) while the ranking still improves
