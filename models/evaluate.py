@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from models import cold_start
 from models.data.datasets import DATASETS, LEAVE_ONE_OUT, dataset_argument
-from models.eval_fraud import run_fraud
-from models.eval_next_item import NEXT_ITEM_BASELINES, run_next_item
-from models.eval_time_to_next import fraud_time_to_next
+from models.evaluation import cold_start
+from models.evaluation.fraud import run_fraud
+from models.evaluation.next_item import NEXT_ITEM_BASELINES, run_next_item
+from models.evaluation.time_to_next import fraud_time_to_next
 
 FRAUD = "fraud-handbook"
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from models import cold_start
 from models.data import synthetic
 from models.data.datasets import DATASETS, dataset_argument
 from models.data.datasets import load as load_dataset
+from models.evaluation import cold_start
 from models.model.device import resolve_device
 from models.training import loop
 from models.training.train_config import (

@@ -6,7 +6,7 @@ Usage: PYTHONPATH=. python scripts/fraud_blend_weight.py --data PATH/transaction
 Reads the per-fold checkpoints that `python -m models.evaluate --dataset fraud --model
 temporal:use_item_ids=false,risk_trees=true` wrote (one folder per training-week start) for the four
 validation folds only, scores each fold's assessment transactions with the head alone and with the
-trees alone (the pipeline's windows, `models.eval_fraud.customer_windows`), and prints validation AP and
+trees alone (the pipeline's windows, `models.evaluation.fraud.customer_windows`), and prints validation AP and
 ROC-AUC of the blend `w * head + (1 - w) * trees` for w = 0, 0.1, ..., 1. The test folds are never read.
 """
 
@@ -19,10 +19,10 @@ import datetime as dt
 import numpy as np
 import torch
 
-from models import baselines as bl
 from models.data import datasets as ds
-from models.eval_fraud import customer_windows, scorer_risks
-from models.eval_report import markdown_table
+from models.evaluation import baselines as bl
+from models.evaluation.fraud import customer_windows, scorer_risks
+from models.evaluation.report import markdown_table
 from models.model import risk_trees
 from models.serving import checkpoint
 from models.serving.scorer import Scorer

@@ -19,9 +19,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from models import baselines as bl
 from models.data import datasets as ds
-from models.eval_report import markdown_table
+from models.evaluation import baselines as bl
+from models.evaluation.report import markdown_table
 from models.features import aggregates as agg
 from models.model import risk_trees
 

@@ -5,8 +5,8 @@ memoryless given the rate and the clock. So the median of the gap from a transac
 customer's next one is exact: the x with cumulative intensity from t to t + x equal to ln 2. This script
 prints the MAE of that median, with the rate estimated from the customer's transactions before the week
 scored (what a predictor may know) and from the whole file (an oracle), beside the trivial baselines of
-models.eval_time_to_next on its validation and test weeks (their medians from the same data as there: the
-gaps from --train-days before the validation week on): the floor any predictor of these data meets.
+models.evaluation.time_to_next on its validation and test weeks (their medians from the same data as there:
+the gaps from --train-days before the validation week on): the floor any predictor of these data meets.
 
 PYTHONPATH=. python scripts/time_to_next_floor.py --data $DATA/fraud-handbook/transactions_2018-04-01_08-14.parquet
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from models.eval_time_to_next import baselines, best_baseline_ratio, time_to_next_rows
+from models.evaluation.time_to_next import baselines, best_baseline_ratio, time_to_next_rows
 
 DAY_S = 86_400
 ORIGIN = pd.Timestamp("2018-04-01")  # TX_TIME_SECONDS counts from the simulation's first midnight
@@ -50,7 +50,7 @@ def median_gap_h(t_s: np.ndarray, rate_per_day: np.ndarray) -> np.ndarray:
 
 def week_rows(frame: pd.DataFrame, since_s: float, start: dt.date) -> tuple[list[dict[str, object]], int]:
     """The floor and the baselines on the week from `start` (its transactions with a next one); the
-    baselines' medians from the gaps between `since_s` and the week, as in models.eval_time_to_next."""
+    baselines' medians from the gaps between `since_s` and the week, as in models.evaluation.time_to_next."""
     start_s = (pd.Timestamp(start) - ORIGIN).total_seconds()
     first_s, last_s = frame["t_s"].min(), frame["t_s"].max()
     target = (frame["t_s"] >= start_s) & (frame["t_s"] < start_s + 7 * DAY_S) & frame["gap_next_h"].notna()

@@ -154,7 +154,7 @@ def event_text(record: dict[str, Any]) -> str | None:
 
 def item_text(record: dict[str, Any]) -> str | None:
     """Short stable text of the item a click is about (title and category, no action); None for a payment
-    terminal or an item without text: what text item vectors (models.cold_start) are made of."""
+    terminal or an item without text: what text item vectors (models.evaluation.cold_start) are made of."""
     if record.get("kind") == "transaction":
         return None
     title, category = record.get("title"), record.get("category")

@@ -38,7 +38,7 @@ class TemporalConfig:
     text_input_scale: float = 1.0
     # what an item is to the next-item head: its learnt id embedding ("ids", checkpoints before 2026-12-06),
     # the projection of its text's embedding ("text": an item never trained on is ranked from its text
-    # alone, models.cold_start), or their sum ("ids+text")
+    # alone, models.evaluation.cold_start), or their sum ("ids+text")
     item_vectors: Literal["ids", "text", "ids+text"] = "ids"
     # training only, with ids+text: the share of items whose id part is dropped from their vector at each
     # step (DropoutNet, Volkovs et al. 2017), so that the text part alone ranks well: what an item never
@@ -51,7 +51,7 @@ class TemporalConfig:
     transition_weight: float = 0.0
     # added by the Scorer to the next-item logits of the items it ranks from their text alone (never trained
     # on: held out, or first seen in the stream), which otherwise lose to trained items' id-and-text vectors;
-    # chosen on validation after training under the cold-start protocol (models.cold_start)
+    # chosen on validation after training under the cold-start protocol (models.evaluation.cold_start)
     new_item_bonus: float = 0.0
     # [mean, std] per numeric feature / aggregate, fitted on the training events; None: used as featurized
     numeric_scale: list[list[float]] | None = None

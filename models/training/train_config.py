@@ -147,9 +147,9 @@ def apply_overrides(config: TrainConfig, assignments: Sequence[str]) -> TrainCon
     return replace(config, **changes, loss_weights=weights)
 
 
-# the fraud evaluation's temporal models (models.eval_fraud's folds, models.eval_time_to_next's time model):
-# the [shared] fraud-temporal shape; a fold trains on one week of labels against the clock (90 s), as when
-# its settings were chosen (docs/results.md)
+# the fraud evaluation's temporal models (models.evaluation.fraud's folds, models.evaluation.time_to_next's
+# time model): the [shared] fraud-temporal shape; a fold trains on one week of labels against the clock
+# (90 s), as when its settings were chosen (docs/results.md)
 FRAUD_TEMPORAL = apply_overrides(
     TrainConfig(),
     [

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from models import baselines as bl
 from models import metrics
 from models.data.datasets import EventLog
+from models.evaluation import baselines as bl
 from models.features.aggregates import AGGREGATE_FEATURES
 
 

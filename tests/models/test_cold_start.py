@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from models import baselines, cold_start, evaluate, train
+from models import evaluate, train
 from models.data.datasets import load_sequences
+from models.evaluation import baselines, cold_start
 from models.features.featurize import Window, catalogue_texts, item_text
 from models.model.encoder import TextEncoder
 from models.serving import checkpoint

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models import eval_time_to_next as ttn
+from models.evaluation import time_to_next as ttn
 from models.model.temporal import TemporalConfig, TemporalModel
 from models.training import head_init, loop, losses, train_config
 

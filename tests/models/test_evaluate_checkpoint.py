@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models import baselines as bl
-from models import eval_next_item
 from models.data import datasets as ds
+from models.evaluation import baselines as bl
+from models.evaluation import next_item
 from models.serving.scorer import Scorer, Window
 
 
@@ -46,7 +46,7 @@ def test_full_ranking_matches_the_scorers_top_items(tiny_checkpoint: Path, tiny_
     clicks = [r for r in records if r["kind"] == "click"]
     log = leave_one_out_log(clicks)
     data = bl.loo_data(log)
-    val, test, sampled, hours = eval_next_item.checkpoint_next_item(str(tiny_checkpoint), log, data, 5, 0)
+    val, test, sampled, hours = next_item.checkpoint_next_item(str(tiny_checkpoint), log, data, 5, 0)
 
     scorer = Scorer.load(tiny_checkpoint, device="cpu", top_k=10_000)
     windows = {
@@ -67,7 +67,7 @@ def test_full_ranking_matches_the_scorers_top_items(tiny_checkpoint: Path, tiny_
 
 
 def test_training_curves_are_drawn_from_the_checkpoint_history(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    assert eval_next_item.checkpoint_curves_plot({"tiny": tiny_checkpoint}, tmp_path / "curves.png")
+    assert next_item.checkpoint_curves_plot({"tiny": tiny_checkpoint}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not eval_next_item.checkpoint_curves_plot({"none": tmp_path / "missing"}, tmp_path / "none.png")
+    assert not next_item.checkpoint_curves_plot({"none": tmp_path / "missing"}, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from models import baselines
 from models.data.datasets import EventLog
+from models.evaluation import baselines
 from models.features.aggregates import AGGREGATE_FEATURES, RECENT_FEATURES, TERMINAL_HISTORY_FEATURES
 from models.features.featurize import Window
 from models.model import risk_trees

@@ -20,11 +20,11 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from models import baselines as bl  # noqa: E402
 from models import metrics  # noqa: E402
 from models.data import datasets as ds  # noqa: E402
-from models.eval_next_item import checkpoint_curves_plot
-from models.eval_report import markdown_table, result_row
+from models.evaluation import baselines as bl  # noqa: E402
+from models.evaluation.next_item import checkpoint_curves_plot
+from models.evaluation.report import markdown_table, result_row
 from models.features.featurize import Window  # noqa: E402
 from models.model import risk_trees  # noqa: E402
 from models.training.train_config import FRAUD_TEMPORAL, apply_overrides
@@ -137,7 +137,7 @@ def temporal_fold_scorer(spec: str, log: ds.EventLog, args: argparse.Namespace) 
     return score
 
 
-LIGHTGBM_FEATURES = {  # --model name -> feature columns of models.baselines.fraud_frame
+LIGHTGBM_FEATURES = {  # --model name -> feature columns of models.evaluation.baselines.fraud_frame
     "lightgbm": bl.FRAUD_FEATURES,  # the handbook's
     "lightgbm_ratios": risk_trees.RATIO_FEATURES,  # + the derived ratios the temporal model also reads
     "lightgbm_history": risk_trees.HISTORY_FEATURES,  # + the terminal's known fraud history (v6 trees)

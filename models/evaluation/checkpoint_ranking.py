@@ -1,7 +1,7 @@
 """A checkpoint's next-item ranking on leave-one-out data, through the Scorer (the serving code path):
 each user's event records as windows (validation: the training events; test: those and the validation
 event) and a baselines.ScoreFn that scores them. Used by the evaluation and by the choice of the new-item
-bonus after training (models.cold_start)."""
+bonus after training (models.evaluation.cold_start)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from models import baselines as bl
 from models.data.datasets import EventLog
+from models.evaluation import baselines as bl
 from models.features.featurize import Window
 
 MAX_WINDOW = 200  # the events of a user's window the Scorer is given (its checkpoint keeps max_len of them)

@@ -15,13 +15,13 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from models import baselines as bl  # noqa: E402
 from models import metrics  # noqa: E402
-from models.checkpoint_ranking import MAX_WINDOW, CheckpointItemScores, loo_windows  # noqa: E402
-from models.cold_start import GenrePopularity, cold_warm_rows, hold_out, protocol  # noqa: E402
 from models.data import datasets as ds  # noqa: E402
-from models.eval_report import markdown_table
-from models.eval_time_to_next import loo_tables
+from models.evaluation import baselines as bl  # noqa: E402
+from models.evaluation.checkpoint_ranking import MAX_WINDOW, CheckpointItemScores, loo_windows  # noqa: E402
+from models.evaluation.cold_start import GenrePopularity, cold_warm_rows, hold_out, protocol  # noqa: E402
+from models.evaluation.report import markdown_table
+from models.evaluation.time_to_next import loo_tables
 from models.features.featurize import Window, catalogue_texts  # noqa: E402
 
 NEXT_ITEM_BASELINES = ("pop", "markov", "sasrec", "gru")  # the default --model list

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from models import metrics
-from models.baselines import LooData, loo_data, next_item_ranks
-from models.checkpoint_ranking import CheckpointItemScores, loo_windows
 from models.data.datasets import EventLog
+from models.evaluation.baselines import LooData, loo_data, next_item_ranks
+from models.evaluation.checkpoint_ranking import CheckpointItemScores, loo_windows
 from models.features.featurize import catalogue_texts
 from models.serving import checkpoint
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from models import metrics
 from models.data import datasets as ds
-from models.eval_report import markdown_table
+from models.evaluation.report import markdown_table
 from models.training.train_config import FRAUD_TEMPORAL, apply_overrides
 
 HORIZONS_H = (1, 24, 168)
@@ -102,7 +102,7 @@ def fraud_time_to_next(args: argparse.Namespace, out: Path) -> str:
     on the validation week), then predict each transaction's gap to the customer's next one in the
     validation week and the test week (--test-start); the baselines' medians from every gap that ended before
     the week (those of the weeks in between too, as the model's windows see them)."""
-    from models.eval_fraud import customer_windows
+    from models.evaluation.fraud import customer_windows
     from models.serving.scorer import Scorer
     from models.training import loop
 

@@ -1,0 +1,1 @@
+"""Evaluation: the protocols (next item, cold start, fraud, time to next), their baselines and reports."""
