@@ -1,5 +1,6 @@
-"""The package's layers import one way: a module may import only the layers listed for its folder, and the
-pure core imports no Kafka client, Faust, RocksDB or torch (docs/architecture.md draws the layers)."""
+"""The layers of streamproc/ and models/ import one way: a module may import only the layers listed for its
+folder; the pure core imports no Kafka client, Faust, RocksDB or torch, the features no model runtime, and
+models/ never imports streamproc/ (docs/architecture.md draws the layers)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[2] / "streamproc"
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "streamproc"
+MODELS = ROOT / "models"
 
 # folder -> the streamproc layers its modules may import ("config" is the settings, shared by all but core)
 ALLOWED = {
@@ -21,6 +24,18 @@ ALLOWED = {
     "scoring": {"config", "core", "kafka", "observability", "scoring"},
     "demo": {"config", "core", "demo", "feed", "kafka", "observability"},
 }
+# models/ folder -> the models layers its modules may import ("metrics", the pure measures, is shared by
+# training's validation and the evaluation; train.py and evaluate.py, the command lines, may import any)
+MODELS_ALLOWED = {
+    "features": {"features"},
+    "model": {"features", "model"},
+    "data": {"features", "data"},
+    "serving": {"features", "model", "serving"},
+    "training": {"features", "model", "data", "serving", "training", "metrics"},
+    "evaluation": {"features", "model", "data", "serving", "training", "evaluation", "metrics"},
+}
+MODELS_TOP = {"__init__.py": set(), "metrics.py": set(), "train.py": None, "evaluate.py": None}  # None: any
+MODEL_RUNTIME = {"torch", "transformers", "lightgbm", "sklearn", "safetensors"}
 PURE_FORBIDDEN = {
     "faust",
     "mode",
@@ -44,8 +59,12 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-def modules_in(folder: str) -> list[Path]:
-    return sorted((PACKAGE / folder).glob("*.py"))
+def modules_in(folder: str, package: Path = PACKAGE) -> list[Path]:
+    return sorted((package / folder).glob("*.py"))
+
+
+def layers_imported(path: Path, package: str) -> set[str]:
+    return {m.split(".")[1] for m in imported_modules(path) if m.startswith(f"{package}.")}
 
 
 def test_every_folder_of_the_package_has_its_layer_rule() -> None:
@@ -57,7 +76,7 @@ def test_every_folder_of_the_package_has_its_layer_rule() -> None:
 def test_a_layer_imports_only_the_layers_below_it(folder: str) -> None:
     wrong = {}
     for path in modules_in(folder):
-        layers = {m.split(".")[1] for m in imported_modules(path) if m.startswith("streamproc.")}
+        layers = layers_imported(path, "streamproc")
         if layers - ALLOWED[folder]:
             wrong[path.name] = sorted(layers - ALLOWED[folder])
     assert wrong == {}
@@ -77,4 +96,39 @@ def test_the_core_imports_no_client_framework_or_model_runtime() -> None:
         }
         if tops & PURE_FORBIDDEN or models:
             wrong[path.name] = sorted(tops & PURE_FORBIDDEN | models)
+    assert wrong == {}
+
+
+def test_every_folder_and_top_module_of_models_has_its_layer_rule() -> None:
+    folders = {p.name for p in MODELS.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert folders == set(MODELS_ALLOWED)
+    assert {p.name for p in MODELS.glob("*.py")} == set(MODELS_TOP)
+
+
+@pytest.mark.parametrize("folder", sorted(MODELS_ALLOWED))
+def test_a_models_layer_imports_only_the_layers_below_it(folder: str) -> None:
+    wrong = {}
+    for path in modules_in(folder, MODELS):
+        layers = layers_imported(path, "models")
+        if layers - MODELS_ALLOWED[folder]:
+            wrong[path.name] = sorted(layers - MODELS_ALLOWED[folder])
+    assert wrong == {}
+
+
+def test_the_models_top_modules_import_as_their_rule_says() -> None:
+    wrong = {}
+    for name, allowed in MODELS_TOP.items():
+        layers = layers_imported(MODELS / name, "models")
+        if allowed is not None and layers - allowed:
+            wrong[name] = sorted(layers - allowed)
+    assert wrong == {}
+
+
+def test_models_never_imports_streamproc_and_the_features_no_model_runtime() -> None:
+    wrong = {}
+    for path in sorted(MODELS.rglob("*.py")):
+        tops = {m.split(".")[0] for m in imported_modules(path)}
+        bad = tops & ({"streamproc"} | (MODEL_RUNTIME if path.parent.name == "features" else set()))
+        if bad:
+            wrong[str(path.relative_to(MODELS))] = sorted(bad)
     assert wrong == {}
