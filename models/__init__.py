@@ -1,1 +1,1 @@
-"""The learning side: featurization, encoder, temporal head, training, evaluation, scorer."""
+"""The learning side, in layers: features, model, data, serving, training, evaluation."""

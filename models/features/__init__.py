@@ -1,1 +1,1 @@
-"""The feature layer: velocity aggregates, their offline replay, the one featurizer of training and serving."""
+"""The feature layer: velocity aggregates, their offline replay, the one featurizer of both sides."""

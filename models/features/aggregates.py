@@ -10,7 +10,7 @@ being defrauded for weeks, a terminal with one stray fraud does not.
 Recent velocity, up to the event and needing no labels: count and amount over the last hour
 (minute buckets, sliding) for customers and terminals, and over the last 1 and 7 days (today
 included) for terminals. The sequence updates carry it for the consumers of the scores, and the risk
-trees read it (models.model.risk_trees); the temporal head does not (features.MODEL_AGGREGATES).
+trees read it (models.model.risk_trees); the temporal head does not (featurize.MODEL_AGGREGATES).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""The one offline replay of the velocity features: models.features.aggregates over a record log in event-time order,
-as the pipeline's stages apply it event by event (tests/streamproc/test_processing.py checks that both
-give the same features). Training, the data sets, evaluation and the scripts all use this one."""
+"""The one offline replay of the velocity features: models.features.aggregates over a record log in
+event-time order, as the pipeline's stages apply it event by event (tests/streamproc/test_processing.py
+checks that both give the same features). Training, the data sets, evaluation and the scripts all use
+this one."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from models.features import aggregates as agg
 def replay_aggregates(
     records: Sequence[dict[str, Any]], labels: dict[str, int]
 ) -> dict[str, dict[str, float]]:
-    """Aggregates of every event, replaying models.features.aggregates in event-time order as the pipeline does.
+    """Aggregates of every event, replaying features.aggregates in event-time order as the pipeline does.
 
     A transaction first updates its customer and terminal states, then reads both feature sets; a click
     reads the customer features of its user's transaction state. Customer features are memoised until

@@ -131,7 +131,7 @@ class Scorer:
 
     @torch.inference_mode()
     def add_items(self, texts: Mapping[str, str]) -> int:
-        """Append items the checkpoint never trained on (item id -> features.item_text) to the catalogue,
+        """Append items the checkpoint never trained on (item id -> featurize.item_text) to the catalogue,
         ranked from their text's embedding; returns how many were new. A model whose item vectors are
         ids only cannot rank an unseen item: nothing is added (0)."""
         if not self._text_items or self.encoder is None:

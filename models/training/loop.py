@@ -59,7 +59,7 @@ def with_tuned_texts(inp: TemporalInput, tuner: TopLayerTuner) -> TemporalInput:
 
 
 def vocab_item_text(records: Sequence[dict[str, Any]], vocab: Vocab, encoder: TextEncoder) -> torch.Tensor:
-    """(n_items, text_dim) text embedding of each vocabulary item (features.item_text of its first record;
+    """(n_items, text_dim) text embedding of each vocabulary item (featurize.item_text of its first record;
     zeros for padding, unknown and items without text)."""
     by_item = catalogue_texts(records)
     names = [vocab.item_name(i) for i in range(2, vocab.n_items)]
