@@ -67,6 +67,16 @@ def layers_imported(path: Path, package: str) -> set[str]:
     return {m.split(".")[1] for m in imported_modules(path) if m.startswith(f"{package}.")}
 
 
+def imports_above(folder: str, package: Path, allowed: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Module name -> the layers of its own package it imports that its folder's rule does not allow."""
+    wrong = {}
+    for path in modules_in(folder, package):
+        layers = layers_imported(path, package.name)
+        if layers - allowed[folder]:
+            wrong[path.name] = sorted(layers - allowed[folder])
+    return wrong
+
+
 def test_every_folder_of_the_package_has_its_layer_rule() -> None:
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders == set(ALLOWED)
@@ -74,12 +84,7 @@ def test_every_folder_of_the_package_has_its_layer_rule() -> None:
 
 @pytest.mark.parametrize("folder", sorted(ALLOWED))
 def test_a_layer_imports_only_the_layers_below_it(folder: str) -> None:
-    wrong = {}
-    for path in modules_in(folder):
-        layers = layers_imported(path, "streamproc")
-        if layers - ALLOWED[folder]:
-            wrong[path.name] = sorted(layers - ALLOWED[folder])
-    assert wrong == {}
+    assert imports_above(folder, PACKAGE, ALLOWED) == {}
 
 
 def test_the_core_imports_no_client_framework_or_model_runtime() -> None:
@@ -107,12 +112,7 @@ def test_every_folder_and_top_module_of_models_has_its_layer_rule() -> None:
 
 @pytest.mark.parametrize("folder", sorted(MODELS_ALLOWED))
 def test_a_models_layer_imports_only_the_layers_below_it(folder: str) -> None:
-    wrong = {}
-    for path in modules_in(folder, MODELS):
-        layers = layers_imported(path, "models")
-        if layers - MODELS_ALLOWED[folder]:
-            wrong[path.name] = sorted(layers - MODELS_ALLOWED[folder])
-    assert wrong == {}
+    assert imports_above(folder, MODELS, MODELS_ALLOWED) == {}
 
 
 def test_the_models_top_modules_import_as_their_rule_says() -> None:
