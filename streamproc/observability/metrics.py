@@ -51,8 +51,6 @@ class Metrics:
     event_to_score: Histogram
     batch_size: Histogram
     model_batch: Histogram
-    consumer_lag: Gauge
-    input_partitions: Gauge
     encoder_cache_hit_ratio: Gauge
     state_writes: Counter
     state_flush: Histogram
@@ -152,18 +150,6 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
             "streamproc_model_batch_seconds",
             "Model time per scoring batch",
             buckets=MODEL_BUCKETS_S,
-            registry=registry,
-        ),
-        consumer_lag=Gauge(
-            "streamproc_consumer_lag",
-            "Records between this process's read position and the high watermark, per input partition",
-            ["topic", "partition"],
-            registry=registry,
-        ),
-        input_partitions=Gauge(
-            "streamproc_input_partitions",
-            "Partitions of each input topic this process reads now (0 while a worker restores its tables)",
-            ["topic"],
             registry=registry,
         ),
         encoder_cache_hit_ratio=Gauge(

@@ -26,14 +26,13 @@ from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, dead_letter, encode
 from streamproc.kafka.clients import new_consumer
 from streamproc.observability.metrics import Metrics
-from streamproc.observability.partition_gauges import PartitionGauges, records_behind
+from streamproc.observability.partition_gauges import read_confluent_assignment, register_partition_gauges
 from streamproc.scoring.batcher import MicroBatcher
 from streamproc.scoring.commits import count_commit_failure, new_commit_path
 from streamproc.scoring.messages import Pending, decode_update, finite_scores, score_messages, window_of
 
 log = logging.getLogger(__name__)
 IDLE_POLL_MS = 200
-LAG_REPORT_EVERY_S = 1.0
 Counted = Callable[[], None]  # a metric update that waits until its batch is final
 
 
@@ -52,8 +51,6 @@ class ScoringWorker:
             settings.batch_max_size, settings.batch_max_wait_ms
         )
         self._stopping = False
-        self._last_lag_report = 0.0
-        self.partition_gauges = PartitionGauges(metrics)
         exactly_once = settings.processing_guarantee == "exactly_once"
         self.consumer = new_consumer(
             settings,
@@ -70,6 +67,9 @@ class ScoringWorker:
                 "fetch.wait.max.ms": settings.scorer_fetch_wait_ms,
                 "fetch.min.bytes": settings.fetch_min_bytes,
             },
+        )
+        register_partition_gauges(
+            metrics, [settings.sequence_updates_topic], read_confluent_assignment(self.consumer)
         )
         self.commits = new_commit_path(settings, metrics, lambda: self._stopping)
         self._uncounted: list[Counted] = []  # metric updates of the batches not final yet
@@ -172,7 +172,6 @@ class ScoringWorker:
         if self.batcher.is_due(_now_ms()):
             self.flush_batch()
         self._settle(self.commits.commit_due(self.consumer))
-        self._report_lag()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions given up in a rebalance: score and commit the batch in hand first."""
@@ -319,19 +318,6 @@ class ScoringWorker:
         return lambda: self.metrics.dead_letters.labels(msg.topic(), error.reason).inc()
 
     # -- metrics -----------------------------------------------------------------------------------
-    def _report_lag(self) -> None:
-        now = time.monotonic()
-        if now - self._last_lag_report < LAG_REPORT_EVERY_S:
-            return
-        self._last_lag_report = now
-        assignment = self.consumer.assignment()
-        lag: dict[tuple[str, int], int | None] = {}
-        for tp in self.consumer.position(assignment) if assignment else []:
-            # cached=True: the high watermark of the last Fetch response, no request to the broker
-            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            lag[(tp.topic, tp.partition)] = records_behind(tp.offset, high) if tp.offset >= 0 else None
-        self.partition_gauges.update(lag)
-
     def _report_cache(self) -> None:
         ratio = getattr(self.scorer, "cache_hit_rate", None)
         if callable(ratio):

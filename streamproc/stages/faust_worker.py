@@ -11,7 +11,7 @@ from streamproc.compat import install_faust_patches, mode_sigusr2
 from streamproc.config import Settings
 from streamproc.kafka.admin import check_partitions, create_topics, topic_max_message_bytes
 from streamproc.observability.metrics import create_metrics, serve
-from streamproc.observability.partition_gauges import install_faust_partition_gauges
+from streamproc.observability.partition_gauges import read_faust_assignment, register_partition_gauges
 from streamproc.observability.stall_watch import install_stall_watch, log_consumer_state
 from streamproc.stages.agents import register_agents
 from streamproc.stages.app import create_app, faust_internal_topics, quiet_faust_logging
@@ -48,7 +48,7 @@ def build_worker(settings: Settings, log_level: int = logging.WARNING) -> faust.
         is_input=lambda tp: tp.topic in inputs,
         slack=1 if settings.processing_guarantee == "exactly_once" else 0,  # a commit marker ends a partition
     )
-    install_faust_partition_gauges(topo.app, metrics, is_input=lambda tp: tp.topic in inputs)
+    register_partition_gauges(metrics, inputs, read_faust_assignment(topo.app, lambda tp: tp.topic in inputs))
     serve(metrics, settings.worker_metrics_port)
     worker = faust.Worker(
         topo.app, loglevel=logging.getLevelName(log_level), quiet=True, redirect_stdouts=False
