@@ -1,5 +1,5 @@
 """The one offline replay of the velocity features: models.features.aggregates over a record log in
-event-time order, as the pipeline's stages apply it event by event (tests/streamproc/test_processing.py
+event-time order, as the pipeline's stages apply it event by event (tests/streamproc/core/test_processing.py
 checks that both give the same features). Training, the data sets, evaluation and the scripts all use
 this one."""
 

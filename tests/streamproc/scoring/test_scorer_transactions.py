@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from streamproc.config import Settings
 from streamproc.observability.metrics import create_metrics
@@ -19,7 +19,7 @@ from streamproc.scoring import commits
 from streamproc.scoring.commits import ProducerFenced, TransactionalCommits, first_offsets, next_offsets
 from streamproc.scoring.messages import Pending
 from streamproc.scoring.worker import ScoringWorker
-from tests.streamproc.test_scorer_offsets import ConstantScorer, DeadLetterMessage, sample, update
+from tests.streamproc.doubles import ConstantScorer, DeadLetterMessage, TransactionalProducer, sample, update
 
 
 class Message(DeadLetterMessage):
@@ -29,42 +29,6 @@ class Message(DeadLetterMessage):
 
     def partition(self) -> int:
         return self._partition
-
-
-class TransactionalProducer:
-    """Records the transactional calls; `failures` maps a call's name to the errors its next tries raise."""
-
-    def __init__(self, failures: dict[str, list[KafkaError]] | None = None) -> None:
-        self.calls: list[Any] = []
-        self.failures = failures or {}
-
-    def _call(self, name: str, *args: Any) -> None:
-        self.calls.append((name, *args))
-        if self.failures.get(name):
-            raise KafkaException(self.failures[name].pop(0))
-
-    def init_transactions(self, _timeout: float) -> None:
-        self._call("init")
-
-    def begin_transaction(self) -> None:
-        self._call("begin")
-
-    def produce(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> None:
-        self.calls.append(("produce", topic))
-
-    def poll(self, _timeout: float) -> int:
-        return 0
-
-    def send_offsets_to_transaction(
-        self, offsets: list[TopicPartition], metadata: Any, _timeout: float
-    ) -> None:
-        self._call("offsets", [(tp.topic, tp.partition, tp.offset) for tp in offsets], metadata)
-
-    def commit_transaction(self, _timeout: float) -> None:
-        self._call("commit")
-
-    def abort_transaction(self, _timeout: float) -> None:
-        self._call("abort")
 
 
 class GroupConsumer:

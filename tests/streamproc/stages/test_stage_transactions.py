@@ -21,7 +21,7 @@ from streamproc.kafka.transactions import TransactionAbandoned
 from streamproc.observability.metrics import create_metrics
 from streamproc.stages import transactions as stage_transactions
 from streamproc.stages.transactions import StageTransactions, TransactionFailed
-from tests.streamproc.test_scorer_transactions import TransactionalProducer
+from tests.streamproc.doubles import TransactionalProducer
 
 GROUP_METADATA = b"CGMDv2:group"
 OFFSETS = {TP("clicks", 0): 11, TP("transactions", 1): 7}

@@ -16,6 +16,7 @@ from streamproc.config import Settings
 from streamproc.observability.metrics import create_metrics
 from streamproc.scoring.messages import Pending
 from streamproc.scoring.worker import ScoringWorker
+from tests.streamproc.doubles import ConstantScorer, DeadLetterMessage, sample, update
 
 
 class RecordingProducer:
@@ -53,36 +54,6 @@ class RecordingConsumer:
         self.log.append(f"store {message}")
 
 
-class ConstantScorer:
-    model_version, device = "v-test", "cpu"
-    required_aggregates = frozenset({"customer_nb_tx_1d", "terminal_risk_30d", "customer_nb_tx_1h"})
-
-    def score(
-        self, windows: list[Any], explain_at: float | None = None, explain_max: int | None = None
-    ) -> list[Scores]:
-        return [Scores(0.95, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test") for _ in windows]
-
-
-def update(n: int) -> dict[str, Any]:
-    event = {
-        "event_id": f"e{n}",
-        "kind": "transaction",
-        "user_id": "u1",
-        "ts_ms": 1_700_000_000_000 + n,
-        "item_id": "t1",
-        "action": "transaction",
-        "amount": 10.0,
-    }
-    return {
-        "user_id": "u1",
-        "event_id": f"e{n}",
-        "kind": "transaction",
-        "event_ts_ms": event["ts_ms"],
-        "window": [event],
-        "lineage": {"topic": "transactions", "partition": 0, "offset": n, "ingest_ts_ms": event["ts_ms"]},
-    }
-
-
 @pytest.fixture
 def worker() -> ScoringWorker:
     settings = Settings(alert_threshold=0.5, processing_guarantee="at_least_once")
@@ -114,10 +85,6 @@ def test_a_failed_delivery_stores_no_offset_and_stops_the_worker(worker: Scoring
     with pytest.raises(RuntimeError, match="scores not acknowledged.*fraud-alerts: MSG_TIMED_OUT"):
         worker.flush_batch()
     assert log == []  # the batch is consumed again after the restart: at-least-once
-
-
-def sample(worker: ScoringWorker, name: str, labels: dict[str, str] | None = None) -> float:
-    return worker.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
 def test_acknowledged_scores_are_counted_by_kind_and_risk_and_failed_ones_are_not(
@@ -240,31 +207,6 @@ class NanScorer(ConstantScorer):
             Scores(float("nan") if n == 1 else 0.1, [("item-1", 0.5)], {"view": 1.0}, 60.0, "v-test")
             for n, _ in enumerate(windows)
         ]
-
-
-class DeadLetterMessage:
-    """What the worker reads of a consumed message when it dead-letters it."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def topic(self) -> str:
-        return "sequence-updates"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self.n
-
-    def key(self) -> bytes:
-        return b"u1"
-
-    def value(self) -> bytes:
-        return b"{}"
-
-    def __repr__(self) -> str:
-        return f"m{self.n}"
 
 
 def test_a_non_finite_score_is_dead_lettered_and_counted_never_published(worker: ScoringWorker) -> None:

@@ -93,7 +93,7 @@ def test_taobao_behaviours_map_to_actions(tmp_path: Path):
 
 
 def test_shared_taobao_sample_is_all_valid():
-    path = Path(__file__).resolve().parents[3] / "shared" / "data" / "taobao-sample" / "UserBehavior_head.csv"
+    path = Path(__file__).resolve().parents[4] / "shared" / "data" / "taobao-sample" / "UserBehavior_head.csv"
     if not path.exists():
         pytest.skip(f"{path} is not here (the data sets live beside the repository)")
     messages = list(read_events(path))
