@@ -38,12 +38,44 @@ def die_with_parent() -> None:
         pass
 
 
+LISTEN_PORTS_BELOW = 32768  # Linux's default ephemeral range starts here (net.ipv4.ip_local_port_range)
+LISTEN_PORTS_FROM = 15000
+_ports_handed_out: set[int] = set()
+
+
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel gives an outgoing connection (the default where it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS_BELOW
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a server started soon after, never the same twice in a process.
+
+    Chosen below the ephemeral range: a port the kernel hands out there (bind to 0) can be taken by any
+    outgoing connection (a broker's to its peers, a client's) before the server binds it, which failed a
+    three-broker test with "Address already in use". Outside that range only another listener can take it."""
+    import random
     import socket
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    floor = min(ephemeral_port_floor(), 65536)
+    candidates = range(LISTEN_PORTS_FROM, floor) if floor - LISTEN_PORTS_FROM >= 1000 else range(1024, floor)
+    pick = random.SystemRandom()
+    for _ in range(100):
+        port = pick.choice(candidates) if len(candidates) else 0
+        if port in _ports_handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        _ports_handed_out.add(port)
+        return port
+    raise OSError(f"no free port for a listener on {host} between {candidates.start} and {candidates.stop}")
 
 
 def java_major(java: str) -> int:
