@@ -8,15 +8,20 @@ between the process's read position and the partition's high watermark.
 Nothing is book-kept: `PartitionCollector` is a prometheus_client custom collector that asks the
 process's consumer for its assignment on every scrape (`read_faust_assignment`,
 `read_confluent_assignment`: local state only, no broker request), so a partition moved to another
-process disappears from this one's page at the next scrape and a page is never older than its scrape.
+process disappears from this one's page at the next scrape. aiokafka's state is read from the scrape's
+thread; a confluent-kafka consumer is read on its own thread (`OnOwnerThread`), since another thread's
+call waits while the owner is in `consume()`.
 `partition_families` is the pure part, `records_behind` the arithmetic.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +126,8 @@ def read_faust_assignment(app: Any, is_input: Callable[[Any], bool]) -> Callable
 
 def read_confluent_assignment(consumer: Any) -> Callable[[], Assignment]:
     """A confluent-kafka consumer's partitions and lag: its positions and the high watermarks of its last
-    fetch responses (`cached=True`, no broker request); librdkafka's calls are safe from the scrape's thread."""
+    fetch responses (`cached=True`, no broker request). Call it on the consumer's own thread: another
+    thread's call waits while the owner is in `consume()` (`OnOwnerThread` carries a scrape's request over)."""
 
     def read() -> Assignment:
         assignment = consumer.assignment()
@@ -132,3 +138,56 @@ def read_confluent_assignment(consumer: Any) -> Callable[[], Assignment]:
         return Assignment(lag)
 
     return read
+
+
+class OnOwnerThread:
+    """Runs `read` on the thread that owns a consumer when a scrape asks for it.
+
+    A scrape (the HTTP server's thread) calls the object and waits up to `wait_s` for the owner's loop,
+    which calls `answer()` once per turn. An owner busy for longer (a long model batch) leaves the scrape
+    the answer of an earlier scrape; one not looping yet, or stopped, reads as no partitions."""
+
+    def __init__(self, read: Callable[[], Assignment], wait_s: float = 1.0) -> None:
+        self.read = read
+        self.wait_s = wait_s
+        self._lock = threading.Lock()
+        self._asked: Future[Assignment] | None = None
+        self._last = Assignment(reading=False)
+        self._closed = False
+
+    def __call__(self) -> Assignment:
+        with self._lock:
+            if self._closed:
+                return Assignment(reading=False)
+            if self._asked is None:
+                self._asked = Future()
+            asked = self._asked
+        try:
+            return asked.result(timeout=self.wait_s)
+        except FutureTimeout:
+            return self._last
+
+    def asked(self) -> bool:
+        """Whether a scrape waits for the owner's next turn."""
+        with self._lock:
+            return self._asked is not None
+
+    def answer(self) -> None:
+        """On the owner's thread: read now if a scrape is waiting (a lock and a check when none is)."""
+        with self._lock:
+            asked, self._asked = self._asked, None
+        if asked is None:
+            return
+        try:
+            self._last = self.read()
+        except Exception as exc:  # noqa: BLE001 - the scrape reports it as no partitions
+            asked.set_exception(exc)
+        else:
+            asked.set_result(self._last)
+
+    def close(self) -> None:
+        """The consumer is closing: later scrapes read no partitions at once; a waiting one is answered so."""
+        with self._lock:
+            self._closed, asked, self._asked = True, self._asked, None
+        if asked is not None:
+            asked.set_result(Assignment(reading=False))

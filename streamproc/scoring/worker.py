@@ -26,7 +26,11 @@ from streamproc.config import Settings
 from streamproc.core.events import InvalidEvent, dead_letter, encode
 from streamproc.kafka.clients import new_consumer
 from streamproc.observability.metrics import Metrics
-from streamproc.observability.partition_gauges import read_confluent_assignment, register_partition_gauges
+from streamproc.observability.partition_gauges import (
+    OnOwnerThread,
+    read_confluent_assignment,
+    register_partition_gauges,
+)
 from streamproc.scoring.batcher import MicroBatcher
 from streamproc.scoring.commits import count_commit_failure, new_commit_path
 from streamproc.scoring.messages import Pending, decode_update, finite_scores, score_messages, window_of
@@ -68,9 +72,9 @@ class ScoringWorker:
                 "fetch.min.bytes": settings.fetch_min_bytes,
             },
         )
-        register_partition_gauges(
-            metrics, [settings.sequence_updates_topic], read_confluent_assignment(self.consumer)
-        )
+        # a scrape's question about the assignment, answered by this loop (the consumer's thread) each step
+        self.assignment_on_loop = OnOwnerThread(read_confluent_assignment(self.consumer))
+        register_partition_gauges(metrics, [settings.sequence_updates_topic], self.assignment_on_loop)
         self.commits = new_commit_path(settings, metrics, lambda: self._stopping)
         self._uncounted: list[Counted] = []  # metric updates of the batches not final yet
         self.topics = {
@@ -134,6 +138,7 @@ class ScoringWorker:
             self.flush_batch()
             self._settle(self.commits.commit_due(self.consumer, force=True))
         finally:
+            self.assignment_on_loop.close()
             try:
                 self.consumer.close()  # at-least-once: commits the stored offsets
             except KafkaException as exc:  # Kafka unreachable at the stop: the records are read again
@@ -172,6 +177,7 @@ class ScoringWorker:
         if self.batcher.is_due(_now_ms()):
             self.flush_batch()
         self._settle(self.commits.commit_due(self.consumer))
+        self.assignment_on_loop.answer()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Partitions given up in a rebalance: score and commit the batch in hand first."""

@@ -71,7 +71,12 @@ def test_prometheus_scrapes_both_processes_and_every_dashboard_panel_has_data(
             deadline_s=60,
             until=lambda r: len(r) == s.partitions,
         )
-        assert all(float(r["value"][1]) >= 0 for r in worker_lag)
+        scorer_lag = prom.wait_for(
+            f'streamproc_consumer_lag{{job="streamproc-scorer",topic="{s.sequence_updates_topic}"}}',
+            deadline_s=60,
+            until=lambda r: len(r) == s.partitions,
+        )
+        assert all(float(r["value"][1]) >= 0 for r in worker_lag + scorer_lag)
         # every acknowledged risk score is in the risk histogram, by the kind of event scored, in one scrape
         unequal = prom.query(
             f"sum(streamproc_risk_score_count) != sum(streamproc_scores_published_total"

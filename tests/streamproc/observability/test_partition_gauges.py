@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from confluent_kafka import Consumer
 from prometheus_client import generate_latest
@@ -10,6 +13,7 @@ from streamproc.kafka.runtime import free_port
 from streamproc.observability.metrics import Metrics, create_metrics, serve
 from streamproc.observability.partition_gauges import (
     Assignment,
+    OnOwnerThread,
     read_confluent_assignment,
     records_behind,
     register_partition_gauges,
@@ -142,3 +146,73 @@ def test_a_group_of_processes_is_ready_once_their_partitions_add_up() -> None:
         wait_until_ready({urls: {"clicks": 4}}, timeout_s=0.6)
     second.now = Assignment({("clicks", 2): 0, ("clicks", 3): 0})
     assert wait_until_ready({urls: {"clicks": 4}}, timeout_s=5) < 5
+
+
+def test_a_scrape_is_answered_on_the_consumers_own_thread() -> None:
+    # confluent-kafka: another thread's call waits while the owner is in consume(), so the owner reads
+    threads: list[str] = []
+
+    def read() -> Assignment:
+        threads.append(threading.current_thread().name)
+        return Assignment({("sequence-updates", 0): len(threads)})
+
+    on_owner = OnOwnerThread(read, wait_s=5.0)
+    stop = threading.Event()
+
+    def owner_loop() -> None:
+        while not stop.is_set():
+            on_owner.answer()
+            stop.wait(0.01)  # the owner's consume(timeout=...)
+
+    owner = threading.Thread(target=owner_loop, name="owner")
+    owner.start()
+    try:
+        metrics = create_metrics()
+        register_partition_gauges(metrics, ("sequence-updates",), on_owner)
+        assert sample(metrics, "streamproc_consumer_lag", topic="sequence-updates", partition="0") == 1
+        assert sample(metrics, "streamproc_consumer_lag", topic="sequence-updates", partition="0") == 2
+        assert threads == ["owner", "owner"]  # read only when asked, never on the scrape's thread
+    finally:
+        stop.set()
+        owner.join()
+    on_owner.close()
+    started = time.monotonic()
+    assert on_owner() == Assignment(reading=False)  # closed: at once, no wait for a loop that is gone
+    assert time.monotonic() - started < 1.0
+
+
+def asked(on_owner: OnOwnerThread) -> None:
+    deadline = time.monotonic() + 5
+    while not on_owner.asked():
+        assert time.monotonic() < deadline, "no scrape is waiting"
+        time.sleep(0.001)
+
+
+def test_a_busy_owner_leaves_the_scrape_the_last_answer() -> None:
+    on_owner = OnOwnerThread(lambda: Assignment({("sequence-updates", 1): 7}), wait_s=0.05)
+    assert on_owner() == Assignment(reading=False)  # the owner is not looping yet: nothing read
+    waiting = threading.Thread(target=on_owner)
+    on_owner.wait_s = 5.0
+    waiting.start()
+    asked(on_owner)
+    on_owner.answer()
+    waiting.join()
+    on_owner.wait_s = 0.05
+    assert on_owner() == Assignment({("sequence-updates", 1): 7})  # the owner is busy now: the last answer
+
+
+def test_a_read_that_fails_on_the_owner_reads_as_no_partitions() -> None:
+    def read() -> Assignment:
+        raise RuntimeError("Consumer closed")
+
+    on_owner = OnOwnerThread(read, wait_s=5.0)
+    metrics = create_metrics()
+    register_partition_gauges(metrics, ("sequence-updates",), on_owner)
+    pages: list[str] = []
+    scrape = threading.Thread(target=lambda: pages.append(generate_latest(metrics.registry).decode()))
+    scrape.start()
+    asked(on_owner)
+    on_owner.answer()
+    scrape.join()
+    assert input_partitions(pages[0]) == {"sequence-updates": 0}
+    assert "streamproc_consumer_lag{" not in pages[0]
