@@ -15,26 +15,25 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import add_checkpoint_argument, fmt, header, percentile, require_checkpoint, table
+from encoder_cache_replay import movielens_hit_rate, movielens_replay_encode, movielens_texts, sync
 
 from models.data import synthetic
-from models.features.featurize import event_text
 from models.model import risk_trees
-from models.model.encoder import TextCache, TextEncoder
+from models.model.encoder import TextEncoder
 from models.serving.scorer import Scorer, Window
-from streamproc.core.events import MIN_TS_MS, InvalidEvent, validate
+from streamproc.core.events import validate
 from streamproc.core.processing import (
     apply_terminal_event,
     apply_user_event,
     new_terminal_state,
     new_user_state,
 )
-from streamproc.feed.replay import read_events
 
 BATCH_SIZES = (1, 8, 32, 64, 128, 256, 512, 1024)
 MAX_AGE_MS = 30 * 86_400_000
@@ -70,13 +69,6 @@ def build_windows(
             if len(out) >= n_windows:
                 break
     return out, n
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def bench_batches(
@@ -175,93 +167,6 @@ def bench_encoder(device: str, n_texts: int, batch: int) -> dict[str, Any]:
         "rate": n_texts / seconds,
         "model": encoder.name_or_path,
         "misses": encoder.cache.misses,
-    }
-
-
-def movielens_texts(path: Path) -> tuple[list[str | None], list[bool], Counter[str]]:
-    """Per event of a MovieLens replay, in event-time order: its text, whether streamproc.core.events.validate
-    accepts it, and the rejections by reason.
-
-    MovieLens-small has ratings from 1996 on, which older validators refused (bad_timestamp: before
-    2000-01-01); such a record is made with the timestamp check aside (the text does not depend on
-    the time) and counted as not accepted.
-    """
-    texts: list[str | None] = []
-    accepted: list[bool] = []
-    rejected: Counter[str] = Counter()
-    for topic, msg in read_events(path):
-        kind = "click" if topic == "clicks" else "transaction"
-        try:
-            record = validate(kind, json.dumps(msg).encode()).record
-            ok = True
-        except InvalidEvent as error:
-            rejected[error.reason] += 1
-            ok = False
-            try:
-                record = validate(kind, json.dumps({**msg, "ts": MIN_TS_MS}).encode()).record
-            except InvalidEvent:
-                continue
-        texts.append(event_text(record))
-        accepted.append(ok)
-    return texts, accepted, rejected
-
-
-def movielens_hit_rate(
-    texts: list[str | None], accepted: list[bool], rejected: Counter[str], cache_size: int
-) -> list[dict[str, Any]]:
-    """Cache lookups per event: over the events the validator accepts, and over all events."""
-    rows = []
-    for name, keep in (
-        ("accepted by streamproc.core.events.validate", accepted),
-        ("all events (timestamp check aside)", [True] * len(texts)),
-    ):
-        cache = TextCache(cache_size)
-        kept = [t for t, k in zip(texts, keep, strict=True) if k]
-        with_text = [t for t in kept if t is not None]
-        for text in with_text:
-            if cache.get(text) is None:
-                cache.put(text, _DUMMY)
-        rows.append(
-            {
-                "name": name,
-                "events": len(kept),
-                "with_text": len(with_text),
-                "distinct": len(set(with_text)),
-                "hits": cache.hits,
-                "misses": cache.misses,
-                "hit_rate": cache.hit_rate,
-            }
-        )
-    rows[0]["rejected"] = dict(rejected)
-    return rows
-
-
-_DUMMY: Any = object()
-
-
-def movielens_replay_encode(
-    events: list[str | None], device: str, cache_size: int, batch_events: int
-) -> dict[str, Any]:
-    """Replay MovieLens-small's event texts through a real TextEncoder, as the scoring worker meets them:
-    batches of `batch_events` events in event-time order, each batch's texts encoded (distinct misses
-    only) or served from the LRU cache. Times the whole replay, weights loading excluded."""
-    texts = [t for t in events if t is not None]
-    encoder = TextEncoder(device=device, cache_size=cache_size)
-    encoder.encode(["view | warm-up | Home"])  # loads the weights
-    encoder.cache = TextCache(cache_size)
-    sync(device)
-    t0 = time.perf_counter()
-    for start in range(0, len(texts), batch_events):
-        encoder.encode(texts[start : start + batch_events])
-    sync(device)
-    seconds = time.perf_counter() - t0
-    return {
-        "events": len(events),
-        "with_text": len(texts),
-        "encoded": len(set(texts)),
-        "seconds": seconds,
-        "hit_rate": encoder.cache.hit_rate,
-        "batch": batch_events,
     }
 
 

@@ -43,7 +43,7 @@ from _common import (
     table,
 )
 from confluent_kafka import Consumer
-from latency_bench import event_source
+from pipeline_load import event_source
 
 from streamproc.config import Settings
 from streamproc.demo.run import folder_bytes
