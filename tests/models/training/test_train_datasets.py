@@ -80,9 +80,13 @@ def test_a_data_set_trains_with_its_default_setting_and_the_command_line_still_w
         "linear",
         False,
     )
-    assert (
-        config.max_seconds <= 1200 and config.loss_weights["risk"] == 0 and config.loss_weights["item"] == 1
+    assert (config.item_loss, config.sampled_negatives, config.transition_prior, config.max_steps) == (
+        "sampled",
+        1024,
+        True,
+        4500,
     )
+    assert config.loss_weights["risk"] == 0 and config.loss_weights["item"] == 1
     config = train.config_for(
         train.parse_args(
             [
