@@ -1,6 +1,6 @@
 """The load and the score reader `latency_bench.py` and `soak_bench.py` share: endless synthetic events
 (models.data.synthetic, each chunk with its own ids and a later start), and a thread that reads
-risk-scores and keeps each score's lineage stamps; `wait_scored` polls it for a set of event ids.
+risk-scores (`RiskScoreThread`; `ScoreReader` keeps each score's lineage stamps); `wait_scored` polls it for a set of event ids.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import json
 import threading
 import time
 import uuid
+from typing import Any
 
 from _common import Child
 from confluent_kafka import Consumer
@@ -30,15 +31,16 @@ def event_source(n_users: int, days: int, seed: int):  # type: ignore[no-untyped
         chunk += 1
 
 
-class ScoreReader(threading.Thread):
-    """Reads risk-scores; keeps (event_id, ingest_ms, scored_ms, arrival_ms, source topic, emitted_ms) of every score."""
+class RiskScoreThread(threading.Thread):
+    """Reads risk-scores from the beginning until `stopping` is set; `keep` gets each batch of messages
+    with its arrival time (ms) under `lock`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, group_prefix: str) -> None:
         super().__init__(daemon=True)
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"bench-lat-{uuid.uuid4().hex[:6]}",
+                "group.id": f"{group_prefix}-{uuid.uuid4().hex[:6]}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
@@ -47,7 +49,6 @@ class ScoreReader(threading.Thread):
             }
         )
         self.consumer.subscribe([settings.risk_scores_topic])
-        self.rows: list[tuple[str, int, int, int, str, int | None]] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -56,29 +57,39 @@ class ScoreReader(threading.Thread):
             while not self.stopping.is_set():
                 messages = self.consumer.consume(num_messages=5000, timeout=0.05)
                 arrival = int(time.time() * 1000)
-                got = []
-                for msg in messages:
-                    if msg.error():
-                        continue
-                    v = json.loads(msg.value())
-                    lineage = v.get("lineage") or {}
-                    ingest = lineage.get("ingest_ts_ms")
-                    if ingest is not None:
-                        got.append(
-                            (
-                                v["event_id"],
-                                int(ingest),
-                                int(v["scored_ts_ms"]),
-                                arrival,
-                                str(lineage.get("topic")),
-                                lineage.get("emitted_ts_ms"),
-                            )
-                        )
-                if got:
+                scores = [json.loads(msg.value()) for msg in messages if not msg.error()]
+                if scores:
                     with self.lock:
-                        self.rows.extend(got)
+                        self.keep(scores, arrival)
         finally:
             self.consumer.close()
+
+    def keep(self, scores: list[dict[str, Any]], arrival_ms: int) -> None:
+        raise NotImplementedError
+
+
+class ScoreReader(RiskScoreThread):
+    """Keeps (event_id, ingest_ms, scored_ms, arrival_ms, source topic, emitted_ms) of every score."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings, "bench-lat")
+        self.rows: list[tuple[str, int, int, int, str, int | None]] = []
+
+    def keep(self, scores: list[dict[str, Any]], arrival_ms: int) -> None:
+        for v in scores:
+            lineage = v.get("lineage") or {}
+            ingest = lineage.get("ingest_ts_ms")
+            if ingest is not None:
+                self.rows.append(
+                    (
+                        v["event_id"],
+                        int(ingest),
+                        int(v["scored_ts_ms"]),
+                        arrival_ms,
+                        str(lineage.get("topic")),
+                        lineage.get("emitted_ts_ms"),
+                    )
+                )
 
     def snapshot(self) -> list[tuple[str, int, int, int, str, int | None]]:
         with self.lock:

@@ -17,14 +17,12 @@ Not a timed test: prints markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -42,8 +40,7 @@ from _common import (
     streamproc_child,
     table,
 )
-from confluent_kafka import Consumer
-from pipeline_load import event_source
+from pipeline_load import RiskScoreThread, event_source
 
 from streamproc.config import Settings
 from streamproc.demo.run import folder_bytes
@@ -81,41 +78,20 @@ def total_lag(port: int) -> int | None:
     )
 
 
-class MinuteReader(threading.Thread):
-    """Reads risk-scores and keeps, per minute of ingest since `start_ms`, the end-to-end latencies (ms);
-    nothing else, so that its memory stays flat however long the run."""
+class MinuteReader(RiskScoreThread):
+    """Keeps, per minute of ingest since `start_ms`, the end-to-end latencies (ms); nothing else, so that
+    its memory stays flat however long the run."""
 
     def __init__(self, settings: Settings, start_ms: int) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "group.id": f"bench-soak-{uuid.uuid4().hex[:6]}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 5,
-            }
-        )
-        self.consumer.subscribe([settings.risk_scores_topic])
+        super().__init__(settings, "bench-soak")
         self.start_ms = start_ms
         self.latencies: dict[int, list[int]] = defaultdict(list)
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                messages = self.consumer.consume(num_messages=5000, timeout=0.05)
-                arrival = int(time.time() * 1000)
-                with self.lock:
-                    for msg in messages:
-                        if msg.error():
-                            continue
-                        ingest = (json.loads(msg.value()).get("lineage") or {}).get("ingest_ts_ms")
-                        if ingest is not None and ingest >= self.start_ms:
-                            self.latencies[(ingest - self.start_ms) // 60_000].append(arrival - ingest)
-        finally:
-            self.consumer.close()
+    def keep(self, scores: list[dict[str, Any]], arrival_ms: int) -> None:
+        for v in scores:
+            ingest = (v.get("lineage") or {}).get("ingest_ts_ms")
+            if ingest is not None and ingest >= self.start_ms:
+                self.latencies[(ingest - self.start_ms) // 60_000].append(arrival_ms - ingest)
 
     def minute(self, index: int) -> list[int]:
         with self.lock:
