@@ -47,16 +47,21 @@ def validation_scores(folder: str, log: EventLog, data: LooData) -> tuple[np.nda
 
 
 def masked_ranks(scores: np.ndarray, data: LooData, columns: np.ndarray | None = None) -> np.ndarray:
-    """1-based pessimistic ranks of the validation targets, history masked, among `columns` when given."""
-    scores = scores.astype(np.float64).copy()
-    scores[:, 0] = -np.inf
-    rows = np.repeat(np.arange(len(data.val_input)), [len(h) for h in data.val_input])
-    scores[rows, np.concatenate(data.val_input).astype(np.int64)] = -np.inf
+    """Ranks of the validation targets by next_item_ranks (history masked, pessimistic ties) over the rows
+    of `scores`, among `columns` alone when given."""
     if columns is not None:
-        keep = np.full(scores.shape[1], False)
-        keep[columns] = True
-        scores[:, ~keep] = -np.inf
-    return metrics.ranks_from_scores(scores, data.val_target)
+        kept = np.full_like(scores, -np.inf)
+        kept[:, columns] = scores[:, columns]
+        scores = kept
+    position = 0
+
+    def replay(histories: list[np.ndarray]) -> np.ndarray:
+        nonlocal position
+        batch = scores[position : position + len(histories)].copy()  # next_item_ranks masks in place
+        position += len(histories)
+        return batch
+
+    return next_item_ranks(replay, data.val_input, data.val_target, data.n_items)
 
 
 def main() -> None:
