@@ -56,6 +56,7 @@ class Metrics:
     state_flush: Histogram
     worker_stalls: Counter
     commit_failures: Counter
+    transaction_steps: Histogram
 
 
 def create_metrics(registry: CollectorRegistry | None = None, with_process: bool = False) -> Metrics:
@@ -173,6 +174,15 @@ def create_metrics(registry: CollectorRegistry | None = None, with_process: bool
             "streamproc_commit_failures",
             "Offset commits that failed (Kafka unreachable, the group's assignment lost): the records after the last committed offset are read again",
             ["reason"],
+            registry=registry,
+        ),
+        transaction_steps=Histogram(
+            "streamproc_transaction_step_seconds",
+            "Exactly-once commits, by step: states (changelog records into the transaction), offsets "
+            "(send_offsets_to_transaction), commit (commit_transaction), apply (RocksDB writes after it); the "
+            "Faust worker's agents wait through all four, the scoring worker has offsets and commit",
+            ["step"],
+            buckets=LATENCY_BUCKETS_S,
             registry=registry,
         ),
         worker_stalls=Counter(

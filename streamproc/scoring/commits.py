@@ -272,6 +272,8 @@ class TransactionalCommits:
         producer = self.producer
         try:
             try:
+                steps = self.metrics.transaction_steps
+                started = time.perf_counter()
                 if messages:
                     offsets = next_offsets(messages)
                     metadata = consumer.consumer_group_metadata()
@@ -279,7 +281,10 @@ class TransactionalCommits:
                         "send_offsets_to_transaction",
                         lambda: producer.send_offsets_to_transaction(offsets, metadata, KAFKA_CALL_TIMEOUT_S),
                     )
+                    steps.labels("offsets").observe(time.perf_counter() - started)
+                    started = time.perf_counter()
                 self._call("commit_transaction", lambda: producer.commit_transaction(KAFKA_CALL_TIMEOUT_S))
+                steps.labels("commit").observe(time.perf_counter() - started)
                 return True
             except MustAbort as abort:
                 log.warning(

@@ -150,7 +150,9 @@ class StageTransactions:
                 await asyncio.to_thread(self._abort)
                 raise TransactionAbandoned(f"a batch failed mid-way: {self._failure!r}")
             self._begin()
+            step = self._step_timer()
             written = [cache.write_dirty() for cache in self.caches]  # 2
+            step("states")
             positions = [TopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
             client = self.out.client
             await asyncio.to_thread(  # 3
@@ -158,15 +160,18 @@ class StageTransactions:
                 "send_offsets_to_transaction",
                 lambda: client.send_offsets_to_transaction(positions, group_metadata, KAFKA_CALL_TIMEOUT_S),
             )
+            step("offsets")
             await asyncio.to_thread(  # 4
                 self._call, "commit_transaction", lambda: client.commit_transaction(KAFKA_CALL_TIMEOUT_S)
             )
+            step("commit")
             self._in_transaction = False
             self.out.poll()  # serve the delivery reports: the changelog offsets reached
             for cache, count in zip(self.caches, written, strict=True):  # 5
                 cache.apply_held()
                 cache.persist_offsets()
                 self.metrics.state_writes.labels(cache.table.name).inc(count)
+            step("apply")
             self.metrics.state_flush.observe(time.perf_counter() - started)
         except MustAbort as abort:
             self.metrics.commit_failures.labels(error_reason(abort.error)).inc()
@@ -183,6 +188,18 @@ class StageTransactions:
             self._abandon("a batch failed mid-way", None)
         gate.set()  # 6 (after a fencing it stays closed: the worker is stopping, no batch may start)
         return offsets
+
+    def _step_timer(self) -> Callable[[str], None]:
+        """step(name) observes the time since the previous call (or since this one) as that step's."""
+        last = time.perf_counter()
+
+        def step(name: str) -> None:
+            nonlocal last
+            now = time.perf_counter()
+            self.metrics.transaction_steps.labels(name).observe(now - last)
+            last = now
+
+        return step
 
     def _abandon(self, why: str, cause: BaseException | None) -> None:
         """Skip every batch and commit until the rejoin (`rewound`); the states in memory are forgotten."""

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streamproc.observability.metrics import create_metrics
 from tests.deploy.deploy_files import (
     ALERTS_DAILY_TEST_YML,
     ALERTS_TEST_YML,
@@ -32,6 +33,7 @@ WORKER_JOB, SCORER_JOB = "streamproc-worker", "streamproc-scorer"
 CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("counter", "streamproc_events_in_total", ("topic",)),
     ("counter", "streamproc_events_accepted_total", ("topic",)),
+    ("counter", "streamproc_duplicate_events_total", ("topic",)),
     ("counter", "streamproc_dead_letters_total", ("topic", "reason")),
     ("counter", "streamproc_fraud_labels_total", ("outcome",)),
     ("histogram", "streamproc_fraud_label_delay_days", ()),
@@ -51,6 +53,8 @@ CATALOG: list[tuple[str, str, tuple[str, ...]]] = [
     ("counter", "streamproc_state_writes_total", ("table",)),
     ("histogram", "streamproc_state_flush_seconds", ()),
     ("counter", "streamproc_worker_stalls_total", ()),
+    ("counter", "streamproc_commit_failures_total", ("reason",)),
+    ("histogram", "streamproc_transaction_step_seconds", ("step",)),
 ]
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 KNOWN_METRICS = {name for _, name, _ in CATALOG} | {
@@ -214,6 +218,13 @@ def test_every_panel_queries_prometheus() -> None:
             assert target["datasource"]["type"] == "prometheus", panel["title"]
 
 
+def test_the_catalog_lists_every_metric_the_processes_define() -> None:
+    exposed = set()
+    for family in create_metrics().registry.collect():
+        exposed.add(family.name + "_total" if family.type == "counter" else family.name)
+    assert exposed <= {name for _, name, _ in CATALOG}, exposed - {name for _, name, _ in CATALOG}
+
+
 def test_dashboard_covers_every_metric_and_uses_no_other() -> None:
     exprs = [expr for _, expr in dashboard_exprs(DASHBOARD_JSON)]
     assert unknown_metrics(exprs) == set()
@@ -250,6 +261,7 @@ def catalog_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         "kind": "transaction",
         "model_version": "demo-0123abcd",
         "device": "cpu",
+        "step": "commit",
     }
     for kind, name, labels in CATALOG:
         base = name.removesuffix("_total")

@@ -102,6 +102,8 @@ def test_batches_of_one_commit_interval_share_a_transaction_counted_once_it_comm
     ]
     assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 3
     assert worker.commits.due_in_ms() is None
+    for step in ("offsets", "commit"):  # one commit, each of its steps timed once
+        assert sample(worker, "streamproc_transaction_step_seconds_count", {"step": step}) == 1
 
 
 def test_a_lost_assignment_aborts_the_open_transaction_and_counts_nothing() -> None:

@@ -105,6 +105,11 @@ def test_a_commit_sends_changelogs_offsets_with_group_metadata_commits_then_writ
         assert out.client.calls[1][1:] == ([("clicks", 0, 11), ("transactions", 1, 7)], GROUP_METADATA)
         assert steps == ["write_dirty", "apply_held", "persist_offsets"]
         assert out.polls == 1  # the delivery reports are served before the changelog offsets are recorded
+        for step in ("states", "offsets", "commit", "apply"):  # each step of the commit timed once
+            count = tx.metrics.registry.get_sample_value(
+                "streamproc_transaction_step_seconds_count", {"step": step}
+            )
+            assert count == 1, step
         assert tx.gate.is_set()
         assert await tx.before_batch()  # the next interval's transaction
         assert names(out.client)[-1] == "begin"
