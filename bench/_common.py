@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Sequence
 from importlib import metadata
@@ -20,6 +21,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python bench/x.py` without PYTHONPATH
     sys.path.insert(0, str(REPO))
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from streamproc.config import Settings  # noqa: E402
 from streamproc.demo.processes import settings_env  # noqa: E402
@@ -130,6 +133,44 @@ def bench_settings(broker: LocalKafka, data_root: Path, **overrides: Any) -> Set
         scorer_metrics_port=free_port(),
         **overrides,
     )
+
+
+def alternating_runs(guarantees: list[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, guarantee) in run order: the given order, then reversed, alternately (A B, B A, ...): a run
+    finds the broker and the page cache warmer than the run before it, which would favour whichever came
+    second."""
+    return [(r, g) for r in range(rounds) for g in (guarantees if r % 2 == 0 else guarantees[::-1])]
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(steal, total) clock ticks of every CPU since boot, from /proc/stat ((0, 0) where it cannot be read).
+    Steal is the time a virtual machine's CPUs were ready to run but the host ran something else: a noisy
+    neighbour, invisible in the processes' own CPU time, that stretches every latency measured meanwhile."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])
+
+
+def transaction_steps(port: int) -> dict[str, tuple[float, float]]:
+    """step -> (seconds, count) of a process's exactly-once commits so far, from its /metrics
+    (`streamproc_transaction_step_seconds`); empty where it has none (at-least-once) or cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    found: dict[str, list[float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "streamproc_transaction_step_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_sum") or sample.name.endswith("_count"):
+                pair = found.setdefault(sample.labels["step"], [0.0, 0.0])
+                pair[0 if sample.name.endswith("_sum") else 1] = sample.value
+    return {step: (pair[0], pair[1]) for step, pair in found.items()}
 
 
 def cpu_seconds(pid: int) -> float:

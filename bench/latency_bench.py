@@ -12,6 +12,11 @@ Each rate runs for --duration-s; the first --warmup-s of every step are dropped.
 sustainable when the scored rate is >= 95% of the offered rate, p99 stays under --p99-max-ms,
 the median latency does not climb during the step (consumer lag not growing) and the backlog
 drains within --drain-s after the step. The sweep stops at the first unsustainable rate.
+With --guarantees and --rounds the sweep runs once per processing guarantee per round, on fresh topics
+and state, in the order A B, B A, ... (a run finds the broker warmer than the one before it), and a last
+table gives the median and the range of each figure over the rounds: one run's p99 can be twice another's
+on the same machine (docs/benchmarks.md, 2026-12-07). Each step also reports the machine's CPU steal (time
+the host gave a virtual machine's CPUs to something else), which stretches every latency measured meanwhile.
 Not a timed test: prints markdown.
 """
 
@@ -30,15 +35,18 @@ from typing import Any
 from _common import (
     Child,
     add_checkpoint_argument,
+    alternating_runs,
     bench_settings,
     cpu_seconds,
     fmt,
     header,
+    machine_cpu_ticks,
     percentile,
     require_checkpoint,
     start_kafka,
     streamproc_child,
     table,
+    transaction_steps,
 )
 from pipeline_load import ScoreReader, event_source, wait_scored
 
@@ -61,9 +69,17 @@ def run_step(
     start_ms = int(time.time() * 1000)
     t0 = time.perf_counter()
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    steal0, ticks0 = machine_cpu_ticks()
+    ports = {"Faust worker": settings.worker_metrics_port, "scoring worker": settings.scorer_metrics_port}
+    commits0 = {name: transaction_steps(port) for name, port in ports.items()}
     produced = replay(settings, iter(events), rate=rate, progress=False)
     produce_s = time.perf_counter() - t0
+    commits = {
+        name: step_means(commits0[name], transaction_steps(port), produce_s) for name, port in ports.items()
+    }
     cpu = {name: 100 * (cpu_seconds(pid) - cpu0[name]) / produce_s for name, pid in pids.items()}
+    steal1, ticks1 = machine_cpu_ticks()
+    steal_pct = 100 * (steal1 - steal0) / (ticks1 - ticks0) if ticks1 > ticks0 else None
     end_ms = int(time.time() * 1000)
     ids = {m["event_id"] for _, m in events}
     drain_s = wait_scored(reader, ids, args.drain_s, children)
@@ -112,7 +128,66 @@ def run_step(
         "sustainable": not reasons,
         "why": ", ".join(reasons),
         "cpu": cpu,
+        "steal_pct": steal_pct,
+        "commits": commits,
     }
+
+
+def step_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], seconds: float
+) -> dict[str, float]:
+    """'per_s': commits per second, and each step's mean milliseconds, between two transaction_steps()."""
+    means: dict[str, float] = {}
+    for step, (total, count) in after.items():
+        total0, count0 = before.get(step, (0.0, 0.0))
+        if count > count0:
+            means[step] = 1000 * (total - total0) / (count - count0)
+            if step == "commit":
+                means["per_s"] = (count - count0) / seconds
+    return means
+
+
+def summary_table(steps: list[dict[str, Any]]) -> str:
+    """Per guarantee and rate, over the rounds: the median of each latency percentile, and p99's range."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for s in steps:
+        groups.setdefault((s["guarantee"], s["target"]), []).append(s)
+    rows = []
+    for (guarantee, target), group in groups.items():
+        p99s = sorted(p for p in (percentile(s["e2e"], 0.99) for s in group) if p is not None)
+
+        def median_of(q: float, group: list[dict[str, Any]] = group) -> float | None:
+            values = sorted(v for v in (percentile(s["e2e"], q) for s in group) if v is not None)
+            return percentile(values, 0.5)
+
+        steals = [s["steal_pct"] for s in group if s["steal_pct"] is not None]
+        rows.append(
+            [
+                guarantee,
+                fmt(target),
+                str(len(group)),
+                fmt(median_of(0.5)),
+                fmt(median_of(0.95)),
+                fmt(median_of(0.99)),
+                f"{fmt(p99s[0])} - {fmt(p99s[-1])}" if p99s else "n/a",
+                f"{sum(s['sustainable'] for s in group)} of {len(group)}",
+                fmt(max(steals), 1) if steals else "n/a",
+            ]
+        )
+    return table(
+        [
+            "guarantee",
+            "target ev/s",
+            "rounds",
+            "e2e p50 ms (median of rounds)",
+            "p95 ms",
+            "p99 ms",
+            "p99 range ms",
+            "sustainable",
+            "max steal %",
+        ],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-going", action="store_true", help="run every rate even after an unsustainable one"
     )
+    parser.add_argument(
+        "--guarantees",
+        help="run the sweep once per processing guarantee in this comma list (e.g. "
+        "exactly_once,at_least_once), each on fresh topics and state; default: one sweep with the settings' "
+        "guarantee (--set processing_guarantee=...)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the sweeps this many times, the order of --guarantees reversed every other round",
+    )
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--users", type=int, default=500, help="users per generator chunk (default 500)")
     parser.add_argument("--days", type=int, default=30, help="days per generator chunk (default 30)")
@@ -169,10 +256,19 @@ def main(argv: list[str] | None = None) -> int:
     broker = start_kafka(work)
     children: list[Child] = []
     steps: list[dict[str, Any]] = []
+    # every run replays the same events (the same seed from the start): runs that replayed different slices
+    # of the generator differed in their share of transactions, which cross two more stages than clicks
     source = event_source(args.users, args.days, args.seed)
     reader: ScoreReader | None = None
 
-    def start_pipeline(rate: float) -> tuple[Settings, ScoreReader]:
+    overrides = dict(item.split("=", 1) for item in args.set)
+    runs: list[tuple[int, str | None]] = (
+        list(alternating_runs(args.guarantees.split(","), args.rounds))
+        if args.guarantees
+        else [(r, None) for r in range(args.rounds)]
+    )
+
+    def start_pipeline(rate: float, guarantee: str | None) -> tuple[Settings, ScoreReader]:
         """Fresh topics, groups and state; worker + scorer started and warmed up at `rate`."""
         for c in reversed(children):
             c.stop()
@@ -183,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             partitions=args.partitions,
             checkpoint=args.checkpoint.resolve(),
             device=args.device,
-            **dict(item.split("=", 1) for item in args.set),
+            **{**overrides, **({"processing_guarantee": guarantee} if guarantee else {})},
         )
         create_topics(settings.bootstrap_servers, settings.all_topics(), settings.partitions)
         children.append(streamproc_child("worker", settings, work / f"worker-{len(steps)}.log"))
@@ -203,38 +299,43 @@ def main(argv: list[str] | None = None) -> int:
         return settings, reader
 
     try:
-        settings, reader = start_pipeline(rates[0])
-        queue = list(rates)
-        probes = 0
-        while queue:
-            rate = queue.pop(0)
-            events = list(islice(source, int(rate * args.duration_s)))
-            pids = {
-                "Faust worker": children[0].pid,
-                "scoring worker": children[1].pid,
-                "Kafka broker": broker.pids()[0],
-                "bench (producer + reader)": os.getpid(),
-            }
-            step = run_step(settings, reader, events, rate, args, children, pids)
-            steps.append(step)
-            print(
-                {k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages", "cpu")},
-                file=sys.stderr,
-                flush=True,
-            )
-            if step["sustainable"] or args.keep_going:
-                continue
-            ok = any(s["sustainable"] for s in steps)
-            if ok or probes >= args.probe_down:
-                break
-            # Nothing sustainable yet: probe a lower rate on a fresh pipeline (the backlog would skew it).
-            probes += 1
-            queue = [max(1.0, round(rate / 2))]
+        for round_index, guarantee in runs:
+            source = event_source(args.users, args.days, args.seed)
+            settings, reader = start_pipeline(rates[0], guarantee)
+            run_label = {"round": round_index + 1, "guarantee": settings.processing_guarantee}
+            run_steps: list[dict[str, Any]] = []
+            queue = list(rates)
+            probes = 0
+            while queue:
+                rate = queue.pop(0)
+                events = list(islice(source, int(rate * args.duration_s)))
+                pids = {
+                    "Faust worker": children[0].pid,
+                    "scoring worker": children[1].pid,
+                    "Kafka broker": broker.pids()[0],
+                    "bench (producer + reader)": os.getpid(),
+                }
+                step = {**run_label, **run_step(settings, reader, events, rate, args, children, pids)}
+                run_steps.append(step)
+                steps.append(step)
+                print(
+                    {k: v for k, v in step.items() if k not in ("e2e", "stamp", "stages", "cpu")},
+                    file=sys.stderr,
+                    flush=True,
+                )
+                if step["sustainable"] or args.keep_going:
+                    continue
+                ok = any(s["sustainable"] for s in run_steps)
+                if ok or probes >= args.probe_down:
+                    break
+                # Nothing sustainable yet: probe a lower rate on a fresh pipeline (the backlog would skew it).
+                probes += 1
+                queue = [max(1.0, round(rate / 2))]
+                reader.stopping.set()
+                reader.join(5)
+                settings, reader = start_pipeline(queue[0], guarantee)
             reader.stopping.set()
             reader.join(5)
-            settings, reader = start_pipeline(queue[0])
-        reader.stopping.set()
-        reader.join(5)
     finally:
         for c in reversed(children):
             c.stop()
@@ -257,11 +358,18 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
     )
+    several = len(runs) > 1
+    run_columns = ["guarantee", "round"] if several else []
+
+    def run_cells(s: dict[str, Any]) -> list[str]:
+        return [s["guarantee"], str(s["round"])] if several else []
+
     rows = []
     for s in steps:
         e2e, stamp = s["e2e"], s["stamp"]
         rows.append(
             [
+                *run_cells(s),
                 fmt(s["target"]),
                 fmt(s["offered"]),
                 fmt(s["scored_rate"]),
@@ -282,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         table(
             [
+                *run_columns,
                 "target ev/s",
                 "offered ev/s",
                 "scored ev/s",
@@ -307,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         for topic, (faust_ms, scorer_ms) in s["stages"].items():
             stage_rows.append(
                 [
+                    *run_cells(s),
                     fmt(s["target"]),
                     topic.split("-", 1)[-1],
                     f"{len(faust_ms):,}",
@@ -317,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         table(
             [
+                *run_columns,
                 "target ev/s",
                 "input topic",
                 "scores",
@@ -334,16 +445,63 @@ def main(argv: list[str] | None = None) -> int:
     names = list(steps[0]["cpu"]) if steps else []
     print(
         table(
-            ["target ev/s", *(f"{n} CPU %" for n in names), "total CPU %"],
+            [*run_columns, "target ev/s", *(f"{n} CPU %" for n in names), "total CPU %", "machine steal %"],
             [
-                [fmt(s["target"]), *(fmt(s["cpu"][n]) for n in names), fmt(sum(s["cpu"].values()))]
+                [
+                    *run_cells(s),
+                    fmt(s["target"]),
+                    *(fmt(s["cpu"][n]) for n in names),
+                    fmt(sum(s["cpu"].values())),
+                    fmt(s["steal_pct"], 1),
+                ]
                 for s in steps
             ],
         )
     )
     print(
-        f"- CPU % of one core while the step's events were produced ({os.cpu_count()} cores on this machine)"
+        f"- CPU % of one core while the step's events were produced ({os.cpu_count()} cores on this machine); "
+        "machine steal %: the share of all CPUs' time the host gave to something else meanwhile"
     )
+    commit_rows = []
+    for s in steps:
+        worker, scorer = s["commits"]["Faust worker"], s["commits"]["scoring worker"]
+        if worker or scorer:
+            commit_rows.append(
+                [
+                    *run_cells(s),
+                    fmt(s["target"]),
+                    fmt(worker.get("per_s"), 1),
+                    *(fmt(worker.get(step), 1) for step in ("states", "offsets", "commit", "apply")),
+                    fmt(scorer.get("per_s"), 1),
+                    *(fmt(scorer.get(step), 1) for step in ("offsets", "commit")),
+                ]
+            )
+    if commit_rows:
+        print()
+        print(
+            table(
+                [
+                    *run_columns,
+                    "target ev/s",
+                    "Faust worker commits/s",
+                    "states ms",
+                    "offsets ms",
+                    "commit ms",
+                    "apply ms",
+                    "scoring worker commits/s",
+                    "offsets ms",
+                    "commit ms",
+                ],
+                commit_rows,
+            )
+        )
+        print(
+            "- exactly-once commits while the step's events were produced, and the mean time of each step "
+            "(streamproc_transaction_step_seconds): a record is readable downstream once its commit ends"
+        )
+    if args.rounds > 1:
+        print()
+        print(summary_table(steps))
     ok = [s["target"] for s in steps if s["sustainable"]]
     print()
     print(

@@ -27,7 +27,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import Child, bench_settings, cpu_seconds, fmt, header, start_kafka, streamproc_child, table
+from _common import (
+    Child,
+    alternating_runs,
+    bench_settings,
+    cpu_seconds,
+    fmt,
+    header,
+    start_kafka,
+    streamproc_child,
+    table,
+)
 from pipeline_peers import failed, read_updates, result, run_faust_count, run_quix, run_raw_consumer
 
 from streamproc.config import Settings
@@ -100,11 +110,6 @@ def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
     )
-
-
-def worker_runs(guarantees: list[str], rounds: int) -> list[tuple[int, str]]:
-    """(round, guarantee) in run order: the given order, then reversed, alternately."""
-    return [(r, g) for r in range(rounds) for g in (guarantees if r % 2 == 0 else guarantees[::-1])]
 
 
 def guarantee_means(worker_rows: list[dict[str, Any]]) -> dict[str, float | None]:
@@ -244,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_faust_count(settings, args.events, mode, work, args.stage_timeout_s))
                 print(rows[-1], file=sys.stderr, flush=True)
         for round_no, guarantee in (
-            worker_runs(args.guarantees.split(","), args.rounds) if "c" in only else []
+            alternating_runs(args.guarantees.split(","), args.rounds) if "c" in only else []
         ):
             # its own app id, internal and output topics (the clicks are shared): a run reads nothing of another
             run = settings.namespaced(f"{guarantee[:3]}{round_no}").with_overrides(
