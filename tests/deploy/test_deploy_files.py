@@ -75,6 +75,7 @@ ALERTS = {
     "StreamprocScorerDown",
     "StreamprocNoScoresPublished",
     "StreamprocWorkerStalled",
+    "StreamprocCommitsFailing",
 }
 
 
