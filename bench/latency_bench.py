@@ -256,9 +256,6 @@ def main(argv: list[str] | None = None) -> int:
     broker = start_kafka(work)
     children: list[Child] = []
     steps: list[dict[str, Any]] = []
-    # every run replays the same events (the same seed from the start): runs that replayed different slices
-    # of the generator differed in their share of transactions, which cross two more stages than clicks
-    source = event_source(args.users, args.days, args.seed)
     reader: ScoreReader | None = None
 
     overrides = dict(item.split("=", 1) for item in args.set)
@@ -300,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         for round_index, guarantee in runs:
+            # every run replays the same events (the generator from its seed): runs that replayed different
+            # slices of it differed in their share of transactions, which cross two more stages than clicks
             source = event_source(args.users, args.days, args.seed)
             settings, reader = start_pipeline(rates[0], guarantee)
             run_label = {"round": round_index + 1, "guarantee": settings.processing_guarantee}
