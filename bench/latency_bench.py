@@ -14,7 +14,7 @@ the median latency does not climb during the step (consumer lag not growing) and
 drains within --drain-s after the step. The sweep stops at the first unsustainable rate.
 With --guarantees and --rounds the sweep runs once per processing guarantee per round, on fresh topics
 and state, in the order A B, B A, ... (a run finds the broker warmer than the one before it), and a last
-table gives the median and the range of each figure over the rounds: one run's p99 can be twice another's
+table gives the medians of p50, p95 and p99 over the rounds and p99's range: one run's p99 can be twice another's
 on the same machine (docs/benchmarks.md, 2026-12-07). Each step also reports the machine's CPU steal (time
 the host gave a virtual machine's CPUs to something else), which stretches every latency measured meanwhile.
 Not a timed test: prints markdown.
@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def run_step(
     produced = replay(settings, iter(events), rate=rate, progress=False)
     produce_s = time.perf_counter() - t0
     commits = {
-        name: step_means(commits0[name], transaction_steps(port), produce_s) for name, port in ports.items()
+        name: commit_rate_and_step_ms(commits0[name], transaction_steps(port), produce_s)
+        for name, port in ports.items()
     }
     cpu = {name: 100 * (cpu_seconds(pid) - cpu0[name]) / produce_s for name, pid in pids.items()}
     steal1, ticks1 = machine_cpu_ticks()
@@ -133,10 +135,10 @@ def run_step(
     }
 
 
-def step_means(
+def commit_rate_and_step_ms(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], seconds: float
 ) -> dict[str, float]:
-    """'per_s': commits per second, and each step's mean milliseconds, between two transaction_steps()."""
+    """Between two transaction_steps(): 'per_s', commits per second, and each step's mean in milliseconds."""
     means: dict[str, float] = {}
     for step, (total, count) in after.items():
         total0, count0 = before.get(step, (0.0, 0.0))
@@ -265,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         else [(r, None) for r in range(args.rounds)]
     )
 
-    def start_pipeline(rate: float, guarantee: str | None) -> tuple[Settings, ScoreReader]:
+    def start_pipeline(
+        rate: float, guarantee: str | None, source: Iterator[tuple[str, dict[str, Any]]]
+    ) -> tuple[Settings, ScoreReader]:
         """Fresh topics, groups and state; worker + scorer started and warmed up at `rate`."""
         for c in reversed(children):
             c.stop()
@@ -300,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             # every run replays the same events (the generator from its seed): runs that replayed different
             # slices of it differed in their share of transactions, which cross two more stages than clicks
             source = event_source(args.users, args.days, args.seed)
-            settings, reader = start_pipeline(rates[0], guarantee)
+            settings, reader = start_pipeline(rates[0], guarantee, source)
             run_label = {"round": round_index + 1, "guarantee": settings.processing_guarantee}
             run_steps: list[dict[str, Any]] = []
             queue = list(rates)
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 queue = [max(1.0, round(rate / 2))]
                 reader.stopping.set()
                 reader.join(5)
-                settings, reader = start_pipeline(queue[0], guarantee)
+                settings, reader = start_pipeline(queue[0], guarantee, source)
             reader.stopping.set()
             reader.join(5)
     finally:

@@ -43,7 +43,7 @@ from streamproc.kafka.transactions import (
     call_transactional,
     error_reason,
 )
-from streamproc.observability.metrics import Metrics
+from streamproc.observability.metrics import Metrics, StepTimes
 
 __all__ = [
     "ProducerFenced",
@@ -272,8 +272,7 @@ class TransactionalCommits:
         producer = self.producer
         try:
             try:
-                steps = self.metrics.transaction_steps
-                started = time.perf_counter()
+                step = StepTimes()
                 if messages:
                     offsets = next_offsets(messages)
                     metadata = consumer.consumer_group_metadata()
@@ -281,10 +280,10 @@ class TransactionalCommits:
                         "send_offsets_to_transaction",
                         lambda: producer.send_offsets_to_transaction(offsets, metadata, KAFKA_CALL_TIMEOUT_S),
                     )
-                    steps.labels("offsets").observe(time.perf_counter() - started)
-                    started = time.perf_counter()
+                    step("offsets")
                 self._call("commit_transaction", lambda: producer.commit_transaction(KAFKA_CALL_TIMEOUT_S))
-                steps.labels("commit").observe(time.perf_counter() - started)
+                step("commit")
+                step.observe(self.metrics)
                 return True
             except MustAbort as abort:
                 log.warning(

@@ -51,7 +51,7 @@ from streamproc.kafka.transactions import (
     call_transactional,
     error_reason,
 )
-from streamproc.observability.metrics import Metrics
+from streamproc.observability.metrics import Metrics, StepTimes
 from streamproc.stages.write_behind import StateCache
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class StageTransactions:
                 await asyncio.to_thread(self._abort)
                 raise TransactionAbandoned(f"a batch failed mid-way: {self._failure!r}")
             self._begin()
-            step = self._step_timer()
+            step = StepTimes()
             written = [cache.write_dirty() for cache in self.caches]  # 2
             step("states")
             positions = [TopicPartition(tp.topic, tp.partition, offset) for tp, offset in offsets.items()]
@@ -172,6 +172,7 @@ class StageTransactions:
                 cache.persist_offsets()
                 self.metrics.state_writes.labels(cache.table.name).inc(count)
             step("apply")
+            step.observe(self.metrics)  # completed commits only: the failed ones are counted below
             self.metrics.state_flush.observe(time.perf_counter() - started)
         except MustAbort as abort:
             self.metrics.commit_failures.labels(error_reason(abort.error)).inc()
@@ -188,18 +189,6 @@ class StageTransactions:
             self._abandon("a batch failed mid-way", None)
         gate.set()  # 6 (after a fencing it stays closed: the worker is stopping, no batch may start)
         return offsets
-
-    def _step_timer(self) -> Callable[[str], None]:
-        """step(name) observes the time since the previous call (or since this one) as that step's."""
-        last = time.perf_counter()
-
-        def step(name: str) -> None:
-            nonlocal last
-            now = time.perf_counter()
-            self.metrics.transaction_steps.labels(name).observe(now - last)
-            last = now
-
-        return step
 
     def _abandon(self, why: str, cause: BaseException | None) -> None:
         """Skip every batch and commit until the rejoin (`rewound`); the states in memory are forgotten."""

@@ -128,6 +128,7 @@ def test_an_abortable_failure_aborts_the_batch_rewinds_the_consumer_and_counts_n
     assert worker.consumer.seeks == [("sequence-updates", 0, 10), ("sequence-updates", 1, 4)]  # type: ignore[attr-defined]
     assert sample(worker, "streamproc_scores_published_total", {"topic": "risk-scores"}) == 0
     assert sample(worker, "streamproc_commit_failures_total", {"reason": "timed_out"}) == 1
+    assert sample(worker, "streamproc_transaction_step_seconds_count", {"step": "offsets"}) == 0
 
 
 def test_a_retriable_failure_is_tried_again_in_the_same_transaction() -> None:

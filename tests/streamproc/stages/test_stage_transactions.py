@@ -147,6 +147,10 @@ def test_an_abortable_error_aborts_forgets_the_states_and_skips_everything_until
         assert names(out.client) == ["begin", "offsets", "abort"]
         assert "apply_held" not in steps and steps[-1] == "forget"  # RocksDB never got the aborted states
         assert out.acked == {}  # nor their changelog offsets
+        states_timed = tx.metrics.registry.get_sample_value(
+            "streamproc_transaction_step_seconds_count", {"step": "states"}
+        )
+        assert not states_timed  # a failed commit leaves no step in the histogram (its failure is counted)
         # open, so that agents reach the skip and revocation finishes
         assert tx.rewinding and tx.gate.is_set()
         assert not await tx.before_batch()  # batches read before the rejoin are skipped: they are read again
