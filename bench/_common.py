@@ -154,13 +154,20 @@ def machine_cpu_ticks() -> tuple[int, int]:
     return steal, sum(fields[:8])
 
 
+def scrape_metrics(port: int) -> str | None:
+    """A local process's /metrics page (None where it cannot be read)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
 def transaction_steps(port: int) -> dict[str, tuple[float, float]]:
     """step -> (seconds, count) of a process's exactly-once commits so far, from its /metrics
     (`streamproc_transaction_step_seconds`); empty where it has none (at-least-once) or cannot be read."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
+    text = scrape_metrics(port)
+    if text is None:
         return {}
     found: dict[str, list[float]] = {}
     for family in text_string_to_metric_families(text):

@@ -149,6 +149,12 @@ def commit_rate_and_step_ms(
     return means
 
 
+def median_over_runs(group: list[dict[str, Any]], q: float) -> float | None:
+    """The median over the runs in `group` of each run's e2e latency percentile `q`."""
+    values = sorted(v for v in (percentile(s["e2e"], q) for s in group) if v is not None)
+    return percentile(values, 0.5)
+
+
 def summary_table(steps: list[dict[str, Any]]) -> str:
     """Per guarantee and rate, over the rounds: the median of each latency percentile, and p99's range."""
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
@@ -157,20 +163,13 @@ def summary_table(steps: list[dict[str, Any]]) -> str:
     rows = []
     for (guarantee, target), group in groups.items():
         p99s = sorted(p for p in (percentile(s["e2e"], 0.99) for s in group) if p is not None)
-
-        def median_of(q: float, group: list[dict[str, Any]] = group) -> float | None:
-            values = sorted(v for v in (percentile(s["e2e"], q) for s in group) if v is not None)
-            return percentile(values, 0.5)
-
         steals = [s["steal_pct"] for s in group if s["steal_pct"] is not None]
         rows.append(
             [
                 guarantee,
                 fmt(target),
                 str(len(group)),
-                fmt(median_of(0.5)),
-                fmt(median_of(0.95)),
-                fmt(median_of(0.99)),
+                *(fmt(median_over_runs(group, q)) for q in (0.5, 0.95, 0.99)),
                 f"{fmt(p99s[0])} - {fmt(p99s[-1])}" if p99s else "n/a",
                 f"{sum(s['sustainable'] for s in group)} of {len(group)}",
                 fmt(max(steals), 1) if steals else "n/a",

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from _common import (
     cpu_seconds,
     fmt,
     header,
+    scrape_metrics,
     start_kafka,
     streamproc_child,
     table,
@@ -79,13 +79,9 @@ def make_clicks(n: int, users: int, seed: int) -> list[tuple[str, dict[str, Any]
 
 # -- (c) ------------------------------------------------------------------------------------------
 def metric_value(port: int, name: str) -> float | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(name + " ") or line.startswith(name + "{"):
-                    return float(line.rsplit(" ", 1)[1])
-    except OSError:
-        return None
+    for line in (scrape_metrics(port) or "").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
     return None
 
 
